@@ -1,0 +1,198 @@
+package lease
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+)
+
+// DefaultSubnetFile is where the agent writes, and the CNI plugin reads, the node's subnet.
+const DefaultSubnetFile = "/run/flannel/subnet.env"
+
+// SubnetEnv is the content of subnet.env, flannel's contract between agent and CNI plugin.
+type SubnetEnv struct {
+	// Network is FLANNEL_NETWORK (first entry of a comma-separated list).
+	Network netip.Prefix
+	// Subnet is FLANNEL_SUBNET: the node's gateway address (.1) with the lease's length.
+	Subnet netip.Prefix
+	// IPv6Network and IPv6Subnet are the v6 counterparts (zero when disabled).
+	IPv6Network netip.Prefix
+	IPv6Subnet  netip.Prefix
+	MTU         int
+	IPMasq      bool
+}
+
+// ErrSubnetEnvIncomplete is matched (errors.Is) by the error ParseSubnetEnv returns
+// when required keys are missing.
+var ErrSubnetEnvIncomplete = errors.New("subnet.env incomplete")
+
+// MissingKeysError lists every required key that is absent.
+type MissingKeysError struct{ Keys []string }
+
+func (e *MissingKeysError) Error() string {
+	return "subnet.env is missing " + strings.Join(e.Keys, ", ")
+}
+
+// Is makes errors.Is(err, ErrSubnetEnvIncomplete) true.
+func (e *MissingKeysError) Is(target error) bool { return target == ErrSubnetEnvIncomplete }
+
+// ReadSubnetEnv reads and parses path. A missing file returns an error matching fs.ErrNotExist.
+func ReadSubnetEnv(path string) (SubnetEnv, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return SubnetEnv{}, fmt.Errorf("read subnet file %q: %w", path, err)
+	}
+	env, err := ParseSubnetEnv(b)
+	if err != nil {
+		return SubnetEnv{}, fmt.Errorf("parse subnet file %q: %w", path, err)
+	}
+	return env, nil
+}
+
+// ParseSubnetEnv parses the KEY=VALUE lines of subnet.env. Unknown keys and
+// blank or comment lines are ignored; values may be comma-separated lists (the
+// first entry is used). Every missing required key is reported in one error.
+func ParseSubnetEnv(b []byte) (SubnetEnv, error) {
+	var env SubnetEnv
+	seen := map[string]bool{}
+	sc := bufio.NewScanner(bytes.NewReader(b))
+	sc.Buffer(make([]byte, 0, 4096), 1<<20)
+	for sc.Scan() {
+		line := strings.TrimSpace(sc.Text())
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		k, v, ok := strings.Cut(line, "=")
+		if !ok {
+			return SubnetEnv{}, fmt.Errorf("line %q: want KEY=VALUE", line)
+		}
+		k, v = strings.TrimSpace(k), strings.Trim(strings.TrimSpace(v), `"`)
+		if first, _, _ := strings.Cut(v, ","); true {
+			v = strings.TrimSpace(first)
+		}
+		if err := env.set(k, v); err != nil {
+			return SubnetEnv{}, err
+		}
+		seen[k] = true
+	}
+	if err := sc.Err(); err != nil {
+		return SubnetEnv{}, fmt.Errorf("scan: %w", err)
+	}
+	var missing []string
+	for _, k := range []string{"FLANNEL_NETWORK", "FLANNEL_SUBNET", "FLANNEL_MTU", "FLANNEL_IPMASQ"} {
+		if !seen[k] {
+			missing = append(missing, k)
+		}
+	}
+	if seen["FLANNEL_IPV6_NETWORK"] != seen["FLANNEL_IPV6_SUBNET"] {
+		if !seen["FLANNEL_IPV6_NETWORK"] {
+			missing = append(missing, "FLANNEL_IPV6_NETWORK")
+		} else {
+			missing = append(missing, "FLANNEL_IPV6_SUBNET")
+		}
+	}
+	if len(missing) > 0 {
+		return SubnetEnv{}, &MissingKeysError{Keys: missing}
+	}
+	return env, nil
+}
+
+func (e *SubnetEnv) set(k, v string) error {
+	var err error
+	switch k {
+	case "FLANNEL_NETWORK":
+		e.Network, err = parsePrefixMasked(v)
+	case "FLANNEL_SUBNET":
+		e.Subnet, err = netip.ParsePrefix(v)
+	case "FLANNEL_IPV6_NETWORK":
+		e.IPv6Network, err = parsePrefixMasked(v)
+	case "FLANNEL_IPV6_SUBNET":
+		e.IPv6Subnet, err = netip.ParsePrefix(v)
+	case "FLANNEL_MTU":
+		e.MTU, err = strconv.Atoi(v)
+		if err == nil && (e.MTU < 68 || e.MTU > 65535) {
+			err = fmt.Errorf("out of range 68..65535")
+		}
+	case "FLANNEL_IPMASQ":
+		e.IPMasq, err = strconv.ParseBool(v)
+	default:
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("%s=%q: %w", k, v, err)
+	}
+	return nil
+}
+
+func parsePrefixMasked(s string) (netip.Prefix, error) {
+	p, err := netip.ParsePrefix(s)
+	if err != nil {
+		return netip.Prefix{}, err
+	}
+	return p.Masked(), nil
+}
+
+// Marshal renders the file in flannel's line order; v6 lines only when set.
+func (e SubnetEnv) Marshal() []byte {
+	var b bytes.Buffer
+	fmt.Fprintf(&b, "FLANNEL_NETWORK=%s\n", e.Network)
+	fmt.Fprintf(&b, "FLANNEL_SUBNET=%s\n", e.Subnet)
+	if e.IPv6Network.IsValid() {
+		fmt.Fprintf(&b, "FLANNEL_IPV6_NETWORK=%s\n", e.IPv6Network)
+		fmt.Fprintf(&b, "FLANNEL_IPV6_SUBNET=%s\n", e.IPv6Subnet)
+	}
+	fmt.Fprintf(&b, "FLANNEL_MTU=%d\n", e.MTU)
+	fmt.Fprintf(&b, "FLANNEL_IPMASQ=%t\n", e.IPMasq)
+	return b.Bytes()
+}
+
+// WriteSubnetEnv writes e to path atomically: a temp file in the same
+// directory (created 0755 if absent), fsync, chmod 0644, rename, fsync of the directory.
+func WriteSubnetEnv(path string, e SubnetEnv) error {
+	return WriteFileAtomic(path, e.Marshal(), 0o644)
+}
+
+// WriteFileAtomic replaces path with data so that readers see the old or the new
+// content, never a partial file.
+func WriteFileAtomic(path string, data []byte, perm os.FileMode) (err error) {
+	dir := filepath.Dir(path)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return fmt.Errorf("create directory %q: %w", dir, err)
+	}
+	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp*")
+	if err != nil {
+		return fmt.Errorf("create temp file in %q: %w", dir, err)
+	}
+	defer func() {
+		if err != nil {
+			_ = os.Remove(f.Name())
+		}
+	}()
+	if _, err = io.Copy(f, bytes.NewReader(data)); err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Chmod(f.Name(), perm)
+	}
+	if err != nil {
+		return fmt.Errorf("write temp file for %q: %w", path, err)
+	}
+	if err = os.Rename(f.Name(), path); err != nil {
+		return fmt.Errorf("rename into %q: %w", path, err)
+	}
+	if d, derr := os.Open(dir); derr == nil {
+		_ = d.Sync()
+		_ = d.Close()
+	}
+	return nil
+}
