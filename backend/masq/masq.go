@@ -1,0 +1,219 @@
+package masq
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+
+	"github.com/google/nftables"
+	"github.com/google/nftables/userdata"
+)
+
+// TableName is the nftables table weft owns (in family ip, or ip6 for IPv6).
+const TableName = "weft"
+
+// ChainName is the base chain in TableName that holds the rules.
+const ChainName = "postrouting"
+
+// families are the table families weft may have written, in lookup order.
+var families = []nftables.TableFamily{nftables.TableFamilyIPv4, nftables.TableFamilyIPv6}
+
+// familyName is the nft keyword of a table family.
+func familyName(f nftables.TableFamily) string {
+	if f == nftables.TableFamilyIPv6 {
+		return "ip6"
+	}
+	return "ip"
+}
+
+// conn opens an nftables connection in the netns of netnsFd (0 = current).
+func conn(netnsFd int) (*nftables.Conn, error) {
+	var opts []nftables.ConnOption
+	if netnsFd != 0 {
+		opts = append(opts, nftables.WithNetNSFd(netnsFd))
+	}
+	c, err := nftables.New(opts...)
+	if err != nil {
+		return nil, fmt.Errorf("open nftables netlink connection: %w", err)
+	}
+	return c, nil
+}
+
+// Ensure installs/replaces weft's table so that it holds exactly the rules for r. It
+// is idempotent: when the kernel already holds those rules nothing is written. A
+// table from a previous run (other Network, Subnet, port or family) or one edited by
+// hand is replaced in one atomic batch. netnsFd: 0 = current netns. A nil log
+// discards.
+func Ensure(netnsFd int, r Rules, log *slog.Logger) error {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	want, err := r.normalize()
+	if err != nil {
+		return err
+	}
+	cur, err := Current(netnsFd)
+	switch {
+	case errors.Is(err, ErrDrift):
+		log.Warn("masquerade table differs from weft's rules; replacing it", "reason", err)
+	case err != nil:
+		return fmt.Errorf("ensure masquerade rules: %w", err)
+	case cur != nil && *cur == want:
+		log.Debug("masquerade rules already in place", "network", want.Network, "subnet", want.Subnet)
+		return nil
+	case cur != nil:
+		log.Info("replacing masquerade rules", "old_network", cur.Network, "old_subnet", cur.Subnet,
+			"old_vxlan_port", cur.VXLANPort, "network", want.Network, "subnet", want.Subnet, "vxlan_port", want.VXLANPort)
+	}
+	if err := replace(netnsFd, want); err != nil {
+		return err
+	}
+	// Read back: the kernel (or an old nftables module) could have dropped a flag.
+	got, err := Current(netnsFd)
+	if err != nil {
+		return fmt.Errorf("verify masquerade rules: %w", err)
+	}
+	if got == nil || *got != want {
+		return fmt.Errorf("verify masquerade rules: %w: read back %+v, want %+v", ErrDrift, got, want)
+	}
+	log.Info("masquerade rules installed", "table", familyName(want.family())+" "+TableName,
+		"network", want.Network, "subnet", want.Subnet, "vxlan_port", want.VXLANPort)
+	return nil
+}
+
+// replace writes the table for normalized r in one batch: tables of every family are
+// created-if-absent then deleted (so the delete cannot fail with ENOENT), and r's
+// table is built again. nftables applies a batch as one transaction: packets see the
+// old rules or the new ones, never an empty or half-built chain.
+func replace(netnsFd int, r Rules) error {
+	c, err := conn(netnsFd)
+	if err != nil {
+		return err
+	}
+	for _, fam := range families {
+		t := &nftables.Table{Name: TableName, Family: fam}
+		c.AddTable(t)
+		c.DelTable(t)
+	}
+	t := c.AddTable(&nftables.Table{Name: TableName, Family: r.family()})
+	ch := c.AddChain(&nftables.Chain{
+		Name:     ChainName,
+		Table:    t,
+		Type:     nftables.ChainTypeNAT,
+		Hooknum:  nftables.ChainHookPostrouting,
+		Priority: nftables.ChainPriorityNATSource,
+	})
+	is6 := r.Network.Addr().Is6()
+	for _, s := range specs(r) {
+		c.AddRule(&nftables.Rule{
+			Table:    t,
+			Chain:    ch,
+			Exprs:    s.encode(is6),
+			UserData: userdata.AppendString(nil, userdata.TypeComment, s.Comment),
+		})
+	}
+	if err := c.Flush(); err != nil {
+		return fmt.Errorf("write nftables table %s %s: %w", familyName(r.family()), TableName, err)
+	}
+	return nil
+}
+
+// Delete removes weft's table in every family; absent tables are not an error. The
+// agent does not call it on SIGTERM (see doc.go).
+func Delete(netnsFd int) error {
+	c, err := conn(netnsFd)
+	if err != nil {
+		return err
+	}
+	for _, fam := range families {
+		t := &nftables.Table{Name: TableName, Family: fam}
+		c.AddTable(t)
+		c.DelTable(t)
+	}
+	if err := c.Flush(); err != nil {
+		return fmt.Errorf("delete nftables table %s: %w", TableName, err)
+	}
+	return nil
+}
+
+// Current reads back the installed rules: (nil, nil) when weft has no table, an error
+// wrapping ErrDrift when the table is not exactly what Ensure writes.
+func Current(netnsFd int) (*Rules, error) {
+	c, err := conn(netnsFd)
+	if err != nil {
+		return nil, err
+	}
+	var found []*nftables.Table
+	for _, fam := range families {
+		ts, err := c.ListTablesOfFamily(fam)
+		if err != nil {
+			return nil, fmt.Errorf("list nftables tables: %w", err)
+		}
+		for _, t := range ts {
+			if t.Name == TableName {
+				found = append(found, t)
+			}
+		}
+	}
+	switch len(found) {
+	case 0:
+		return nil, nil
+	case 1:
+		return readTable(c, found[0])
+	}
+	return nil, fmt.Errorf("%w: table %s exists in both ip and ip6", ErrDrift, TableName)
+}
+
+// readTable checks that t holds only weft's chain and decodes its rules.
+func readTable(c *nftables.Conn, t *nftables.Table) (*Rules, error) {
+	chains, err := c.ListChainsOfTableFamily(t.Family)
+	if err != nil {
+		return nil, fmt.Errorf("list chains of %s %s: %w", familyName(t.Family), t.Name, err)
+	}
+	var ours *nftables.Chain
+	for _, ch := range chains {
+		if ch.Table.Name != t.Name {
+			continue
+		}
+		if ch.Name != ChainName || ours != nil {
+			return nil, fmt.Errorf("%w: unexpected chain %q", ErrDrift, ch.Name)
+		}
+		ours = ch
+	}
+	if err := checkChain(ours); err != nil {
+		return nil, err
+	}
+	rules, err := c.GetRules(t, ours)
+	if err != nil {
+		return nil, fmt.Errorf("list rules of %s %s %s: %w", familyName(t.Family), t.Name, ChainName, err)
+	}
+	got := make([]ruleSpec, 0, len(rules))
+	for i, rule := range rules {
+		s, err := decode(rule.Exprs, t.Family == nftables.TableFamilyIPv6)
+		if err != nil {
+			return nil, fmt.Errorf("rule %d (handle %d): %w", i+1, rule.Handle, err)
+		}
+		got = append(got, s)
+	}
+	r, err := rulesFrom(got)
+	if err != nil {
+		return nil, err
+	}
+	if r.family() != t.Family {
+		return nil, fmt.Errorf("%w: %s rules in a %s table", ErrDrift, familyName(r.family()), familyName(t.Family))
+	}
+	return r, nil
+}
+
+// checkChain verifies that the base chain is hooked where Ensure puts it.
+func checkChain(ch *nftables.Chain) error {
+	switch {
+	case ch == nil:
+		return fmt.Errorf("%w: chain %q missing", ErrDrift, ChainName)
+	case ch.Type != nftables.ChainTypeNAT,
+		ch.Hooknum == nil || *ch.Hooknum != *nftables.ChainHookPostrouting,
+		ch.Priority == nil || *ch.Priority != *nftables.ChainPriorityNATSource:
+		return fmt.Errorf("%w: chain %q is not type nat hook postrouting priority srcnat", ErrDrift, ChainName)
+	}
+	return nil
+}

@@ -1,0 +1,210 @@
+package masq
+
+import (
+	"errors"
+	"log/slog"
+	"net/netip"
+	"regexp"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/google/nftables"
+
+	"github.com/weftnet/weft/test/nettest"
+)
+
+func testLogger(t *testing.T) *slog.Logger {
+	return slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelDebug}))
+}
+
+var podRules = Rules{
+	Network: netip.MustParsePrefix("10.244.0.0/16"),
+	Subnet:  netip.MustParsePrefix("10.244.1.0/24"),
+}
+
+// nft runs the nft CLI inside n (for inspection only) and fails the test on error.
+func nft(t *testing.T, n *nettest.NS, args ...string) string {
+	t.Helper()
+	out, err := n.Exec(t, "nft", args...)
+	if err != nil {
+		t.Fatalf("nft %s in %s: %v: %s", strings.Join(args, " "), n.Name, err, out)
+	}
+	return out
+}
+
+// ruleHandles lists the handles of the rules in weft's chain.
+func ruleHandles(t *testing.T, fd int) []uint64 {
+	t.Helper()
+	c, err := nftables.New(nftables.WithNetNSFd(fd))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tbl := &nftables.Table{Name: TableName, Family: nftables.TableFamilyIPv4}
+	rules, err := c.GetRules(tbl, &nftables.Chain{Name: ChainName, Table: tbl})
+	if err != nil {
+		t.Fatalf("get rules: %v", err)
+	}
+	var hs []uint64
+	for _, r := range rules {
+		hs = append(hs, r.Handle)
+	}
+	return hs
+}
+
+// wantInOrder fails unless every pattern matches text, each after the previous one.
+func wantInOrder(t *testing.T, text string, patterns ...string) {
+	t.Helper()
+	rest := text
+	for _, p := range patterns {
+		loc := regexp.MustCompile(p).FindStringIndex(rest)
+		if loc == nil {
+			t.Fatalf("ruleset lacks %q after the previous rules:\n%s", p, text)
+		}
+		rest = rest[loc[1]:]
+	}
+}
+
+func TestEnsureIdempotent(t *testing.T) {
+	nettest.Privileged(t)
+	n := nettest.NewNS(t, "masq")
+	fd := int(n.Fd())
+	log := testLogger(t)
+
+	if r, err := Current(fd); r != nil || err != nil {
+		t.Fatalf("Current before Ensure = %+v, %v; want nil, nil", r, err)
+	}
+	if err := Ensure(fd, podRules, log); err != nil {
+		t.Fatalf("Ensure: %v", err)
+	}
+	first := ruleHandles(t, fd)
+	if err := Ensure(fd, podRules, log); err != nil {
+		t.Fatalf("second Ensure: %v", err)
+	}
+	if second := ruleHandles(t, fd); len(first) != 6 || !equal(first, second) {
+		t.Fatalf("rule handles %v after first Ensure, %v after second; want the same 6", first, second)
+	}
+	want := podRules
+	want.VXLANPort = 8472
+	if got, err := Current(fd); err != nil || *got != want {
+		t.Fatalf("Current = %+v, %v; want %+v", got, err, want)
+	}
+
+	if tables := nft(t, n, "list", "tables"); strings.Count(tables, "table") != 1 || !strings.Contains(tables, "table ip weft") {
+		t.Fatalf("nft list tables = %q, want only table ip weft", tables)
+	}
+	ruleset := nft(t, n, "list", "ruleset")
+	if c := strings.Count(ruleset, "counter packets"); c != 6 {
+		t.Fatalf("ruleset has %d rules, want 6:\n%s", c, ruleset)
+	}
+	wantInOrder(t, ruleset,
+		`type nat hook postrouting priority srcnat; policy accept;`,
+		`meta mark & 0x00004000 == 0x00004000 counter .* return`,
+		`udp dport 8472 counter .* return`,
+		`ip saddr 10\.244\.0\.0/16 ip daddr 10\.244\.0\.0/16 counter .* return`,
+		`ip saddr 10\.244\.0\.0/16 ip daddr != 224\.0\.0\.0/4 counter .* masquerade fully-random`,
+		`ip saddr != 10\.244\.0\.0/16 ip daddr 10\.244\.1\.0/24 counter .* return`,
+		`ip saddr != 10\.244\.0\.0/16 ip daddr 10\.244\.0\.0/16 counter .* masquerade fully-random`,
+	)
+}
+
+func equal(a, b []uint64) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}
+
+func TestEnsureReplacesOtherNetwork(t *testing.T) {
+	nettest.Privileged(t)
+	n := nettest.NewNS(t, "masq")
+	fd := int(n.Fd())
+	log := testLogger(t)
+
+	if err := Ensure(fd, podRules, log); err != nil {
+		t.Fatalf("Ensure: %v", err)
+	}
+	next := Rules{Network: netip.MustParsePrefix("10.96.0.0/12"), Subnet: netip.MustParsePrefix("10.96.3.0/24"), VXLANPort: 4789}
+	if err := Ensure(fd, next, log); err != nil {
+		t.Fatalf("Ensure with another network: %v", err)
+	}
+	if got, err := Current(fd); err != nil || *got != next {
+		t.Fatalf("Current = %+v, %v; want %+v", got, err, next)
+	}
+	ruleset := nft(t, n, "list", "ruleset")
+	for _, old := range []string{"10.244.", "8472"} {
+		if strings.Contains(ruleset, old) {
+			t.Fatalf("ruleset still mentions %s:\n%s", old, ruleset)
+		}
+	}
+	wantInOrder(t, ruleset, `udp dport 4789`, `ip daddr 10\.96\.3\.0/24`)
+	if c := strings.Count(ruleset, "counter packets"); c != 6 {
+		t.Fatalf("ruleset has %d rules, want 6:\n%s", c, ruleset)
+	}
+
+	// An IPv6 Network moves the rules to an ip6 table; the ip table goes.
+	v6 := Rules{Network: netip.MustParsePrefix("fd00:10::/48"), Subnet: netip.MustParsePrefix("fd00:10:0:7::/64"), VXLANPort: 8472}
+	if err := Ensure(fd, v6, log); err != nil {
+		t.Fatalf("Ensure with IPv6 network: %v", err)
+	}
+	if tables := nft(t, n, "list", "tables"); strings.TrimSpace(tables) != "table ip6 weft" {
+		t.Fatalf("nft list tables = %q, want only table ip6 weft", tables)
+	}
+	wantInOrder(t, nft(t, n, "list", "ruleset"),
+		`ip6 saddr fd00:10::/48 ip6 daddr != ff00::/8 counter .* masquerade fully-random`,
+		`ip6 saddr != fd00:10::/48 ip6 daddr fd00:10:0:7::/64 counter .* return`)
+	if got, err := Current(fd); err != nil || *got != v6 {
+		t.Fatalf("Current = %+v, %v; want %+v", got, err, v6)
+	}
+}
+
+func TestEnsureRepairsDrift(t *testing.T) {
+	nettest.Privileged(t)
+	n := nettest.NewNS(t, "masq")
+	fd := int(n.Fd())
+	log := testLogger(t)
+
+	if err := Ensure(fd, podRules, log); err != nil {
+		t.Fatalf("Ensure: %v", err)
+	}
+	// Someone deletes the VXLAN rule by hand and appends one of their own.
+	handles := ruleHandles(t, fd)
+	nft(t, n, "delete", "rule", "ip", "weft", "postrouting", "handle", strconv.FormatUint(handles[1], 10))
+	nft(t, n, "add", "rule", "ip", "weft", "postrouting", "ip", "daddr", "203.0.113.0/24", "accept")
+	if got, err := Current(fd); !errors.Is(err, ErrDrift) {
+		t.Fatalf("Current after hand edit = %+v, %v; want ErrDrift", got, err)
+	}
+	if err := Ensure(fd, podRules, log); err != nil {
+		t.Fatalf("Ensure after hand edit: %v", err)
+	}
+	ruleset := nft(t, n, "list", "ruleset")
+	if strings.Contains(ruleset, "203.0.113.0") || !strings.Contains(ruleset, "udp dport 8472") {
+		t.Fatalf("Ensure did not repair the table:\n%s", ruleset)
+	}
+
+	if err := Delete(fd); err != nil {
+		t.Fatalf("Delete: %v", err)
+	}
+	if err := Delete(fd); err != nil {
+		t.Fatalf("Delete of an absent table: %v", err)
+	}
+	if got, err := Current(fd); got != nil || err != nil {
+		t.Fatalf("Current after Delete = %+v, %v; want nil, nil", got, err)
+	}
+	if tables := nft(t, n, "list", "tables"); strings.TrimSpace(tables) != "" {
+		t.Fatalf("tables left after Delete: %q", tables)
+	}
+}
+
+func TestEnsureInvalid(t *testing.T) {
+	// Validation happens before any kernel access, so this needs no privileges.
+	err := Ensure(0, Rules{Network: netip.MustParsePrefix("10.244.0.0/16")}, slog.New(slog.DiscardHandler))
+	if !errors.Is(err, ErrInvalid) {
+		t.Fatalf("Ensure without a subnet = %v, want ErrInvalid", err)
+	}
+}
