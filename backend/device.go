@@ -1,0 +1,278 @@
+package backend
+
+import (
+	"bytes"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+
+	"github.com/containernetworking/plugins/pkg/ns"
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netlink/nl"
+	"golang.org/x/sys/unix"
+)
+
+// appSolicit is how many times the kernel asks userspace (RTM_GETNEIGH, an L3
+// miss) before it falls back to broadcast ARP, which on a VXLAN device without
+// a flood entry goes nowhere. The first ask is immediate; retries follow every
+// retrans_time (1 s).
+const appSolicit = 3
+
+// EnsureDevice creates flannel.<VNI> or reuses a compatible one, sets it up,
+// and returns it; Device.MAC is the VtepMAC to publish. A reused device keeps
+// its MAC, so peers stay valid across restarts.
+func (v *VXLAN) EnsureDevice() (Device, error) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	d, recreated, err := v.ensureDeviceLocked()
+	if err != nil {
+		return Device{}, err
+	}
+	// Start from what the kernel holds, so the first SetPeers after a
+	// restart rewrites nothing that is right and removes departed peers.
+	if recreated {
+		v.have = newState()
+	} else if err := v.resyncLocked(); err != nil {
+		return Device{}, fmt.Errorf("ensure vxlan %q: %w", d.Name, err)
+	}
+	return *d, nil
+}
+
+// ensureDeviceLocked returns the device and whether it was (re)created, in
+// which case the kernel dropped every neighbour, FDB entry and route on it.
+func (v *VXLAN) ensureDeviceLocked() (*Device, bool, error) {
+	name := v.cfg.deviceName()
+	mtu, err := v.deviceMTU()
+	if err != nil {
+		return nil, false, fmt.Errorf("ensure vxlan %q: %w", name, err)
+	}
+	cur, err := v.nl.LinkByName(name)
+	if err != nil && !isLinkNotFound(err) {
+		return nil, false, fmt.Errorf("ensure vxlan %q: %w", name, err)
+	}
+	var keepMAC net.HardwareAddr
+	if cur != nil {
+		reason := v.incompatible(cur)
+		if reason == "" {
+			mac := cur.Attrs().HardwareAddr // a restart: reuse what peers know
+			if v.dev != nil {
+				mac = v.dev.MAC // already published: put it back if changed
+			}
+			d, err := v.finishDevice(cur, mtu, mac)
+			return d, false, err
+		}
+		v.log.Warn("recreating incompatible vxlan device", "reason", reason)
+		if vx, ok := cur.(*netlink.Vxlan); ok {
+			keepMAC = vx.HardwareAddr // peers already know it
+		}
+		if err := v.nl.LinkDel(cur); err != nil && !isLinkNotFound(err) {
+			return nil, false, fmt.Errorf("ensure vxlan %q: delete incompatible device (%s): %w", name, reason, err)
+		}
+	}
+	if keepMAC == nil {
+		if v.dev != nil {
+			keepMAC = v.dev.MAC // recreating after a deletion: keep what peers know
+		} else if keepMAC, err = v.newMAC(); err != nil {
+			return nil, false, fmt.Errorf("ensure vxlan %q: %w", name, err)
+		}
+	}
+	link, err := v.createDevice(name, mtu, keepMAC)
+	if err != nil {
+		return nil, false, err
+	}
+	d, err := v.finishDevice(link, mtu, keepMAC)
+	return d, true, err
+}
+
+// createDevice adds the link with the MAC set in the same request, so udev or
+// systemd's MACAddressPolicy has no window to publish another one.
+func (v *VXLAN) createDevice(name string, mtu int, mac net.HardwareAddr) (netlink.Link, error) {
+	dc := v.cfg.Device
+	want := &netlink.Vxlan{
+		LinkAttrs:    netlink.LinkAttrs{Name: name, MTU: mtu, HardwareAddr: mac},
+		VxlanId:      dc.VNI,
+		VtepDevIndex: dc.UnderlayIndex,
+		SrcAddr:      dc.LocalIP.AsSlice(),
+		Port:         dc.Port,
+		Learning:     dc.Learning,
+		GBP:          dc.GBP,
+		// L2miss makes the driver report an unknown destination MAC
+		// (RTM_GETNEIGH, AF_BRIDGE). It cannot be changed after creation.
+		// L3miss is not set: it only fires for ARP the driver proxies
+		// (the proxy flag), which we do not use; L3 misses come from the
+		// neighbour table's app_solicit instead.
+		L2miss: true,
+	}
+	err := v.nl.LinkAdd(want)
+	if err != nil && !errors.Is(err, unix.EEXIST) {
+		return nil, fmt.Errorf("create vxlan %q: %w", name, err)
+	}
+	link, err := v.nl.LinkByName(name)
+	if err != nil {
+		return nil, fmt.Errorf("create vxlan %q: read back: %w", name, err)
+	}
+	if reason := v.incompatible(link); reason != "" {
+		return nil, fmt.Errorf("create vxlan %q: created device is incompatible: %s", name, reason)
+	}
+	v.log.Info("created vxlan device", "vni", dc.VNI, "port", dc.Port, "local", dc.LocalIP,
+		"underlay_index", dc.UnderlayIndex, "mtu", mtu, "mac", mac.String())
+	return link, nil
+}
+
+// finishDevice brings an existing compatible device to the wanted MTU, IPv6
+// and neighbour settings, sets it up and verifies its MAC.
+func (v *VXLAN) finishDevice(link netlink.Link, mtu int, mac net.HardwareAddr) (*Device, error) {
+	a := link.Attrs()
+	if a.MTU != mtu {
+		v.log.Info("setting device MTU", "old", a.MTU, "new", mtu)
+		if err := v.nl.LinkSetMTU(link, mtu); err != nil {
+			return nil, fmt.Errorf("ensure vxlan %q: set mtu %d: %w", a.Name, mtu, err)
+		}
+	}
+	if err := v.deviceSysctls(link); err != nil {
+		return nil, fmt.Errorf("ensure vxlan %q: %w", a.Name, err)
+	}
+	if a.Flags&net.FlagUp == 0 {
+		if err := v.nl.LinkSetUp(link); err != nil {
+			return nil, fmt.Errorf("ensure vxlan %q: set up: %w", a.Name, err)
+		}
+	}
+	got, err := v.verifyMAC(link, mac)
+	if err != nil {
+		return nil, fmt.Errorf("ensure vxlan %q: %w", a.Name, err)
+	}
+	d := &Device{Name: a.Name, Index: got.Attrs().Index, MAC: mac, MTU: got.Attrs().MTU}
+	if v.dev == nil || v.dev.Index != d.Index {
+		v.log.Info("vxlan device ready", "index", d.Index, "mac", d.MAC.String(), "mtu", d.MTU)
+	}
+	v.dev = d
+	v.devIndex.Store(int64(d.Index))
+	v.devSnap.Store(d)
+	return d, nil
+}
+
+// verifyMAC re-reads the link after it is up and puts the MAC back if the
+// kernel, udev or anyone else changed it (flannel#1155, #1795).
+func (v *VXLAN) verifyMAC(link netlink.Link, mac net.HardwareAddr) (netlink.Link, error) {
+	got, err := v.nl.LinkByIndex(link.Attrs().Index)
+	if err != nil {
+		return nil, fmt.Errorf("read back: %w", err)
+	}
+	if bytes.Equal(got.Attrs().HardwareAddr, mac) {
+		return got, nil
+	}
+	v.log.Warn("device MAC changed behind our back; restoring", "found", got.Attrs().HardwareAddr.String(), "want", mac.String())
+	if err := v.nl.LinkSetHardwareAddr(got, mac); err != nil {
+		return nil, fmt.Errorf("restore mac %s: %w", mac, err)
+	}
+	if got, err = v.nl.LinkByIndex(link.Attrs().Index); err != nil {
+		return nil, fmt.Errorf("read back: %w", err)
+	}
+	if !bytes.Equal(got.Attrs().HardwareAddr, mac) {
+		return nil, fmt.Errorf("mac is %s after setting %s", got.Attrs().HardwareAddr, mac)
+	}
+	return got, nil
+}
+
+// incompatible explains why an existing link cannot be reused ("" = it can).
+func (v *VXLAN) incompatible(link netlink.Link) string {
+	vx, ok := link.(*netlink.Vxlan)
+	if !ok {
+		return fmt.Sprintf("type %q, want vxlan", link.Type())
+	}
+	dc := v.cfg.Device
+	local := dc.LocalIP.AsSlice()
+	switch {
+	case vx.VxlanId != dc.VNI:
+		return fmt.Sprintf("vni %d, want %d", vx.VxlanId, dc.VNI)
+	case !net.IP(local).Equal(vx.SrcAddr):
+		return fmt.Sprintf("local %v, want %s", vx.SrcAddr, dc.LocalIP)
+	case vx.VtepDevIndex != dc.UnderlayIndex:
+		return fmt.Sprintf("underlay index %d, want %d", vx.VtepDevIndex, dc.UnderlayIndex)
+	case vx.Port != dc.Port:
+		return fmt.Sprintf("port %d, want %d", vx.Port, dc.Port)
+	case vx.GBP != dc.GBP:
+		return fmt.Sprintf("gbp %t, want %t", vx.GBP, dc.GBP)
+	case vx.Learning != dc.Learning:
+		return fmt.Sprintf("learning %t, want %t", vx.Learning, dc.Learning)
+	case !vx.L2miss:
+		return "l2miss off (it cannot be changed in place)"
+	case vx.FlowBased:
+		return "external (flow-based) device"
+	}
+	return ""
+}
+
+// deviceMTU is the (overridden) underlay MTU minus the VXLAN overhead.
+func (v *VXLAN) deviceMTU() (int, error) {
+	dc := v.cfg.Device
+	base := dc.MTU
+	if base == 0 {
+		base = dc.UnderlayMTU
+	}
+	if base == 0 {
+		u, err := v.nl.LinkByIndex(dc.UnderlayIndex)
+		if err != nil {
+			return 0, fmt.Errorf("read underlay MTU (index %d): %w", dc.UnderlayIndex, err)
+		}
+		base = u.Attrs().MTU
+	}
+	overhead := vxlanOverheadV4
+	if dc.LocalIP.Is6() {
+		overhead = vxlanOverheadV6
+	}
+	if base-overhead < 68 {
+		return 0, fmt.Errorf("underlay MTU %d leaves %d for the overlay, below IPv4's 68", base, base-overhead)
+	}
+	return base - overhead, nil
+}
+
+// deviceSysctls turns off IPv6 autoconfiguration on the device (no link-local
+// address, no router advertisements) and makes the neighbour table ask
+// userspace on a miss.
+func (v *VXLAN) deviceSysctls(link netlink.Link) error {
+	name := link.Attrs().Name
+	// IN6_ADDR_GEN_MODE_NONE: no link-local address. Fails harmlessly when
+	// the kernel has IPv6 disabled.
+	if err := v.nl.LinkSetIP6AddrGenMode(link, nl.IN6_ADDR_GEN_MODE_NONE); err != nil {
+		v.log.Debug("cannot set IPv6 addrgen mode", "err", err)
+	}
+	if err := v.writeSysctl("net/ipv6/conf/"+name+"/accept_ra", "0"); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
+	return v.writeSysctl("net/ipv4/neigh/"+name+"/app_solicit", strconv.Itoa(appSolicit))
+}
+
+// writeSysctl writes /proc/sys/<key> in the datapath's netns. /proc/sys/net
+// shows the namespace of the thread that opens it, so the write runs inside
+// ns.Do when NetNSPath is set.
+func (v *VXLAN) writeSysctl(key, value string) error {
+	if w, ok := v.nl.(SysctlWriter); ok {
+		return w.WriteSysctl(key, value)
+	}
+	write := func() error { return os.WriteFile(filepath.Join("/proc/sys", key), []byte(value), 0o644) }
+	var err error
+	if v.cfg.NetNSPath == "" {
+		err = write()
+	} else {
+		err = ns.WithNetNSPath(v.cfg.NetNSPath, func(ns.NetNS) error { return write() })
+	}
+	if err != nil {
+		return fmt.Errorf("sysctl %s=%s: %w", key, value, err)
+	}
+	return nil
+}
+
+// randomMAC returns a random locally administered unicast MAC.
+func randomMAC() (net.HardwareAddr, error) {
+	mac := make(net.HardwareAddr, 6)
+	if _, err := rand.Read(mac); err != nil {
+		return nil, fmt.Errorf("random mac: %w", err)
+	}
+	mac[0] = (mac[0] | 0x02) &^ 0x01 // locally administered, unicast
+	return mac, nil
+}

@@ -1,0 +1,85 @@
+// Package backend is weft's VXLAN datapath: it keeps the device
+// flannel.<VNI> and, for every remote node (a Peer), the kernel entries that
+// carry pod traffic to it. It knows nothing of etcd or leases; the agent maps
+// leases to Peers and calls EnsureDevice, SetAddress, SetPeers and Run.
+//
+// # Kernel layout (wire-compatible with flannel's vxlan backend)
+//
+// The device: VNI (default 1), UDP port (default 8472), local = the node's
+// public IP, on the underlay link, nolearning, MTU = underlay MTU − 50 (−70
+// over IPv6), a random locally administered MAC given in the create request
+// and re-verified after link up, address <lease .0>/32. Per peer, all
+// permanent: a neighbour <peer .0> → VtepMAC, an FDB entry VtepMAC → PublicIP
+// and a route <peer subnet> via <peer .0> onlink. With DirectRouting a peer on
+// the same L2 segment gets <subnet> via <PublicIP> on the underlay instead.
+//
+// # Invariants
+//
+//   - All kernel work goes through the one Netlink given to New (a
+//     *netlink.Handle, or the Fake in tests); subscriptions and /proc/sys
+//     writes happen in Config.NetNSPath. Nothing here calls package-level
+//     netlink functions for writes or changes the thread's namespace outside
+//     ns.Do.
+//   - Ownership: on the device, every IPv4 neighbour with a link-layer
+//     address, every FDB entry with a remote and every main-table route are
+//     ours; on the underlay, routes to a subnet strictly inside the Network
+//     through a gateway (DirectRouting). Anything else is never touched.
+//   - Programming is declarative: a pure diff from the current view to the
+//     wanted state, adds before deletes, and per peer neighbour → FDB → route.
+//     The route comes last because a route whose gateway has no neighbour
+//     entry makes the kernel ARP for it. A changed VtepMAC or PublicIP is a
+//     replace followed by the delete of the stale entries (flannel leaves the
+//     old FDB entry behind, flannel#1795). When a peer's write fails, its
+//     remaining writes, including the deletes of its stale entries, wait for
+//     the next attempt.
+//   - Nothing is flushed. A restart lists the kernel (EnsureDevice) and then
+//     only writes differences: entries already right are not rewritten and
+//     pods keep talking while the agent is down; entries of departed peers
+//     are removed. Dumps retry on netlink.ErrDumpInterrupted.
+//   - The device's MAC is the one published: a reused device keeps its MAC,
+//     a recreated one (deleted by hand, with a NIC flap: flannel#2247, or
+//     incompatible) gets the previous MAC back, and a MAC changed behind our
+//     back (udev, MACAddressPolicy: flannel#1155) is put back.
+//
+// # Misses
+//
+// The kernel reports an L3 miss (RTM_GETNEIGH with an IP and no lladdr) when
+// it must resolve an address on the device (app_solicit > 0, set here) and
+// the VXLAN driver reports an L2 miss (AF_BRIDGE, lladdr, no IP) for a unicast
+// MAC with no FDB entry (the l2miss flag, which cannot be changed after
+// creation, so a device without it is recreated once). The l3miss flag is not
+// used: it only fires for ARP requests the driver proxies. A miss is answered
+// from the in-memory peer table, swapped atomically by SetPeers, with no I/O
+// besides the answer: FDB entry first, then the neighbour entry, because the
+// neighbour write releases the packets the kernel queued for it (up to
+// unres_qlen) and they must find the FDB entry. An L2 miss drops its packet;
+// an L3 miss loses nothing when answered in time.
+//
+// flannel dropped its miss-driven design for static entries: with the
+// kernel state depending on a live daemon, a crashed or restarting flanneld
+// meant timeouts, and misses were lost or cost first packets (flannel#172,
+// #414). Here misses are a repair path only in the default proactive mode: every entry is programmed up front,
+// a periodic and event-driven reconcile restores anything lost, and the
+// subscription is re-established with a full resync when it ends (decode
+// error, ENOBUFS).
+//
+// # On-demand mode
+//
+// One route for the whole Network, via-less on the device (scope link), so
+// the kernel resolves each destination IP itself and asks us. The first miss
+// for an IP inside a peer's subnet is answered (FDB, and a non-permanent
+// neighbour for that IP) and activates the peer: its regular neighbour, FDB
+// and subnet route are programmed, so later destinations in that subnet use
+// the route and do not miss. Kernel state grows with the peers in use, not
+// with cluster size. A peer that leaves SetPeers loses all its entries,
+// including pod-IP neighbours; a restart adopts the peers found in the
+// kernel.
+//
+// # Concurrency
+//
+// One mutex serialises programming (SetPeers, SetAddress, EnsureDevice and
+// Run's reconciles). The miss path takes no lock: it reads the atomic peer
+// table and device index, writes, and hands what it wrote to Run's control
+// loop, which records it in the in-memory view and (on demand) activates the
+// peer. Every goroutine Run starts ends with its context.
+package backend

@@ -1,0 +1,459 @@
+package backend
+
+import (
+	"bytes"
+	"fmt"
+	"net"
+	"net/netip"
+	"slices"
+	"sort"
+	"strings"
+
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+)
+
+// This file holds the Fake's addresses, neighbours, FDB, routes, sysctls,
+// subscriptions and rendering.
+
+func (f *Fake) link(l netlink.Link) (int, error) {
+	idx := l.Attrs().Index
+	if _, ok := f.links[idx]; !ok {
+		return 0, notFound("link " + l.Attrs().Name)
+	}
+	return idx, nil
+}
+
+// AddrReplace implements Netlink.
+func (f *Fake) AddrReplace(l netlink.Link, a *netlink.Addr) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	idx, err := f.link(l)
+	if err != nil {
+		return err
+	}
+	p, ok := ipNetPrefix(a.IPNet)
+	if !ok {
+		return fmt.Errorf("fake: bad address %v: %w", a.IPNet, unix.EINVAL)
+	}
+	if err := f.begin(fmt.Sprintf("addr replace %s dev %s", p, f.name(idx))); err != nil {
+		return err
+	}
+	if !slices.Contains(f.addrs[idx], p) {
+		f.addrs[idx] = append(f.addrs[idx], p)
+	}
+	return nil
+}
+
+// AddrDel implements Netlink.
+func (f *Fake) AddrDel(l netlink.Link, a *netlink.Addr) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	idx, err := f.link(l)
+	if err != nil {
+		return err
+	}
+	p, _ := ipNetPrefix(a.IPNet)
+	i := slices.Index(f.addrs[idx], p)
+	if i < 0 {
+		return fmt.Errorf("addr %s: %w", p, unix.EADDRNOTAVAIL)
+	}
+	if err := f.begin(fmt.Sprintf("addr del %s dev %s", p, f.name(idx))); err != nil {
+		return err
+	}
+	f.addrs[idx] = slices.Delete(f.addrs[idx], i, i+1)
+	return nil
+}
+
+// AddrList implements Netlink.
+func (f *Fake) AddrList(l netlink.Link, family int) ([]netlink.Addr, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	idx, err := f.link(l)
+	if err != nil {
+		return nil, err
+	}
+	var res []netlink.Addr
+	for _, p := range f.addrs[idx] {
+		if family == unix.AF_INET && !p.Addr().Is4() {
+			continue
+		}
+		res = append(res, netlink.Addr{IPNet: prefixIPNet(p), LinkIndex: idx})
+	}
+	return fakeDump(f, res)
+}
+
+func neighLine(verb string, n *netlink.Neigh, dev string) string {
+	if n.Family == unix.AF_BRIDGE {
+		return fmt.Sprintf("fdb %s%s dev %s self dst %s%s", verb, n.HardwareAddr, dev, n.IP, stateText(n.State))
+	}
+	return fmt.Sprintf("neigh %s%s lladdr %s dev %s%s", verb, n.IP, n.HardwareAddr, dev, stateText(n.State))
+}
+
+func stateText(s int) string {
+	switch {
+	case s&netlink.NUD_PERMANENT != 0:
+		return " permanent"
+	case s&netlink.NUD_REACHABLE != 0:
+		return " reachable"
+	case s&netlink.NUD_STALE != 0:
+		return " stale"
+	}
+	return ""
+}
+
+// NeighSet implements Netlink (NLM_F_CREATE|NLM_F_REPLACE).
+func (f *Fake) NeighSet(n *netlink.Neigh) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	l, ok := f.links[n.LinkIndex]
+	if !ok {
+		return notFound(fmt.Sprintf("link index %d", n.LinkIndex))
+	}
+	ip, ok := netip.AddrFromSlice(n.IP)
+	if !ok || len(n.HardwareAddr) != 6 {
+		return fmt.Errorf("fake: neigh needs an IP and a MAC: %w", unix.EINVAL)
+	}
+	ip = ip.Unmap()
+	if err := f.begin(neighLine("replace ", n, l.Attrs().Name)); err != nil {
+		return err
+	}
+	c := *n
+	c.IP, c.HardwareAddr = ip.AsSlice(), slices.Clone(n.HardwareAddr)
+	if n.Family != unix.AF_BRIDGE {
+		if f.neighs[n.LinkIndex] == nil {
+			f.neighs[n.LinkIndex] = map[netip.Addr]netlink.Neigh{}
+		}
+		f.neighs[n.LinkIndex][ip] = c
+		return nil
+	}
+	if _, ok := l.(*netlink.Vxlan); !ok {
+		return fmt.Errorf("fake: fdb on %s: %w", l.Type(), unix.EOPNOTSUPP)
+	}
+	for i, e := range f.fdb[n.LinkIndex] {
+		if bytes.Equal(e.mac, n.HardwareAddr) {
+			f.fdb[n.LinkIndex][i].dst = ip // replace rewrites the first remote
+			return nil
+		}
+	}
+	f.fdb[n.LinkIndex] = append(f.fdb[n.LinkIndex], fakeFDB{mac: c.HardwareAddr, dst: ip})
+	return nil
+}
+
+// NeighDel implements Netlink. For the FDB, a nil IP deletes every remote of
+// the MAC.
+func (f *Fake) NeighDel(n *netlink.Neigh) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	dev := f.name(n.LinkIndex)
+	ip, _ := netip.AddrFromSlice(n.IP)
+	ip = ip.Unmap()
+	if n.Family != unix.AF_BRIDGE {
+		if _, ok := f.neighs[n.LinkIndex][ip]; !ok {
+			return fmt.Errorf("neigh %s dev %s: %w", ip, dev, unix.ENOENT)
+		}
+		if err := f.begin(fmt.Sprintf("neigh del %s dev %s", ip, dev)); err != nil {
+			return err
+		}
+		delete(f.neighs[n.LinkIndex], ip)
+		return nil
+	}
+	match := func(e fakeFDB) bool {
+		return bytes.Equal(e.mac, n.HardwareAddr) && (!ip.IsValid() || e.dst == ip)
+	}
+	if !slices.ContainsFunc(f.fdb[n.LinkIndex], match) {
+		return fmt.Errorf("fdb %s dst %s dev %s: %w", n.HardwareAddr, ip, dev, unix.ENOENT)
+	}
+	if err := f.begin(fmt.Sprintf("fdb del %s dev %s self dst %s", n.HardwareAddr, dev, ip)); err != nil {
+		return err
+	}
+	f.fdb[n.LinkIndex] = slices.DeleteFunc(f.fdb[n.LinkIndex], match)
+	return nil
+}
+
+// SetNeighState changes a neighbour's NUD state without recording an op (the
+// kernel ageing an entry).
+func (f *Fake) SetNeighState(linkIndex int, ip netip.Addr, state int) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if n, ok := f.neighs[linkIndex][ip]; ok {
+		n.State = state
+		f.neighs[linkIndex][ip] = n
+	}
+}
+
+// NeighList implements Netlink.
+func (f *Fake) NeighList(linkIndex, family int) ([]netlink.Neigh, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var res []netlink.Neigh
+	for idx := range f.links {
+		if linkIndex != 0 && idx != linkIndex {
+			continue
+		}
+		if family == unix.AF_BRIDGE {
+			for _, e := range f.fdb[idx] {
+				res = append(res, netlink.Neigh{LinkIndex: idx, Family: unix.AF_BRIDGE, State: netlink.NUD_PERMANENT,
+					Flags: netlink.NTF_SELF, HardwareAddr: slices.Clone(e.mac), IP: e.dst.AsSlice()})
+			}
+			continue
+		}
+		for _, n := range f.neighs[idx] {
+			n.HardwareAddr = slices.Clone(n.HardwareAddr)
+			res = append(res, n)
+		}
+	}
+	return fakeDump(f, res)
+}
+
+func (f *Fake) routeLine(verb string, r *netlink.Route) string {
+	s := fmt.Sprintf("route %s%s", verb, r.Dst)
+	if r.Gw != nil {
+		s += " via " + r.Gw.String()
+	}
+	s += " dev " + f.name(r.LinkIndex)
+	if r.Scope == netlink.SCOPE_LINK {
+		s += " scope link"
+	}
+	if r.Flags&int(netlink.FLAG_ONLINK) != 0 {
+		s += " onlink"
+	}
+	return s
+}
+
+// RouteReplace implements Netlink: it replaces the main-table route to the
+// same destination. A gateway must be on-link: through a connected prefix of
+// the link, or flagged onlink.
+func (f *Fake) RouteReplace(r *netlink.Route) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if _, ok := f.links[r.LinkIndex]; !ok {
+		return notFound(fmt.Sprintf("link index %d", r.LinkIndex))
+	}
+	dst, ok := ipNetPrefix(r.Dst)
+	if !ok {
+		return fmt.Errorf("fake: route without destination: %w", unix.EINVAL)
+	}
+	if gw, ok := netip.AddrFromSlice(r.Gw); ok && r.Flags&int(netlink.FLAG_ONLINK) == 0 {
+		if !slices.ContainsFunc(f.addrs[r.LinkIndex], func(p netip.Prefix) bool { return p.Bits() < 32 && p.Contains(gw.Unmap()) }) {
+			return fmt.Errorf("route %s via %s: %w", dst, gw, unix.ENETUNREACH)
+		}
+	}
+	if err := f.begin(f.routeLine("replace ", r)); err != nil {
+		return err
+	}
+	c := *r
+	c.Dst = prefixIPNet(dst)
+	c.Gw = slices.Clone(r.Gw)
+	c.Table = unix.RT_TABLE_MAIN
+	c.Type = unix.RTN_UNICAST
+	f.routes = slices.DeleteFunc(f.routes, func(o netlink.Route) bool { return o.Dst.String() == c.Dst.String() })
+	f.routes = append(f.routes, c)
+	return nil
+}
+
+// RouteDel implements Netlink: it matches the destination and, when given,
+// the gateway and the link, like the kernel.
+func (f *Fake) RouteDel(r *netlink.Route) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	match := func(o netlink.Route) bool {
+		return o.Dst.String() == r.Dst.String() && (r.Gw == nil || o.Gw.Equal(r.Gw)) &&
+			(r.LinkIndex == 0 || o.LinkIndex == r.LinkIndex)
+	}
+	i := slices.IndexFunc(f.routes, match)
+	if i < 0 {
+		return fmt.Errorf("route %s: %w", r.Dst, unix.ESRCH)
+	}
+	if err := f.begin(f.routeLine("del ", &f.routes[i])); err != nil {
+		return err
+	}
+	f.routes = slices.Delete(f.routes, i, i+1)
+	return nil
+}
+
+// RouteListFiltered implements Netlink for the main table, honouring only
+// RT_FILTER_OIF.
+func (f *Fake) RouteListFiltered(family int, filter *netlink.Route, mask uint64) ([]netlink.Route, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var res []netlink.Route
+	for _, r := range f.routes {
+		if filter != nil && mask&netlink.RT_FILTER_OIF != 0 && r.LinkIndex != filter.LinkIndex {
+			continue
+		}
+		c := r
+		c.Gw = slices.Clone(r.Gw)
+		res = append(res, c)
+	}
+	return fakeDump(f, res)
+}
+
+// RouteGet implements Netlink: a longest-prefix match over local addresses,
+// connected prefixes and routes.
+func (f *Fake) RouteGet(dst net.IP) ([]netlink.Route, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	ip, ok := netip.AddrFromSlice(dst)
+	if !ok {
+		return nil, unix.EINVAL
+	}
+	ip = ip.Unmap()
+	best, bits := netlink.Route{}, -1
+	consider := func(p netip.Prefix, r netlink.Route) {
+		if p.Contains(ip) && p.Bits() > bits {
+			best, bits = r, p.Bits()
+		}
+	}
+	for idx, ps := range f.addrs {
+		for _, p := range ps {
+			consider(netip.PrefixFrom(p.Addr(), 32), netlink.Route{LinkIndex: idx, Type: unix.RTN_LOCAL})
+			if p.Bits() < 32 {
+				consider(p.Masked(), netlink.Route{LinkIndex: idx, Type: unix.RTN_UNICAST})
+			}
+		}
+	}
+	for _, r := range f.routes {
+		p, _ := ipNetPrefix(r.Dst)
+		consider(p, r)
+	}
+	if bits < 0 {
+		return nil, fmt.Errorf("route to %s: %w", ip, unix.ENETUNREACH)
+	}
+	best.Dst = prefixIPNet(netip.PrefixFrom(ip, 32))
+	return []netlink.Route{best}, nil
+}
+
+// WriteSysctl implements SysctlWriter. Per-device keys fail with ENOENT for a
+// link that does not exist, as /proc/sys does.
+func (f *Fake) WriteSysctl(key, value string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	parts := strings.Split(key, "/")
+	if len(parts) == 5 && (parts[2] == "neigh" || parts[2] == "conf") {
+		if _, ok := f.byName(parts[3]); !ok {
+			return fmt.Errorf("sysctl %s: %w", key, unix.ENOENT)
+		}
+	}
+	if err := f.begin(fmt.Sprintf("sysctl %s = %s", key, value)); err != nil {
+		return err
+	}
+	f.sysctls[key] = value
+	return nil
+}
+
+// NeighSubscribe implements Subscriber; events come from EmitNeigh.
+func (f *Fake) NeighSubscribe(ch chan<- netlink.NeighUpdate, done <-chan struct{}) error {
+	return subscribe(f, &f.neighSub, ch, done)
+}
+
+// LinkSubscribe implements Subscriber; every link change is delivered.
+func (f *Fake) LinkSubscribe(ch chan<- netlink.LinkUpdate, done <-chan struct{}) error {
+	return subscribe(f, &f.linkSub, ch, done)
+}
+
+func subscribe[T any](f *Fake, subs *[]*fakeSub[T], ch chan<- T, done <-chan struct{}) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	s := &fakeSub[T]{ch: ch}
+	*subs = append(*subs, s)
+	go func() {
+		<-done
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		endSub(subs, s)
+	}()
+	return nil
+}
+
+// endSub closes a subscription's channel once; callers hold f.mu.
+func endSub[T any](subs *[]*fakeSub[T], s *fakeSub[T]) {
+	if !s.closed {
+		s.closed = true
+		close(s.ch)
+	}
+	*subs = slices.DeleteFunc(*subs, func(o *fakeSub[T]) bool { return o == s })
+}
+
+// deliver sends u to every subscriber without blocking; a subscriber whose
+// queue is full loses its subscription, as with ENOBUFS.
+func deliver[T any](subs *[]*fakeSub[T], u T) {
+	for _, s := range slices.Clone(*subs) {
+		select {
+		case s.ch <- u:
+		default:
+			endSub(subs, s)
+		}
+	}
+}
+
+// EmitNeigh delivers a neighbour update (e.g. a miss) to the subscribers.
+func (f *Fake) EmitNeigh(u netlink.NeighUpdate) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	deliver(&f.neighSub, u)
+}
+
+// EndSubscriptions ends every subscription, as a decode error or ENOBUFS does.
+func (f *Fake) EndSubscriptions() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for _, s := range slices.Clone(f.neighSub) {
+		endSub(&f.neighSub, s)
+	}
+	for _, s := range slices.Clone(f.linkSub) {
+		endSub(&f.linkSub, s)
+	}
+}
+
+func (f *Fake) emitLink(t uint16, l netlink.Link) {
+	c, err := copyLink(l)
+	if err != nil {
+		return
+	}
+	u := netlink.LinkUpdate{Link: c}
+	u.Header.Type = t
+	deliver(&f.linkSub, u)
+}
+
+// String renders the whole state as sorted lines.
+func (f *Fake) String() string { return f.Lines() }
+
+// Lines renders the state as sorted lines, keeping only the kinds named
+// ("link", "addr", "neigh", "fdb", "route", "sysctl"; none = all).
+func (f *Fake) Lines(kinds ...string) string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var lines []string
+	for _, l := range f.links {
+		s := "link " + f.describe(l) + " mac " + l.Attrs().HardwareAddr.String()
+		if l.Attrs().Flags&net.FlagUp != 0 {
+			s += " up"
+		}
+		lines = append(lines, s)
+		for _, p := range f.addrs[l.Attrs().Index] {
+			lines = append(lines, fmt.Sprintf("addr %s dev %s", p, l.Attrs().Name))
+		}
+	}
+	for idx, ns := range f.neighs {
+		for _, n := range ns {
+			lines = append(lines, neighLine("", &n, f.name(idx)))
+		}
+	}
+	for idx, es := range f.fdb {
+		for _, e := range es {
+			lines = append(lines, fmt.Sprintf("fdb %s dev %s self dst %s permanent", e.mac, f.name(idx), e.dst))
+		}
+	}
+	for i := range f.routes {
+		lines = append(lines, f.routeLine("", &f.routes[i]))
+	}
+	for k, v := range f.sysctls {
+		lines = append(lines, fmt.Sprintf("sysctl %s = %s", k, v))
+	}
+	lines = slices.DeleteFunc(lines, func(s string) bool {
+		return len(kinds) > 0 && !slices.Contains(kinds, strings.Fields(s)[0])
+	})
+	sort.Strings(lines)
+	return strings.Join(lines, "\n")
+}

@@ -1,0 +1,252 @@
+package backend
+
+import (
+	"context"
+	"log/slog"
+	"net/netip"
+	"regexp"
+	"slices"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+
+	"github.com/weftnet/weft/test/nettest"
+)
+
+// Privileged test topology (two nodes, one veth as the underlay):
+//
+//	 bk-<n1>                                    bk-<n2>
+//	 flannel.1 10.244.1.0/32                    flannel.1 10.244.2.0/32
+//	 eth0 198.18.0.1/24 ───────── veth ───────── eth0 198.18.0.2/24
+
+// recorder is an Observer that keeps what it saw.
+type recorder struct {
+	mu         sync.Mutex
+	answered   map[string][]time.Duration
+	ignored    map[string]int
+	reconciled []error
+}
+
+func (r *recorder) observer() Observer {
+	return Observer{
+		MissAnswered: func(kind string, d time.Duration) {
+			r.mu.Lock()
+			defer r.mu.Unlock()
+			r.answered[kind] = append(r.answered[kind], d)
+		},
+		MissIgnored: func(kind string) {
+			r.mu.Lock()
+			defer r.mu.Unlock()
+			r.ignored[kind]++
+		},
+		Reconciled: func(err error) {
+			r.mu.Lock()
+			defer r.mu.Unlock()
+			r.reconciled = append(r.reconciled, err)
+		},
+	}
+}
+
+func (r *recorder) answers(kind string) []time.Duration {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return slices.Clone(r.answered[kind])
+}
+
+func (r *recorder) reconciles() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return len(r.reconciled)
+}
+
+// node is one side of the topology.
+type node struct {
+	ns       *nettest.NS
+	h        *netlink.Handle
+	pub      netip.Addr
+	lease    netip.Prefix
+	underlay int
+	wrap     Netlink // used instead of h when set
+	v        *VXLAN
+	dev      Device
+	rec      *recorder
+	stop     func()
+}
+
+// twoNodes builds the topology; the datapaths are started by node.start.
+func twoNodes(t *testing.T) (*node, *node) {
+	t.Helper()
+	nettest.Privileged(t)
+	a, b := nettest.NewNS(t, "bk"), nettest.NewNS(t, "bk")
+	nettest.Veth(t, a, "eth0", "198.18.0.1/24", b, "eth0", "198.18.0.2/24")
+	mk := func(n *nettest.NS, pub, lease string) *node {
+		h := nettest.Handle(t, n.NetNS)
+		l, err := h.LinkByName("eth0")
+		if err != nil {
+			t.Fatalf("find eth0: %v", err)
+		}
+		return &node{ns: n, h: h, pub: netip.MustParseAddr(pub), lease: netip.MustParsePrefix(lease), underlay: l.Attrs().Index}
+	}
+	return mk(a, "198.18.0.1", "10.244.1.0/24"), mk(b, "198.18.0.2", "10.244.2.0/24")
+}
+
+// config is the node's datapath configuration.
+func (n *node) config(mode Mode) Config {
+	return Config{
+		Device:         DeviceConfig{LocalIP: n.pub, UnderlayIndex: n.underlay, UnderlayMTU: 1500},
+		Mode:           mode,
+		Network:        netip.MustParsePrefix("10.244.0.0/16"),
+		ResyncInterval: time.Hour, // tests trigger repairs themselves
+		NetNSPath:      n.ns.Path,
+	}
+}
+
+// ensure creates the node's datapath (not yet running) and its device.
+func (n *node) ensure(t *testing.T, cfg Config) {
+	t.Helper()
+	n.rec = &recorder{answered: map[string][]time.Duration{}, ignored: map[string]int{}}
+	cfg.Observer = n.rec.observer()
+	log := slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug})).With("node", n.ns.Name)
+	var nl Netlink = n.h
+	if n.wrap != nil {
+		nl = n.wrap
+	}
+	v, err := New(nl, cfg, log)
+	if err != nil {
+		t.Fatalf("New: %v", err)
+	}
+	if n.dev, err = v.EnsureDevice(); err != nil {
+		t.Fatalf("EnsureDevice: %v", err)
+	}
+	if err := v.SetAddress(n.lease); err != nil {
+		t.Fatalf("SetAddress: %v", err)
+	}
+	n.v = v
+}
+
+// peer is how other nodes see n.
+func (n *node) peer() Peer {
+	return Peer{Subnet: n.lease, PublicIP: n.pub, VtepMAC: n.dev.MAC, Name: n.ns.Name}
+}
+
+// run starts Run until the test ends (or stop is called) and waits for the
+// first reconcile.
+func (n *node) run(t *testing.T) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- n.v.Run(ctx) }()
+	var once sync.Once
+	n.stop = func() {
+		once.Do(func() {
+			cancel()
+			select {
+			case err := <-done:
+				if err != nil {
+					t.Errorf("Run: %v", err)
+				}
+			case <-time.After(5 * time.Second):
+				t.Errorf("Run did not return after cancel")
+			}
+		})
+	}
+	t.Cleanup(n.stop)
+	waitFor(t, "first reconcile", func() bool { return n.rec.reconciles() > 0 })
+}
+
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+var lossRE = regexp.MustCompile(`(\d+(?:\.\d+)?)% packet loss`)
+
+// ping runs ping in n's namespace and returns the loss percentage.
+func (n *node) ping(t *testing.T, dst netip.Addr, args ...string) float64 {
+	t.Helper()
+	out, err := n.ns.Exec(t, "ping", append(append([]string{"-n"}, args...), dst.String())...)
+	m := lossRE.FindStringSubmatch(out)
+	if m == nil {
+		t.Fatalf("ping %s: %v: %s", dst, err, out)
+	}
+	loss, _ := strconv.ParseFloat(m[1], 64)
+	if loss > 0 {
+		t.Logf("ping %s from %s: %s", dst, n.ns.Name, out)
+	}
+	return loss
+}
+
+// mustPing fails unless a short ping gets through with no loss.
+func (n *node) mustPing(t *testing.T, dst netip.Addr) {
+	t.Helper()
+	if loss := n.ping(t, dst, "-c", "3", "-i", "0.2", "-W", "1"); loss != 0 {
+		t.Fatalf("ping %s from %s: %v%% loss", dst, n.ns.Name, loss)
+	}
+}
+
+// entries renders n's kernel neighbour, FDB and route entries on flannel.1.
+type kernelEntries struct {
+	neigh map[netip.Addr]string // ip → mac
+	fdb   map[string]netip.Addr // mac → dst
+	route map[netip.Prefix]string
+}
+
+func (n *node) entries(t *testing.T) kernelEntries {
+	t.Helper()
+	l, err := n.h.LinkByName("flannel.1")
+	if err != nil {
+		t.Fatalf("find flannel.1: %v", err)
+	}
+	idx := l.Attrs().Index
+	e := kernelEntries{neigh: map[netip.Addr]string{}, fdb: map[string]netip.Addr{}, route: map[netip.Prefix]string{}}
+	neighs, err := n.h.NeighList(idx, unix.AF_INET)
+	if err != nil {
+		t.Fatalf("list neighbours: %v", err)
+	}
+	for _, x := range neighs {
+		if len(x.HardwareAddr) > 0 {
+			ip, _ := netip.AddrFromSlice(x.IP)
+			e.neigh[ip.Unmap()] = x.HardwareAddr.String()
+		}
+	}
+	fdbs, err := n.h.NeighList(idx, unix.AF_BRIDGE)
+	if err != nil {
+		t.Fatalf("list fdb: %v", err)
+	}
+	for _, x := range fdbs {
+		if ip, ok := netip.AddrFromSlice(x.IP); ok {
+			e.fdb[x.HardwareAddr.String()] = ip.Unmap()
+		}
+	}
+	routes, err := n.h.RouteListFiltered(unix.AF_INET, &netlink.Route{LinkIndex: idx}, netlink.RT_FILTER_OIF)
+	if err != nil {
+		t.Fatalf("list routes: %v", err)
+	}
+	for _, r := range routes {
+		p, _ := ipNetPrefix(r.Dst)
+		if r.Gw != nil {
+			e.route[p] = "via " + r.Gw.String()
+		} else {
+			e.route[p] = "dev"
+		}
+	}
+	return e
+}
+
+// testWriter sends log lines to t.Log.
+type testWriter struct{ t *testing.T }
+
+func (w testWriter) Write(p []byte) (int, error) {
+	w.t.Log(string(p))
+	return len(p), nil
+}

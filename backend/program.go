@@ -1,0 +1,204 @@
+package backend
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+)
+
+// This file is the kernel half of SetPeers: it turns ops into netlink writes
+// and kernel dumps into the state model.
+
+// apply runs ops in order and returns the state actually reached. After a
+// failed write for a peer, that peer's later ops are skipped: its route must
+// not be installed without its neighbour and FDB entries, and its stale
+// entries stay until their replacements are in.
+func (v *VXLAN) apply(have state, ops []op) (state, error) {
+	reached := have.clone()
+	failed := map[netip.Prefix]bool{}
+	var errs []error
+	for _, o := range ops {
+		if o.peer.IsValid() && failed[o.peer] {
+			continue
+		}
+		if err := v.write(o); err != nil {
+			if o.peer.IsValid() {
+				failed[o.peer] = true
+				err = fmt.Errorf("peer %s: %s: %w", o.peer, o, err)
+			} else {
+				err = fmt.Errorf("%s: %w", o, err)
+			}
+			errs = append(errs, err)
+			continue
+		}
+		v.log.Debug("programmed", "op", o.String())
+		reached.record(o)
+	}
+	return reached, errors.Join(errs...)
+}
+
+// write performs one op. Deleting an entry that is already gone succeeds.
+func (v *VXLAN) write(o op) error {
+	dev := int(v.devIndex.Load())
+	var err error
+	switch o.kind {
+	case opNeighSet:
+		err = v.nl.NeighSet(neighMsg(dev, o.neigh))
+	case opNeighDel:
+		err = v.nl.NeighDel(neighMsg(dev, o.neigh))
+	case opFDBSet:
+		err = v.nl.NeighSet(fdbMsg(dev, o.fdb))
+	case opFDBDel:
+		err = v.nl.NeighDel(fdbMsg(dev, o.fdb))
+	case opRouteSet:
+		err = v.nl.RouteReplace(v.routeMsg(dev, o.route))
+	case opRouteDel:
+		err = v.nl.RouteDel(v.routeMsg(dev, o.route))
+	}
+	if err != nil && (o.kind == opNeighDel || o.kind == opFDBDel || o.kind == opRouteDel) && isGone(err) {
+		return nil
+	}
+	return err
+}
+
+func neighMsg(dev int, n neighEntry) *netlink.Neigh {
+	hw, _ := net.ParseMAC(n.MAC)
+	state := netlink.NUD_REACHABLE
+	if n.Permanent {
+		state = netlink.NUD_PERMANENT
+	}
+	return &netlink.Neigh{
+		LinkIndex: dev, Family: unix.AF_INET, State: state, Type: unix.RTN_UNICAST,
+		IP: n.IP.AsSlice(), HardwareAddr: hw,
+	}
+}
+
+// fdbMsg is `bridge fdb replace <mac> dev flannel.1 self dst <ip> permanent`.
+func fdbMsg(dev int, f fdbEntry) *netlink.Neigh {
+	hw, _ := net.ParseMAC(f.MAC)
+	return &netlink.Neigh{
+		LinkIndex: dev, Family: unix.AF_BRIDGE, State: netlink.NUD_PERMANENT, Flags: netlink.NTF_SELF,
+		IP: f.Dst.AsSlice(), HardwareAddr: hw,
+	}
+}
+
+func (v *VXLAN) routeMsg(dev int, r routeEntry) *netlink.Route {
+	m := &netlink.Route{LinkIndex: dev, Dst: prefixIPNet(r.Dst), Table: unix.RT_TABLE_MAIN, Scope: netlink.SCOPE_UNIVERSE}
+	if r.Underlay {
+		m.LinkIndex = v.cfg.Device.UnderlayIndex
+	}
+	if r.Gw.IsValid() {
+		m.Gw = r.Gw.AsSlice()
+	} else {
+		// The on-demand Network route: no gateway, so the kernel resolves
+		// each destination on the device and asks us (L3 miss).
+		m.Scope = netlink.SCOPE_LINK
+	}
+	if r.Onlink {
+		m.Flags = int(netlink.FLAG_ONLINK)
+	}
+	return m
+}
+
+// listState dumps the entries the datapath owns: every IPv4 neighbour with a
+// link-layer address and every FDB entry with a remote on the device, every
+// main-table route on the device, and (with a Network) the routes on the
+// underlay to a subnet strictly inside the Network through a gateway (the
+// DirectRouting routes).
+func (v *VXLAN) listState() (state, error) {
+	s := newState()
+	dev := int(v.devIndex.Load())
+	neighs, err := listRetry("neighbours", func() ([]netlink.Neigh, error) { return v.nl.NeighList(dev, unix.AF_INET) })
+	if err != nil {
+		return s, err
+	}
+	for _, n := range neighs {
+		ip, ok := netip.AddrFromSlice(n.IP)
+		if !ok || len(n.HardwareAddr) == 0 || n.State&(netlink.NUD_INCOMPLETE|netlink.NUD_FAILED|netlink.NUD_NOARP) != 0 {
+			continue // mid-resolution (a miss in flight) or not a real entry
+		}
+		ip = ip.Unmap()
+		s.neigh[ip] = neighEntry{IP: ip, MAC: macString(n.HardwareAddr), Permanent: n.State&netlink.NUD_PERMANENT != 0}
+	}
+	fdbs, err := listRetry("fdb", func() ([]netlink.Neigh, error) { return v.nl.NeighList(dev, unix.AF_BRIDGE) })
+	if err != nil {
+		return s, err
+	}
+	for _, n := range fdbs {
+		dst, ok := netip.AddrFromSlice(n.IP)
+		if !ok || len(n.HardwareAddr) == 0 || n.LinkIndex != dev {
+			continue
+		}
+		s.fdb[fdbEntry{MAC: macString(n.HardwareAddr), Dst: dst.Unmap()}] = struct{}{}
+	}
+	if err := v.listRoutes(s, dev, false); err != nil {
+		return s, err
+	}
+	if v.cfg.Network.IsValid() {
+		if err := v.listRoutes(s, v.cfg.Device.UnderlayIndex, true); err != nil {
+			return s, err
+		}
+	}
+	return s, nil
+}
+
+func (v *VXLAN) listRoutes(s state, link int, underlay bool) error {
+	filter := &netlink.Route{LinkIndex: link}
+	routes, err := listRetry("routes", func() ([]netlink.Route, error) {
+		return v.nl.RouteListFiltered(unix.AF_INET, filter, netlink.RT_FILTER_OIF)
+	})
+	if err != nil {
+		return err
+	}
+	for _, r := range routes {
+		if r.Dst == nil || r.LinkIndex != link || (r.Type != 0 && r.Type != unix.RTN_UNICAST) {
+			continue
+		}
+		dst, ok := ipNetPrefix(r.Dst)
+		if !ok {
+			continue
+		}
+		e := routeEntry{Dst: dst, Underlay: underlay, Onlink: r.Flags&int(netlink.FLAG_ONLINK) != 0}
+		if gw, ok := netip.AddrFromSlice(r.Gw); ok {
+			e.Gw = gw.Unmap()
+		}
+		if underlay && (!e.Gw.IsValid() || !v.cfg.Network.Contains(dst.Addr()) || dst.Bits() <= v.cfg.Network.Bits()) {
+			continue // not one of our DirectRouting routes
+		}
+		s.route[e] = struct{}{}
+	}
+	return nil
+}
+
+// linkRef is a minimal Link naming the device by index, for calls that only
+// read Attrs().Index (and Name for messages).
+func (v *VXLAN) linkRef() netlink.Link {
+	return &netlink.Vxlan{LinkAttrs: netlink.LinkAttrs{Name: v.cfg.deviceName(), Index: int(v.devIndex.Load())}}
+}
+
+func prefixIPNet(p netip.Prefix) *net.IPNet {
+	return &net.IPNet{IP: p.Addr().AsSlice(), Mask: net.CIDRMask(p.Bits(), p.Addr().BitLen())}
+}
+
+func ipNetPrefix(n *net.IPNet) (netip.Prefix, bool) {
+	if n == nil {
+		return netip.Prefix{}, false
+	}
+	ip, ok := netip.AddrFromSlice(n.IP)
+	if !ok {
+		return netip.Prefix{}, false
+	}
+	ones, bits := n.Mask.Size()
+	if bits == 0 {
+		return netip.Prefix{}, false
+	}
+	ip = ip.Unmap()
+	if ip.Is4() && bits == 128 {
+		ones -= 96
+	}
+	return netip.PrefixFrom(ip, ones), true
+}
