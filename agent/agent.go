@@ -1,0 +1,288 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"time"
+
+	"golang.org/x/sync/errgroup"
+
+	"github.com/weftnet/weft/backend"
+	"github.com/weftnet/weft/backend/masq"
+	"github.com/weftnet/weft/backend/underlay"
+	"github.com/weftnet/weft/lease"
+)
+
+// Netlink is what the agent needs from a netlink handle: the datapath's calls
+// plus the underlay look-ups. *netlink.Handle satisfies it.
+type Netlink interface {
+	backend.Netlink
+	underlay.Handle
+}
+
+// Agent runs one node's share of the overlay.
+type Agent struct {
+	cfg     Config
+	store   lease.Store
+	nl      Netlink
+	metrics *Metrics
+	log     *slog.Logger
+	ready   readiness
+
+	// set during Run
+	lease   lease.Lease
+	network *lease.Network
+}
+
+// New returns an agent; cfg must have passed Validate. metrics may be nil.
+func New(cfg Config, store lease.Store, nl Netlink, metrics *Metrics, log *slog.Logger) *Agent {
+	if metrics == nil {
+		metrics = NewMetrics()
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Agent{cfg: cfg, store: store, nl: nl, metrics: metrics, log: log}
+}
+
+// Lease returns the lease acquired by Run (zero before).
+func (a *Agent) Lease() lease.Lease { return a.lease }
+
+// Ready reports readiness as /readyz does.
+func (a *Agent) Ready() (bool, string) { return a.ready.ready() }
+
+// Run starts the agent and blocks until ctx ends or a loop fails. It leaves
+// the lease, device, entries and rules in place when it returns.
+func (a *Agent) Run(ctx context.Context) error {
+	g, ctx := errgroup.WithContext(ctx)
+	if a.cfg.HealthzPort != 0 {
+		addr := hostPort(a.cfg.HealthzIP, a.cfg.HealthzPort)
+		g.Go(func() error { return serve(ctx, addr, a.handler(true), a.log) })
+	}
+	if a.cfg.MetricsPort != 0 && a.cfg.MetricsPort != a.cfg.HealthzPort {
+		addr := hostPort(a.cfg.HealthzIP, a.cfg.MetricsPort)
+		g.Go(func() error { return serve(ctx, addr, a.handler(true), a.log) })
+	}
+	g.Go(func() error { return a.run(ctx, g) })
+	err := g.Wait()
+	if errors.Is(err, context.Canceled) {
+		return nil
+	}
+	return err
+}
+
+// run does the start-up sequence, then adds the long-running loops to g.
+func (a *Agent) run(ctx context.Context, g *errgroup.Group) error {
+	nw, err := a.waitNetworkConfig(ctx)
+	if err != nil {
+		return err
+	}
+	a.network = nw
+	ul, err := underlay.Find(a.nl, underlay.Options{
+		Ifaces: a.cfg.Ifaces, IfaceRegex: a.cfg.IfaceRegex, CanReach: a.cfg.IfaceCanReach, PublicIP: a.cfg.PublicIP,
+	})
+	if err != nil {
+		return fmt.Errorf("choose underlay interface: %w", err)
+	}
+	a.log.Info("using underlay", "iface", ul.Name, "ip", ul.IP, "public_ip", ul.PublicIP, "mtu", ul.MTU)
+
+	be, err := backend.New(a.nl, backend.Config{
+		Device: backend.DeviceConfig{
+			VNI: nw.Backend.VNI, Port: nw.Backend.Port, LocalIP: ul.IP, UnderlayIndex: ul.Index,
+			UnderlayMTU: ul.MTU, MTU: nw.Backend.MTU, GBP: nw.Backend.GBP, Learning: nw.Backend.Learning,
+		},
+		Mode:           a.cfg.NeighMode,
+		Network:        nw.Network,
+		DirectRouting:  nw.Backend.DirectRouting,
+		ResyncInterval: a.cfg.ResyncInterval,
+		NetNSPath:      a.cfg.NetNSPath,
+		Observer:       a.metrics.observer(),
+	}, a.log.With("component", "vxlan"))
+	if err != nil {
+		return fmt.Errorf("create vxlan backend: %w", err)
+	}
+	dev, err := be.EnsureDevice()
+	if err != nil {
+		return fmt.Errorf("ensure vxlan device: %w", err)
+	}
+	a.ready.datapathFunc = be.Ready
+
+	l, err := a.acquire(ctx, ul, dev, nw)
+	if err != nil {
+		return err
+	}
+	a.lease = l
+	a.ready.leaseHeld.Store(true)
+	if err := be.SetAddress(l.Subnet); err != nil {
+		return fmt.Errorf("set device address: %w", err)
+	}
+	if err := a.ensureMasq(nw, l); err != nil {
+		return err
+	}
+	if err := a.writeSubnetEnv(nw, l, dev.MTU); err != nil {
+		return err
+	}
+	if err := a.installCNIConf(); err != nil {
+		return err
+	}
+
+	w := newWatcher(a, be, l)
+	g.Go(func() error { return a.keepAlive(ctx, l) })
+	g.Go(func() error { return w.run(ctx) })
+	g.Go(func() error { return be.Run(ctx) })
+	return nil
+}
+
+// waitNetworkConfig reads <prefix>/config, retrying while it is missing or invalid.
+func (a *Agent) waitNetworkConfig(ctx context.Context) (*lease.Network, error) {
+	logged := ""
+	for {
+		nw, err := a.store.NetworkConfig(ctx)
+		if err == nil {
+			if nw.Backend.Type != "vxlan" {
+				return nil, fmt.Errorf("backend type %q: weft supports only vxlan", nw.Backend.Type)
+			}
+			a.log.Info("network config", "network", nw.Network, "subnet_len", nw.SubnetLen,
+				"vni", nw.Backend.VNI, "port", nw.Backend.Port, "direct_routing", nw.Backend.DirectRouting)
+			return nw, nil
+		}
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		if msg := err.Error(); msg != logged {
+			if errors.Is(err, lease.ErrNoConfig) {
+				a.log.Warn("waiting for the network config; create it with `weftd init-network` or `etcdctl put <prefix>/config '{\"Network\":\"10.244.0.0/16\",\"Backend\":{\"Type\":\"vxlan\"}}'`", "err", err)
+			} else {
+				a.log.Warn("waiting for a usable network config", "err", err)
+			}
+			logged = msg
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(a.cfg.ConfigRetry):
+		}
+	}
+}
+
+func (a *Agent) acquire(ctx context.Context, ul underlay.Underlay, dev backend.Device, nw *lease.Network) (lease.Lease, error) {
+	req := lease.Request{
+		Attrs: lease.Attrs{
+			PublicIP:    ul.PublicIP,
+			BackendType: "vxlan",
+			BackendData: &lease.VXLANData{VNI: nw.Backend.VNI, VtepMAC: dev.MAC},
+			NodeName:    a.cfg.NodeName,
+		},
+		TTL: a.cfg.SubnetLeaseTTL,
+	}
+	if prev, err := lease.ReadSubnetEnv(a.cfg.SubnetFile); err == nil {
+		req.Prev = prev.Subnet.Masked()
+	} else if !errors.Is(err, os.ErrNotExist) {
+		a.log.Warn("ignoring unreadable previous subnet file", "err", err)
+	}
+	l, err := a.store.Acquire(ctx, req)
+	if err != nil {
+		return lease.Lease{}, fmt.Errorf("acquire lease: %w", err)
+	}
+	a.log.Info("lease acquired", "subnet", l.Subnet, "public_ip", l.Attrs.PublicIP,
+		"vtep_mac", dev.MAC.String(), "reservation", l.Reservation, "previous", req.Prev)
+	return l, nil
+}
+
+func (a *Agent) ensureMasq(nw *lease.Network, l lease.Lease) error {
+	fd, closeFd, err := a.netnsFd()
+	if err != nil {
+		return err
+	}
+	defer closeFd()
+	if !a.cfg.IPMasq {
+		// A previous run with --ip-masq may have left rules for another Network.
+		if err := masq.Delete(fd); err != nil {
+			a.log.Warn("remove masquerade rules", "err", err)
+		}
+		return nil
+	}
+	if err := masq.Ensure(fd, masq.Rules{Network: nw.Network, Subnet: l.Subnet, VXLANPort: nw.Backend.Port}, a.log); err != nil {
+		return fmt.Errorf("ensure masquerade rules: %w", err)
+	}
+	return nil
+}
+
+// netnsFd opens cfg.NetNSPath for the nftables connection (0 = current netns).
+func (a *Agent) netnsFd() (int, func(), error) {
+	if a.cfg.NetNSPath == "" {
+		return 0, func() {}, nil
+	}
+	f, err := os.Open(a.cfg.NetNSPath)
+	if err != nil {
+		return 0, nil, fmt.Errorf("open netns %q: %w", a.cfg.NetNSPath, err)
+	}
+	return int(f.Fd()), func() { _ = f.Close() }, nil
+}
+
+func (a *Agent) writeSubnetEnv(nw *lease.Network, l lease.Lease, mtu int) error {
+	gw := l.Subnet.Addr().Next()
+	env := lease.SubnetEnv{
+		Network: nw.Network,
+		Subnet:  netip.PrefixFrom(gw, l.Subnet.Bits()),
+		MTU:     mtu,
+		IPMasq:  a.cfg.IPMasq,
+	}
+	if err := lease.WriteSubnetEnv(a.cfg.SubnetFile, env); err != nil {
+		return fmt.Errorf("write subnet file: %w", err)
+	}
+	a.ready.subnetEnv.Store(true)
+	a.log.Info("wrote subnet file", "path", a.cfg.SubnetFile, "subnet", env.Subnet, "mtu", mtu)
+	return nil
+}
+
+// DefaultConflist is installed when --cni-conf-source is not given (FORMATS.md).
+const DefaultConflist = `{
+  "name": "cbr0",
+  "cniVersion": "1.0.0",
+  "cniVersions": ["1.0.0", "1.1.0"],
+  "plugins": [
+    {"type": "weft", "hairpinMode": true, "isDefaultGateway": true},
+    {"type": "portmap", "capabilities": {"portMappings": true}}
+  ]
+}
+`
+
+// installCNIConf writes the conflist into the CNI config dir, atomically, after
+// subnet.env exists (the kubelet reports the node network ready once it sees it).
+func (a *Agent) installCNIConf() error {
+	if a.cfg.CNIConfDir == "" {
+		return nil
+	}
+	data, name := []byte(DefaultConflist), "10-weft.conflist"
+	if a.cfg.CNIConfSource != "" {
+		b, err := os.ReadFile(a.cfg.CNIConfSource)
+		if err != nil {
+			return fmt.Errorf("read CNI config source: %w", err)
+		}
+		data, name = b, filepath.Base(a.cfg.CNIConfSource)
+	}
+	dst := filepath.Join(a.cfg.CNIConfDir, name)
+	if err := lease.WriteFileAtomic(dst, data, 0o644); err != nil {
+		return fmt.Errorf("install CNI config: %w", err)
+	}
+	a.log.Info("installed CNI config", "path", dst)
+	return nil
+}
+
+func (a *Agent) keepAlive(ctx context.Context, l lease.Lease) error {
+	err := a.store.KeepAlive(ctx, l)
+	if ctx.Err() != nil {
+		return nil
+	}
+	a.ready.leaseHeld.Store(false)
+	if err == nil {
+		err = errors.New("keepalive ended")
+	}
+	return fmt.Errorf("keep lease %s alive: %w", l.Subnet, err)
+}

@@ -1,0 +1,100 @@
+package agent
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"time"
+
+	"github.com/weftnet/weft/backend"
+	"github.com/weftnet/weft/lease"
+)
+
+// Version is stamped at build time (-ldflags -X).
+var Version = "dev"
+
+// Config is everything weftd run is told by flags or WEFT_* variables.
+type Config struct {
+	// Underlay selection (flannel's flags).
+	Ifaces        []string
+	IfaceRegex    []string
+	IfaceCanReach string
+	PublicIP      string
+
+	// NodeName is the stable node identity stored in the lease; it keeps the
+	// subnet across a change of public IP.
+	NodeName string
+
+	SubnetFile     string
+	SubnetLeaseTTL time.Duration
+	IPMasq         bool
+	NeighMode      backend.Mode
+
+	HealthzIP   string
+	HealthzPort int // 0 disables the health server
+	MetricsPort int // 0: /metrics is served on the health port only
+
+	// CNIConfDir receives the conflist once subnet.env exists ("" = do not install).
+	CNIConfDir string
+	// CNIConfSource is the conflist to install ("" = the built-in default).
+	CNIConfSource string
+
+	// ResyncInterval is the datapath's periodic list-and-diff reconcile.
+	ResyncInterval time.Duration
+	// ConfigRetry is how often a missing network config is looked up again.
+	ConfigRetry time.Duration
+	// NetNSPath is the network namespace the netlink handle points into ("" = current).
+	NetNSPath string
+}
+
+// DefaultConfig returns flannel's defaults where flannel has the knob.
+func DefaultConfig() Config {
+	return Config{
+		SubnetFile:     lease.DefaultSubnetFile,
+		SubnetLeaseTTL: lease.DefaultTTL,
+		NeighMode:      backend.ModeProactive,
+		HealthzIP:      "0.0.0.0",
+		ResyncInterval: time.Minute,
+		ConfigRetry:    time.Second,
+	}
+}
+
+// Validate checks the config and explains each rejected value.
+func (c *Config) Validate() error {
+	var errs []error
+	switch c.NeighMode {
+	case backend.ModeProactive, backend.ModeOnDemand:
+	case "":
+		c.NeighMode = backend.ModeProactive
+	default:
+		errs = append(errs, fmt.Errorf("--neigh-mode %q: want %q or %q", c.NeighMode, backend.ModeProactive, backend.ModeOnDemand))
+	}
+	if c.SubnetFile == "" {
+		errs = append(errs, errors.New("--subnet-file must not be empty"))
+	}
+	// etcd rejects TTLs below its minimum; a lease shorter than a few seconds
+	// would expire between keepalives.
+	if c.SubnetLeaseTTL < 5*time.Second {
+		errs = append(errs, fmt.Errorf("--subnet-lease-ttl %s: must be at least 5s", c.SubnetLeaseTTL))
+	}
+	if c.PublicIP != "" {
+		if a, err := netip.ParseAddr(c.PublicIP); err != nil || !a.Is4() {
+			errs = append(errs, fmt.Errorf("--public-ip %q: not an IPv4 address", c.PublicIP))
+		}
+	}
+	if c.HealthzPort < 0 || c.HealthzPort > 65535 || c.MetricsPort < 0 || c.MetricsPort > 65535 {
+		errs = append(errs, errors.New("--healthz-port and --metrics-port must be 0..65535"))
+	}
+	if c.HealthzIP != "" {
+		if _, err := netip.ParseAddr(c.HealthzIP); err != nil {
+			errs = append(errs, fmt.Errorf("--healthz-ip %q: %w", c.HealthzIP, err))
+		}
+	}
+	if c.ResyncInterval <= 0 {
+		c.ResyncInterval = time.Minute
+	}
+	if c.ConfigRetry <= 0 {
+		c.ConfigRetry = time.Second
+	}
+	return errors.Join(errs...)
+}

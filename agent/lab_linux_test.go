@@ -1,0 +1,224 @@
+package agent_test
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"path/filepath"
+	"runtime/pprof"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/weftnet/weft/agent"
+	"github.com/weftnet/weft/backend"
+	"github.com/weftnet/weft/lease/etcdstore"
+	"github.com/weftnet/weft/lease/etcdstore/etcdtest"
+	"github.com/weftnet/weft/test/nettest"
+)
+
+// The privileged agent tests run real agents in-process, each with its
+// netlink handle, sysctls and nftables bound to its own node netns:
+//
+//	   node1 netns              switch netns              node2 netns
+//	 eth0 198.18.0.1/24 ──── br0 (bridge) ──── eth0 198.18.0.2/24   (node3 ...)
+//	 flannel.1 10.244.x.0/32                    flannel.1 10.244.y.0/32
+//
+// etcd is the embedded server on 127.0.0.1 of the test process's namespace;
+// the agents' etcd clients dial it from there (only netlink work is per-node).
+
+const testNetConf = `{"Network":"10.244.0.0/16","SubnetLen":24,"Backend":{"Type":"vxlan"}}`
+
+type cluster struct {
+	t         *testing.T
+	endpoints []string
+	prefix    string
+	cli       *clientv3.Client
+	tls       etcdtest.TLSFiles
+	sw        *nettest.NS
+	nextIP    int
+}
+
+func newCluster(t *testing.T, endpoints []string) *cluster {
+	t.Helper()
+	return newClusterTLS(t, endpoints, etcdtest.TLSFiles{})
+}
+
+func newClusterTLS(t *testing.T, endpoints []string, tls etcdtest.TLSFiles) *cluster {
+	t.Helper()
+	cli, err := etcdstore.NewClient(tlsClientConfig(endpoints, tls))
+	if err != nil {
+		t.Fatalf("etcd client: %v", err)
+	}
+	t.Cleanup(func() { _ = cli.Close() })
+	c := &cluster{t: t, endpoints: endpoints, tls: tls, prefix: "/weft-test-" + strings.ToLower(t.Name()), cli: cli, nextIP: 1}
+	c.prefix = strings.NewReplacer("/", "-", " ", "-").Replace(c.prefix)
+	c.prefix = "/" + strings.TrimLeft(c.prefix, "-") + "/network"
+	if _, err := cli.Put(t.Context(), c.prefix+"/config", testNetConf); err != nil {
+		t.Fatalf("put config: %v", err)
+	}
+	c.sw = nettest.NewNS(t, "ag-sw")
+	h := nettest.Handle(t, c.sw.NetNS)
+	br := &netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: "br0"}}
+	if err := h.LinkAdd(br); err != nil {
+		t.Fatalf("add br0: %v", err)
+	}
+	if err := h.LinkSetUp(br); err != nil {
+		t.Fatalf("br0 up: %v", err)
+	}
+	return c
+}
+
+// node is one node netns with an agent that can be started and stopped.
+type node struct {
+	c       *cluster
+	name    string
+	ns      *nettest.NS
+	ip      string
+	dir     string
+	cfg     agent.Config
+	metrics *agent.Metrics
+	ag      *agent.Agent
+	cancel  context.CancelFunc
+	done    chan error
+}
+
+func (c *cluster) addNode(mode backend.Mode) *node {
+	t := c.t
+	t.Helper()
+	n := &node{c: c, name: fmt.Sprintf("node%d", c.nextIP), ip: fmt.Sprintf("198.18.0.%d", c.nextIP), dir: t.TempDir()}
+	c.nextIP++
+	n.ns = nettest.NewNS(t, "ag-"+n.name)
+	port := "p" + n.name
+	nettest.Veth(t, n.ns, "eth0", n.ip+"/24", c.sw, port, "")
+	hsw := nettest.Handle(t, c.sw.NetNS)
+	pl, err := hsw.LinkByName(port)
+	if err == nil {
+		var br netlink.Link
+		if br, err = hsw.LinkByName("br0"); err == nil {
+			err = hsw.LinkSetMaster(pl, br)
+		}
+	}
+	if err != nil {
+		t.Fatalf("attach %s to br0: %v", port, err)
+	}
+	n.cfg = agent.DefaultConfig()
+	n.cfg.Ifaces = []string{"eth0"}
+	n.cfg.NodeName = n.name
+	n.cfg.SubnetFile = filepath.Join(n.dir, "subnet.env")
+	n.cfg.CNIConfDir = filepath.Join(n.dir, "net.d")
+	n.cfg.NetNSPath = n.ns.Path
+	n.cfg.NeighMode = mode
+	n.cfg.SubnetLeaseTTL = time.Minute
+	n.cfg.IPMasq = true
+	if err := n.cfg.Validate(); err != nil {
+		t.Fatalf("config: %v", err)
+	}
+	t.Cleanup(n.stop)
+	return n
+}
+
+// start runs the agent and waits until it is ready.
+func (n *node) start() {
+	t := n.c.t
+	t.Helper()
+	cli, err := etcdstore.NewClient(tlsClientConfig(n.c.endpoints, n.c.tls))
+	if err != nil {
+		t.Fatalf("%s: etcd client: %v", n.name, err)
+	}
+	log := slog.New(slog.NewTextHandler(testWriter{t, n.name}, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	n.metrics = agent.NewMetrics()
+	store := etcdstore.New(cli, n.c.prefix, log, etcdstore.WithObserver(n.metrics.ObserveEtcd))
+	h, err := netlink.NewHandleAt(netns.NsHandle(n.ns.Fd()))
+	if err != nil {
+		t.Fatalf("%s: netlink: %v", n.name, err)
+	}
+	n.ag = agent.New(n.cfg, store, h, n.metrics, log)
+	ctx, cancel := context.WithCancel(context.Background())
+	n.cancel, n.done = cancel, make(chan error, 1)
+	go func() {
+		err := n.ag.Run(ctx)
+		h.Close()
+		_ = cli.Close()
+		n.done <- err
+	}()
+	eventually(t, 20*time.Second, n.name+" ready", func() error {
+		select {
+		case err := <-n.done:
+			n.done <- err
+			return fmt.Errorf("agent exited: %v", err)
+		default:
+		}
+		if ok, why := n.ag.Ready(); !ok {
+			return fmt.Errorf("%s", why)
+		}
+		return nil
+	})
+}
+
+// stop ends the agent (SIGTERM semantics: state stays) and checks it returned cleanly.
+func (n *node) stop() {
+	if n.cancel == nil {
+		return
+	}
+	n.cancel()
+	select {
+	case err := <-n.done:
+		if err != nil {
+			n.c.t.Errorf("%s: agent returned %v", n.name, err)
+		}
+	case <-time.After(15 * time.Second):
+		n.c.t.Errorf("%s: agent did not stop within 15s", n.name)
+	}
+	n.cancel = nil
+}
+
+func (n *node) exec(args ...string) (string, error) { return n.ns.Exec(n.c.t, args[0], args[1:]...) }
+
+func tlsClientConfig(endpoints []string, f etcdtest.TLSFiles) etcdstore.ClientConfig {
+	return etcdstore.ClientConfig{Endpoints: endpoints, CAFile: f.CAFile, CertFile: f.CertFile, KeyFile: f.KeyFile, DialTimeout: 5 * time.Second}
+}
+
+func eventually(t *testing.T, within time.Duration, what string, f func() error) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	var err error
+	for time.Now().Before(deadline) {
+		if err = f(); err == nil {
+			return
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Fatalf("%s: not true within %s: %v", what, within, err)
+}
+
+type testWriter struct {
+	t    *testing.T
+	name string
+}
+
+func (w testWriter) Write(p []byte) (int, error) {
+	w.t.Logf("%s: %s", w.name, strings.TrimRight(string(p), "\n"))
+	return len(p), nil
+}
+
+// checkNoAgentGoroutines fails if a goroutine of the agent or datapath is still running.
+func checkNoAgentGoroutines(t *testing.T) {
+	t.Helper()
+	eventually(t, 5*time.Second, "agent goroutines gone", func() error {
+		var b strings.Builder
+		_ = pprof.Lookup("goroutine").WriteTo(&b, 1)
+		for _, g := range strings.Split(b.String(), "\n\n") {
+			if strings.Contains(g, "weftnet/weft/agent.") || strings.Contains(g, "weftnet/weft/backend.") {
+				if !strings.Contains(g, "_test.") {
+					return fmt.Errorf("leaked goroutine:\n%s", g)
+				}
+			}
+		}
+		return nil
+	})
+}

@@ -1,0 +1,120 @@
+package agent
+
+import (
+	"fmt"
+	"time"
+
+	dto "github.com/prometheus/client_model/go"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/weftnet/weft/backend"
+)
+
+// Metrics are weftd's Prometheus metrics, on a registry of their own.
+type Metrics struct {
+	Registry *prometheus.Registry
+
+	leasesKnown     prometheus.Gauge
+	freeSubnets     prometheus.Gauge
+	peersProgrammed prometheus.Gauge
+	missesAnswered  *prometheus.CounterVec
+	missesIgnored   *prometheus.CounterVec
+	missLatency     prometheus.Histogram
+	reconcileRuns   prometheus.Counter
+	reconcileErrors prometheus.Counter
+	etcdLatency     *prometheus.HistogramVec
+	etcdErrors      *prometheus.CounterVec
+}
+
+// NewMetrics creates and registers every metric.
+func NewMetrics() *Metrics {
+	m := &Metrics{
+		Registry: prometheus.NewRegistry(),
+		leasesKnown: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "weft_leases_known", Help: "Valid subnet leases in the store, ours included."}),
+		freeSubnets: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "weft_subnets_free", Help: "Blocks between SubnetMin and SubnetMax not leased."}),
+		peersProgrammed: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "weft_peers_programmed", Help: "Peers whose datapath entries are programmed."}),
+		missesAnswered: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "weft_misses_answered_total", Help: "Kernel L2/L3 miss events answered from memory."}, []string{"kind"}),
+		missesIgnored: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "weft_misses_ignored_total", Help: "Miss events for unknown destinations."}, []string{"kind"}),
+		missLatency: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "weft_miss_answer_seconds",
+			Help:    "Time from a miss event's arrival to the entry being written.",
+			Buckets: prometheus.ExponentialBuckets(10e-6, 2, 14)}),
+		reconcileRuns: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "weft_reconcile_runs_total", Help: "Datapath list-and-diff reconciles."}),
+		reconcileErrors: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "weft_reconcile_errors_total", Help: "Datapath reconciles that failed."}),
+		etcdLatency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "weft_etcd_op_seconds", Help: "Latency of etcd operations.",
+			Buckets: prometheus.ExponentialBuckets(100e-6, 2, 16)}, []string{"op"}),
+		etcdErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "weft_etcd_op_errors_total", Help: "Failed etcd operations."}, []string{"op"}),
+	}
+	m.Registry.MustRegister(m.leasesKnown, m.freeSubnets, m.peersProgrammed, m.missesAnswered,
+		m.missesIgnored, m.missLatency, m.reconcileRuns, m.reconcileErrors, m.etcdLatency, m.etcdErrors,
+		prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}))
+	return m
+}
+
+// ObserveEtcd records one etcd operation; pass it to the etcd store as its observer.
+func (m *Metrics) ObserveEtcd(op string, d time.Duration, err error) {
+	m.etcdLatency.WithLabelValues(op).Observe(d.Seconds())
+	if err != nil {
+		m.etcdErrors.WithLabelValues(op).Inc()
+	}
+}
+
+// observer adapts the metrics to the datapath's hooks.
+func (m *Metrics) observer() backend.Observer {
+	return backend.Observer{
+		MissAnswered: func(kind string, d time.Duration) {
+			m.missesAnswered.WithLabelValues(kind).Inc()
+			m.missLatency.Observe(d.Seconds())
+		},
+		MissIgnored: func(kind string) { m.missesIgnored.WithLabelValues(kind).Inc() },
+		Reconciled: func(err error) {
+			m.reconcileRuns.Inc()
+			if err != nil {
+				m.reconcileErrors.Inc()
+			}
+		},
+		PeersProgrammed: func(n int) { m.peersProgrammed.Set(float64(n)) },
+	}
+}
+
+// MissesAnswered returns how many misses of kind ("l2" or "l3") were answered.
+func (m *Metrics) MissesAnswered(kind string) float64 {
+	var d dto.Metric
+	if err := m.missesAnswered.WithLabelValues(kind).Write(&d); err != nil {
+		return 0
+	}
+	return d.GetCounter().GetValue()
+}
+
+// MissLatencyMean is the mean miss-to-answer latency (0 without samples).
+func (m *Metrics) MissLatencyMean() time.Duration {
+	var d dto.Metric
+	if err := m.missLatency.Write(&d); err != nil || d.GetHistogram().GetSampleCount() == 0 {
+		return 0
+	}
+	h := d.GetHistogram()
+	return time.Duration(h.GetSampleSum() / float64(h.GetSampleCount()) * float64(time.Second))
+}
+
+// MissLatencySummary renders the miss latency histogram's count and sum.
+func (m *Metrics) MissLatencySummary() string {
+	var d dto.Metric
+	if err := m.missLatency.Write(&d); err != nil {
+		return err.Error()
+	}
+	h := d.GetHistogram()
+	if h.GetSampleCount() == 0 {
+		return "no samples"
+	}
+	return fmt.Sprintf("%d samples, mean %s", h.GetSampleCount(),
+		time.Duration(h.GetSampleSum()/float64(h.GetSampleCount())*float64(time.Second)))
+}

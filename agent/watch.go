@@ -1,0 +1,122 @@
+package agent
+
+import (
+	"context"
+	"encoding/binary"
+	"fmt"
+	"net/netip"
+	"time"
+
+	"github.com/weftnet/weft/backend"
+	"github.com/weftnet/weft/lease"
+)
+
+// watcher turns lease events into the datapath's desired peer set.
+type watcher struct {
+	a      *Agent
+	be     *backend.VXLAN
+	own    netip.Prefix
+	vni    int
+	leases map[netip.Prefix]lease.Lease
+}
+
+func newWatcher(a *Agent, be *backend.VXLAN, own lease.Lease) *watcher {
+	return &watcher{a: a, be: be, own: own.Subnet, vni: own.Attrs.BackendData.VNI, leases: map[netip.Prefix]lease.Lease{}}
+}
+
+// retryAfter is how long a failed SetPeers waits before it is tried again.
+const retryAfter = time.Second
+
+func (w *watcher) run(ctx context.Context) error {
+	ch, err := w.a.store.Watch(ctx)
+	if err != nil {
+		return fmt.Errorf("watch leases: %w", err)
+	}
+	var retry <-chan time.Time
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-retry:
+			retry = nil
+		case batch, ok := <-ch:
+			if !ok {
+				if ctx.Err() != nil {
+					return nil
+				}
+				return fmt.Errorf("lease watch closed")
+			}
+			w.apply(batch)
+		}
+		if err := w.be.SetPeers(w.peers()); err != nil {
+			w.a.log.Warn("program peers (will retry)", "err", err)
+			retry = time.After(retryAfter)
+		}
+	}
+}
+
+func (w *watcher) apply(batch []lease.Event) {
+	for _, ev := range batch {
+		l := ev.Lease
+		switch ev.Type {
+		case lease.Added, lease.Changed:
+			w.leases[l.Subnet] = l
+		case lease.Removed:
+			delete(w.leases, l.Subnet)
+		}
+		if l.Subnet == w.own {
+			continue
+		}
+		w.a.log.Info("peer "+ev.Type.String(), "subnet", l.Subnet, "public_ip", l.Attrs.PublicIP,
+			"vtep_mac", vtepMAC(l), "node", l.Attrs.NodeName)
+	}
+	w.a.metrics.leasesKnown.Set(float64(len(w.leases)))
+	if w.a.network != nil {
+		w.a.metrics.freeSubnets.Set(float64(totalBlocks(w.a.network) - len(w.leases)))
+	}
+}
+
+// peers maps every other vxlan lease with our VNI to a datapath peer.
+func (w *watcher) peers() []backend.Peer {
+	out := make([]backend.Peer, 0, len(w.leases))
+	for _, l := range w.leases {
+		if p, ok := peerOf(l, w.own, w.vni); ok {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// peerOf is the lease → backend.Peer mapping (pure).
+func peerOf(l lease.Lease, own netip.Prefix, vni int) (backend.Peer, bool) {
+	d := l.Attrs.BackendData
+	if l.Subnet == own || l.Attrs.BackendType != "vxlan" || d == nil || len(d.VtepMAC) != 6 ||
+		!l.Attrs.PublicIP.IsValid() || (vni != 0 && d.VNI != 0 && d.VNI != vni) {
+		return backend.Peer{}, false
+	}
+	name := l.Attrs.NodeName
+	if name == "" {
+		name = l.Attrs.PublicIP.String()
+	}
+	return backend.Peer{Subnet: l.Subnet, PublicIP: l.Attrs.PublicIP, VtepMAC: d.VtepMAC, Name: name}, true
+}
+
+func vtepMAC(l lease.Lease) string {
+	if l.Attrs.BackendData == nil {
+		return ""
+	}
+	return l.Attrs.BackendData.VtepMAC.String()
+}
+
+// totalBlocks counts the SubnetLen blocks from SubnetMin to SubnetMax (IPv4).
+func totalBlocks(n *lease.Network) int {
+	if !n.SubnetMin.Is4() || !n.SubnetMax.Is4() || n.SubnetLen <= 0 || n.SubnetLen > 32 {
+		return 0
+	}
+	lo := binary.BigEndian.Uint32(n.SubnetMin.AsSlice())
+	hi := binary.BigEndian.Uint32(n.SubnetMax.AsSlice())
+	if hi < lo {
+		return 0
+	}
+	return int((hi-lo)>>(32-n.SubnetLen)) + 1
+}
