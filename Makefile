@@ -50,7 +50,7 @@ bench: deps build
 	$(GO) run ./test/bench $(if $(BENCH_JSON),-json $(BENCH_JSON))
 
 demo: deps build
-	$(BIN)/weftd demo --bin-dir $(BIN)
+	$(GO) run ./test/demo -bin-dir $(BIN)
 
 clean:
 	rm -rf $(BIN)

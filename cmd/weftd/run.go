@@ -1,0 +1,70 @@
+package main
+
+import (
+	"fmt"
+	"os"
+
+	"github.com/spf13/cobra"
+	"github.com/vishvananda/netlink"
+
+	"github.com/weftnet/weft/agent"
+	"github.com/weftnet/weft/backend"
+)
+
+func newRunCmd(g *globalFlags) *cobra.Command {
+	cfg := agent.DefaultConfig()
+	neighMode := string(cfg.NeighMode)
+	cmd := &cobra.Command{
+		Use:   "run",
+		Short: "Run the node agent",
+		Long: `Run the node agent: lease a subnet, create flannel.1, program every peer,
+answer kernel miss events, write subnet.env and install the CNI conflist.
+Every flag can also be set as WEFT_<FLAG> (for example WEFT_ETCD_ENDPOINTS).
+Without --etcd-endpoints an embedded single-node etcd is started in --data-dir.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg.NeighMode = backend.Mode(neighMode)
+			if cfg.NodeName == "" {
+				cfg.NodeName, _ = os.Hostname()
+			}
+			if err := cfg.Validate(); err != nil {
+				return err
+			}
+			log, err := g.logger(cmd.ErrOrStderr())
+			if err != nil {
+				return err
+			}
+			ctx := cmd.Context()
+			metrics := agent.NewMetrics()
+			store, closeStore, err := g.etcd.openStore(ctx, log, metrics.ObserveEtcd)
+			if err != nil {
+				return err
+			}
+			defer closeStore()
+			nl, err := netlink.NewHandle()
+			if err != nil {
+				return fmt.Errorf("open netlink: %w", err)
+			}
+			defer nl.Close()
+			log.Info("weftd starting", "version", agent.Version, "node", cfg.NodeName, "neigh_mode", cfg.NeighMode)
+			return agent.New(cfg, store, nl, metrics, log).Run(ctx)
+		},
+	}
+	f := cmd.Flags()
+	f.StringSliceVar(&cfg.Ifaces, "iface", nil, "interface (name or IP) for inter-node traffic; repeatable, first match wins")
+	f.StringSliceVar(&cfg.IfaceRegex, "iface-regex", nil, "regex matching the interface name or IP; repeatable")
+	f.StringVar(&cfg.IfaceCanReach, "iface-can-reach", "", "use the interface of the route to this IP")
+	f.StringVar(&cfg.PublicIP, "public-ip", "", "IP other nodes use to reach this node (default: the interface's IP)")
+	f.StringVar(&cfg.NodeName, "node-name", "", "stable node identity kept in the lease (default: hostname)")
+	f.StringVar(&cfg.SubnetFile, "subnet-file", cfg.SubnetFile, "file the subnet and MTU are written to")
+	f.DurationVar(&cfg.SubnetLeaseTTL, "subnet-lease-ttl", cfg.SubnetLeaseTTL, "lease lifetime; renewed with etcd keepalive")
+	f.BoolVar(&cfg.IPMasq, "ip-masq", false, "masquerade traffic from the pod network to destinations outside it")
+	f.StringVar(&cfg.HealthzIP, "healthz-ip", cfg.HealthzIP, "address of the /healthz, /readyz and /metrics server")
+	f.IntVar(&cfg.HealthzPort, "healthz-port", 0, "port of the health server (0 disables it)")
+	f.IntVar(&cfg.MetricsPort, "metrics-port", 0, "separate port for /metrics (0: only on the health port)")
+	f.StringVar(&neighMode, "neigh-mode", neighMode, "proactive (program every peer) or on-demand (answer kernel misses only)")
+	f.StringVar(&cfg.CNIConfDir, "cni-conf-dir", "", "install the CNI conflist here once subnet.env exists (empty: do not install)")
+	f.StringVar(&cfg.CNIConfSource, "cni-conf-source", "", "conflist file to install (default: the built-in weft+portmap conflist)")
+	f.DurationVar(&cfg.ResyncInterval, "resync-interval", cfg.ResyncInterval, "period of the datapath's list-and-diff reconcile")
+	return cmd
+}
