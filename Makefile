@@ -4,7 +4,7 @@
 GO        ?= go
 BIN       := bin
 VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
-LDFLAGS   := -s -w -X github.com/weftnet/weft/agent.Version=$(VERSION)
+LDFLAGS   := -s -w -X github.com/weftnet/weft/agent.Version=$(VERSION) -X github.com/weftnet/weft/plugin.Version=$(VERSION)
 GOFLAGS_BUILD := -trimpath -ldflags '$(LDFLAGS)'
 export CGO_ENABLED := 0
 

@@ -1,0 +1,164 @@
+package plugin
+
+import (
+	"errors"
+	"syscall"
+	"time"
+
+	"github.com/containernetworking/cni/pkg/skel"
+	"github.com/containernetworking/cni/pkg/types"
+	current "github.com/containernetworking/cni/pkg/types/100"
+	"github.com/containernetworking/cni/pkg/version"
+	"github.com/containernetworking/plugins/pkg/ns"
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
+
+	"github.com/weftnet/weft/plugin/ipam"
+)
+
+// CmdAdd attaches a pod: cni0 with the gateway, an address from the node's
+// subnet, a veth pair with the pod side configured. Whatever it made is undone
+// when a later step fails. The result is printed in the config's version.
+func CmdAdd(args *skel.CmdArgs) error {
+	start := time.Now()
+	conf, err := LoadNetConf(args.StdinData)
+	if err != nil {
+		return err
+	}
+	log, closeLog := conf.logger()
+	defer closeLog()
+	env, err := loadSubnetEnv(conf.SubnetFile)
+	if err != nil {
+		log.Error("ADD failed", "container", args.ContainerID, "err", err)
+		return err
+	}
+	p, err := conf.makePlan(env)
+	if err != nil {
+		return err
+	}
+	res, err := add(args, conf, p, log)
+	if err != nil {
+		log.Error("ADD failed", "container", args.ContainerID, "ifname", args.IfName, "err", err)
+		return err
+	}
+	log.Info("ADD", "container", args.ContainerID, "ifname", args.IfName, "ip", res.IPs[0].Address.String(), "took", time.Since(start))
+	if err := types.PrintResult(res, conf.CNIVersion); err != nil {
+		return cniErr(types.ErrIOFailure, "print result: %v", err)
+	}
+	return nil
+}
+
+// add does the work of CmdAdd; rollback undoes the steps done so far on error.
+func add(args *skel.CmdArgs, conf *NetConf, p plan, log *slogLogger) (_ *current.Result, err error) {
+	a := &attachment{containerID: args.ContainerID, ifname: args.IfName, hostName: hostVethName(args.ContainerID, args.IfName)}
+	if a.podNS, err = ns.GetNS(args.Netns); err != nil {
+		return nil, cniErr(types.ErrInvalidNetNS, "open netns %q: %v", args.Netns, err)
+	}
+	defer a.podNS.Close()
+	if a.podH, err = netlink.NewHandleAt(netns.NsHandle(a.podNS.Fd()), syscall.NETLINK_ROUTE); err != nil {
+		return nil, internal(err, "netlink handle in %s", args.Netns)
+	}
+	defer a.podH.Close()
+	// The spec: an existing CNI_IFNAME is an error, and nothing may change.
+	if _, err := a.podH.LinkByName(a.ifname); err == nil {
+		return nil, cniErr(CodeIfNameExists, "interface %q already exists in netns %s", a.ifname, args.Netns)
+	} else if !isLinkNotFound(err) {
+		return nil, internal(err, "look up %s in %s", a.ifname, args.Netns)
+	}
+	h, err := netlink.NewHandle(syscall.NETLINK_ROUTE)
+	if err != nil {
+		return nil, internal(err, "netlink handle")
+	}
+	defer h.Close()
+	br, err := ensureBridge(h, conf.Bridge, p.gateway, p.mtu, log)
+	if err != nil {
+		return nil, err
+	}
+	if err := enableIPv4Forwarding(); err != nil {
+		return nil, err
+	}
+	alloc, closeStore, err := openAllocator(conf, p.rng)
+	if err != nil {
+		return nil, err
+	}
+	defer closeStore()
+	if a.ip, err = alloc.Get(a.containerID, a.ifname); err != nil {
+		return nil, allocErr(err)
+	}
+	defer func() {
+		if err != nil {
+			rollback(h, alloc, a, log)
+		}
+	}()
+	return attach(h, br, a, conf, p)
+}
+
+// attach creates and configures the veth and builds the result.
+func attach(h *netlink.Handle, br *netlink.Bridge, a *attachment, conf *NetConf, p plan) (*current.Result, error) {
+	hostVeth, err := createVeth(h, br, a, p.mtu)
+	if err != nil {
+		return nil, err
+	}
+	if conf.HairpinMode {
+		if err := h.LinkSetHairpin(hostVeth, true); err != nil {
+			return nil, internal(err, "set hairpin on %s", a.hostName)
+		}
+	}
+	podVeth, err := configurePod(a, p, conf.IsDefaultGateway)
+	if err != nil {
+		return nil, err
+	}
+	res := &current.Result{
+		CNIVersion: current.ImplementedSpecVersion,
+		Interfaces: []*current.Interface{
+			{Name: br.Name, Mac: br.HardwareAddr.String()},
+			{Name: a.hostName, Mac: hostVeth.HardwareAddr.String()},
+			{Name: a.ifname, Mac: podVeth.HardwareAddr.String(), Sandbox: a.podNS.Path()},
+		},
+		IPs: []*current.IPConfig{{
+			Address:   ipNet(netipPrefix(a.ip, p.rng.Subnet.Bits())),
+			Gateway:   p.gateway.Addr().AsSlice(),
+			Interface: current.Int(2),
+		}},
+		Routes: podRoutes(p, conf.IsDefaultGateway),
+		DNS:    conf.DNS,
+	}
+	// Interface MTU is a 1.1.0 field.
+	if ok, _ := version.GreaterThanOrEqualTo(conf.CNIVersion, "1.1.0"); ok {
+		for _, i := range res.Interfaces[1:] {
+			i.Mtu = p.mtu
+		}
+	}
+	return res, nil
+}
+
+// rollback undoes a failed ADD: the veth (its pod side goes with it) and the
+// address. Errors are logged; the ADD error is what the runtime needs.
+func rollback(h *netlink.Handle, alloc *ipam.Allocator, a *attachment, log *slogLogger) {
+	if l, err := h.LinkByName(a.hostName); err == nil && a.ownVeth {
+		if err := ignoreNotFound(h.LinkDel(l)); err != nil {
+			log.Error("rollback: delete veth", "veth", a.hostName, "err", err)
+		}
+	}
+	if err := alloc.ReleaseIP(a.containerID, a.ifname, a.ip); err != nil {
+		log.Error("rollback: release address", "ip", a.ip.String(), "err", err)
+	}
+}
+
+// openAllocator opens the disk store of the network and an allocator over rng.
+func openAllocator(conf *NetConf, rng ipam.Range) (*ipam.Allocator, func(), error) {
+	store, err := ipam.OpenDiskStore(conf.DataDir, conf.Name)
+	if err != nil {
+		return nil, nil, cniErr(types.ErrIOFailure, "open IPAM store in %s: %v", conf.DataDir, err)
+	}
+	return ipam.NewAllocator(store, rng), func() { _ = store.Close() }, nil
+}
+
+// allocErr maps allocator errors to codes.
+func allocErr(err error) error {
+	switch {
+	case errors.Is(err, ipam.ErrExhausted):
+		return cniErr(CodeIPExhausted, "allocate address: %v (release stale reservations with CNI GC or DEL)", err)
+	}
+	return cniErr(types.ErrIOFailure, "allocate address: %v", err)
+}

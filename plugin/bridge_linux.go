@@ -1,0 +1,156 @@
+package plugin
+
+import (
+	"errors"
+	"log/slog"
+	"net"
+	"net/netip"
+	"os"
+	"syscall"
+
+	"github.com/containernetworking/cni/pkg/types"
+	"github.com/vishvananda/netlink"
+)
+
+// ensureBridge makes sure the bridge exists, is a bridge, is up, has mtu and
+// carries the gateway address, and returns it. Several ADDs may run this at
+// once; every step tolerates the others having done it first.
+func ensureBridge(h *netlink.Handle, name string, gw netip.Prefix, mtu int, log *slog.Logger) (*netlink.Bridge, error) {
+	br, err := bridgeByName(h, name)
+	if err != nil && !isLinkNotFound(err) {
+		return nil, err
+	}
+	if br == nil {
+		la := netlink.NewLinkAttrs()
+		la.Name = name
+		la.MTU = mtu
+		la.Flags = net.FlagUp
+		// A fixed MAC keeps the bridge's address from following its lowest
+		// port's MAC as pods come and go (pods would hold a stale ARP entry
+		// for the gateway).
+		la.HardwareAddr = ipMAC(gw.Addr())
+		if err := h.LinkAdd(&netlink.Bridge{LinkAttrs: la}); err != nil && !errors.Is(err, syscall.EEXIST) {
+			return nil, internal(err, "create bridge %s", name)
+		}
+		if br, err = bridgeByName(h, name); err != nil {
+			return nil, err
+		}
+		log.Info("created bridge", "bridge", name, "mtu", mtu)
+	}
+	if br.Attrs().MTU != mtu {
+		if err := h.LinkSetMTU(br, mtu); err != nil {
+			return nil, internal(err, "set MTU %d on bridge %s", mtu, name)
+		}
+	}
+	if br.Attrs().Flags&net.FlagUp == 0 {
+		if err := h.LinkSetUp(br); err != nil {
+			return nil, internal(err, "set bridge %s up", name)
+		}
+	}
+	if err := ensureBridgeAddr(h, br, gw, log); err != nil {
+		return nil, err
+	}
+	return br, nil
+}
+
+// bridgeByName returns the link, or an error when it is not a bridge. A
+// missing link is returned as netlink.LinkNotFoundError.
+func bridgeByName(h *netlink.Handle, name string) (*netlink.Bridge, error) {
+	l, err := h.LinkByName(name)
+	if err != nil {
+		if isLinkNotFound(err) {
+			return nil, err
+		}
+		return nil, internal(err, "look up bridge %s", name)
+	}
+	br, ok := l.(*netlink.Bridge)
+	if !ok {
+		return nil, cniErr(types.ErrInvalidNetworkConfig, "%s already exists but is a %s, not a bridge: remove it or set \"bridge\" to another name", name, l.Type())
+	}
+	return br, nil
+}
+
+// ensureBridgeAddr gives the bridge the gateway address. Any other IPv4
+// address is a leftover of an earlier subnet (weftd got a new lease): it is
+// replaced when no port is attached, and refused otherwise, because the pods
+// on the bridge still use the old gateway.
+func ensureBridgeAddr(h *netlink.Handle, br *netlink.Bridge, gw netip.Prefix, log *slog.Logger) error {
+	addrs, err := h.AddrList(br, netlink.FAMILY_V4)
+	if err != nil {
+		return internal(err, "list addresses of bridge %s", br.Name)
+	}
+	want := &net.IPNet{IP: gw.Addr().AsSlice(), Mask: net.CIDRMask(gw.Bits(), 32)}
+	have := false
+	var stale []netlink.Addr
+	for _, a := range addrs {
+		if a.IPNet.String() == want.String() {
+			have = true
+		} else {
+			stale = append(stale, a)
+		}
+	}
+	if len(stale) > 0 {
+		ports, err := bridgePorts(h, br)
+		if err != nil {
+			return err
+		}
+		if len(ports) > 0 {
+			return cniErr(types.ErrInvalidNetworkConfig,
+				"bridge %s has address %s but the node's subnet needs %s, and %d ports (%s...) are still attached, so weft will not change it: the node's subnet changed; delete the pods of the old subnet (or the bridge) and retry",
+				br.Name, stale[0].IPNet, gw, len(ports), ports[0])
+		}
+		for _, a := range stale {
+			if err := h.AddrDel(br, &a); err != nil && !errors.Is(err, syscall.EADDRNOTAVAIL) {
+				return internal(err, "remove stale address %s from bridge %s", a.IPNet, br.Name)
+			}
+			log.Warn("removed stale bridge address (no ports attached)", "bridge", br.Name, "old", a.IPNet.String(), "new", gw.String())
+		}
+	}
+	if !have {
+		if err := h.AddrAdd(br, &netlink.Addr{IPNet: want}); err != nil && !errors.Is(err, syscall.EEXIST) {
+			return internal(err, "add %s to bridge %s", gw, br.Name)
+		}
+	}
+	return nil
+}
+
+// bridgePorts names the links attached to br.
+func bridgePorts(h *netlink.Handle, br *netlink.Bridge) ([]string, error) {
+	links, err := h.LinkList()
+	if err != nil {
+		return nil, internal(err, "list links")
+	}
+	var names []string
+	for _, l := range links {
+		if l.Attrs().MasterIndex == br.Index {
+			names = append(names, l.Attrs().Name)
+		}
+	}
+	return names, nil
+}
+
+// enableIPv4Forwarding turns on forwarding in the plugin's (the node's) netns:
+// the bridge is the pods' gateway.
+func enableIPv4Forwarding() error {
+	const path = "/proc/sys/net/ipv4/ip_forward"
+	if b, err := os.ReadFile(path); err == nil && len(b) > 0 && b[0] == '1' {
+		return nil
+	}
+	if err := os.WriteFile(path, []byte("1"), 0o644); err != nil {
+		return internal(err, "enable IPv4 forwarding")
+	}
+	return nil
+}
+
+func isLinkNotFound(err error) bool {
+	var nf netlink.LinkNotFoundError
+	return errors.As(err, &nf)
+}
+
+// ignoreNotFound drops errors that mean "already gone".
+func ignoreNotFound(err error) error {
+	if err == nil || isLinkNotFound(err) || errors.Is(err, syscall.ENODEV) || errors.Is(err, syscall.ENOENT) {
+		return nil
+	}
+	return err
+}

@@ -1,0 +1,74 @@
+package plugin
+
+import (
+	"errors"
+	"io/fs"
+	"os"
+	"syscall"
+
+	"github.com/containernetworking/cni/pkg/skel"
+	"github.com/containernetworking/cni/pkg/types"
+	"github.com/vishvananda/netlink"
+
+	"github.com/weftnet/weft/plugin/ipam"
+)
+
+// CmdDel detaches a pod. It is idempotent and needs neither the pod netns
+// (CNI_NETNS may be empty or gone) nor subnet.env: the node-side veth name
+// derives from (container ID, ifname) and deleting it removes the pod side
+// too (a veth pair dies as one), and the address is released by container ID
+// and ifname. Missing things are not errors.
+func CmdDel(args *skel.CmdArgs) error {
+	conf, err := LoadNetConf(args.StdinData)
+	if err != nil {
+		return err
+	}
+	log, closeLog := conf.logger()
+	defer closeLog()
+	var errs []error
+	if err := deleteHostVeth(hostVethName(args.ContainerID, args.IfName)); err != nil {
+		errs = append(errs, err)
+	}
+	if err := release(conf, args.ContainerID, args.IfName); err != nil {
+		errs = append(errs, err)
+	}
+	if err := errors.Join(errs...); err != nil {
+		log.Error("DEL failed", "container", args.ContainerID, "ifname", args.IfName, "err", err)
+		return internal(err, "DEL %s/%s", args.ContainerID, args.IfName)
+	}
+	log.Info("DEL", "container", args.ContainerID, "ifname", args.IfName)
+	return nil
+}
+
+// deleteHostVeth removes the node-side veth if it exists.
+func deleteHostVeth(name string) error {
+	h, err := netlink.NewHandle(syscall.NETLINK_ROUTE)
+	if err != nil {
+		return internal(err, "netlink handle")
+	}
+	defer h.Close()
+	l, err := h.LinkByName(name)
+	if err == nil {
+		err = h.LinkDel(l)
+	}
+	if err := ignoreNotFound(err); err != nil {
+		return internal(err, "delete veth %s", name)
+	}
+	return nil
+}
+
+// release frees the attachment's addresses; no IPAM directory means none.
+func release(conf *NetConf, id, ifname string) error {
+	if _, err := os.Stat(ipam.NetworkDir(conf.DataDir, conf.Name)); errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	alloc, closeStore, err := openAllocator(conf, ipam.Range{})
+	if err != nil {
+		return err
+	}
+	defer closeStore()
+	if err := alloc.Release(id, ifname); err != nil {
+		return cniErr(types.ErrIOFailure, "release address of %s/%s: %v", id, ifname, err)
+	}
+	return nil
+}

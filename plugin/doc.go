@@ -1,0 +1,52 @@
+// Package plugin implements weft's CNI plugin: the verbs ADD, DEL, CHECK,
+// STATUS and GC that cmd/weft hands to skel.
+//
+// A pod is attached the way flannel's plugin (bridge + host-local) does it,
+// in one binary: the bridge (cni0) gets the gateway, FLANNEL_SUBNET from
+// subnet.env (the .1 with the lease's length); the pod gets the next free
+// address of that subnet (package ipam, host-local's file layout), a veth pair
+// whose node side is on the bridge with hairpin on, and routes via the
+// gateway: to the cluster Network always, and a default route when
+// isDefaultGateway (the default).
+//
+// Config (the conflist's plugin object; unknown keys are ignored):
+//
+//	bridge            "cni0"
+//	subnetFile        "/run/flannel/subnet.env"
+//	dataDir           "/var/lib/cni/networks"
+//	mtu               0: FLANNEL_MTU from subnet.env
+//	hairpinMode       true
+//	isDefaultGateway  true
+//	ipMasq            false; accepted and ignored: weftd masquerades (--ip-masq)
+//	ipam              {"ranges":[[{"subnet","rangeStart","rangeEnd","gateway"}]]}:
+//	                  one IPv4 range replacing FLANNEL_SUBNET
+//	logFile           "": no logging (stdout carries the result)
+//
+// Pods are IPv4 only: FLANNEL_IPV6_* lines in subnet.env are ignored.
+//
+// Names: the node-side veth is "veth" + 10 hex digits of SHA-256(container ID,
+// ifname), so DEL finds it with no saved state; it carries the alias
+// "weft:<containerID>/<ifname>" so GC can find it. The pod MAC is 0a:58 + the
+// IPv4 address, the bridge MAC 0a:58 + the gateway.
+//
+// Errors are *types.Error:
+//
+//	1    config version not supported (skel)
+//	6    config or prevResult is not valid JSON
+//	7    invalid config, naming the key; the bridge carries another subnet's
+//	     address while pods are attached; bridge name taken by a non-bridge
+//	8    CNI_NETNS cannot be opened
+//	11   subnet.env missing, incomplete or not IPv4 ("is weftd running?")
+//	50   STATUS: subnet.env not usable or IPAM directory not writable
+//	100  no free address in the range
+//	101  CNI_IFNAME already exists in the pod netns
+//	102  the attachment exists already (its veth is there): ADD without DEL
+//	103  CHECK found a difference (the message names the first one)
+//	5    IPAM store I/O failure
+//	999  unexpected kernel failure, with context
+//
+// Invariants: ADD either completes or leaves nothing behind (address
+// released, veth deleted); DEL never fails for something missing and needs
+// neither the netns nor subnet.env; nothing is written to stdout but the
+// result; the plugin never imports etcd, backend or agent.
+package plugin
