@@ -241,10 +241,19 @@ func (v *VXLAN) deviceSysctls(link netlink.Link) error {
 	if err := v.nl.LinkSetIP6AddrGenMode(link, nl.IN6_ADDR_GEN_MODE_NONE); err != nil {
 		v.log.Debug("cannot set IPv6 addrgen mode", "err", err)
 	}
+	// accept_ra has no netlink setter. With addrgen mode none the device has no
+	// link-local address to act on an RA anyway, so a read-only /proc/sys (a
+	// container that is not privileged) is only worth a warning.
 	if err := v.writeSysctl("net/ipv6/conf/"+name+"/accept_ra", "0"); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return err
+		if !errors.Is(err, unix.EROFS) && !errors.Is(err, unix.EACCES) && !errors.Is(err, unix.EPERM) {
+			return err
+		}
+		v.log.Warn("cannot disable IPv6 router advertisements on the device", "err", err)
 	}
-	return v.writeSysctl("net/ipv4/neigh/"+name+"/app_solicit", strconv.Itoa(appSolicit))
+	if _, fake := v.nl.(SysctlWriter); fake {
+		return v.writeSysctl("net/ipv4/neigh/"+name+"/app_solicit", strconv.Itoa(appSolicit))
+	}
+	return v.setAppSolicit(link.Attrs().Index, appSolicit)
 }
 
 // writeSysctl writes /proc/sys/<key> in the datapath's netns. /proc/sys/net

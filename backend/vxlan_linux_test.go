@@ -5,6 +5,7 @@ import (
 	"net"
 	"net/netip"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 
@@ -60,6 +61,10 @@ func TestDeviceAndPing(t *testing.T) {
 		}
 		if !n.v.Ready() {
 			t.Errorf("%s: not Ready", n.ns.Name)
+		}
+		// app_solicit is set over rtnetlink; /proc/sys shows the result.
+		if out, err := n.ns.Exec(t, "cat", "/proc/sys/net/ipv4/neigh/flannel.1/app_solicit"); err != nil || strings.TrimSpace(out) != "3" {
+			t.Errorf("%s: app_solicit = %q (%v), want 3", n.ns.Name, out, err)
 		}
 	}
 	e := a.entries(t)
