@@ -19,6 +19,8 @@ func FormatKey(v4, v6 netip.Prefix) string {
 
 // ParseKey parses a key made by FormatKey (the part after <prefix>/subnets/).
 // The IPv6 part is optional; the IPv4 part must be a masked IPv4 prefix.
+// Addresses must be in canonical form (as FormatKey, and flannel, write them),
+// so that FormatKey(ParseKey(k)) == k.
 func ParseKey(key string) (v4, v6 netip.Prefix, err error) {
 	s4, s6, dual := strings.Cut(key, "&")
 	v4, err = parseKeyPart(s4)
@@ -48,6 +50,11 @@ func parseKeyPart(s string) (netip.Prefix, error) {
 	addr, err := netip.ParseAddr(s[:i])
 	if err != nil || addr.Zone() != "" {
 		return netip.Prefix{}, fmt.Errorf("%q: bad address", s)
+	}
+	// Only the canonical form: Lease.Key() must give back the exact etcd
+	// key, or renewals and deletes would address another key.
+	if addr.String() != s[:i] {
+		return netip.Prefix{}, fmt.Errorf("%q: address not in canonical form %s", s, addr)
 	}
 	bits, err := strconv.Atoi(s[i+1:])
 	if err != nil || s[i+1:] != strconv.Itoa(bits) {

@@ -1,0 +1,154 @@
+package etcdstore_test
+
+import (
+	"bytes"
+	"context"
+	"log/slog"
+	"net"
+	"net/netip"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/weftnet/weft/lease"
+	"github.com/weftnet/weft/lease/etcdstore"
+	"github.com/weftnet/weft/lease/etcdstore/etcdtest"
+)
+
+const testConfig = `{"Network":"10.244.0.0/16","Backend":{"Type":"vxlan"}}`
+
+// eachEtcd runs f against the embedded server and, when installed, the
+// Debian etcd 3.4 binary.
+func eachEtcd(t *testing.T, f func(t *testing.T, eps []string)) {
+	t.Run("embedded", func(t *testing.T) { f(t, etcdtest.Start(t)) })
+	t.Run("etcd-binary", func(t *testing.T) { f(t, etcdtest.StartBinary(t)) })
+}
+
+// setup returns a client and a store with the test config written.
+func setup(t *testing.T, eps []string, config string, opts ...etcdstore.Option) (*clientv3.Client, *etcdstore.Store) {
+	t.Helper()
+	cli := etcdtest.Client(t, eps)
+	s := etcdstore.New(cli, "", testLogger(t), opts...)
+	if err := s.PutConfig(tctx(t), []byte(config)); err != nil {
+		t.Fatal(err)
+	}
+	return cli, s
+}
+
+func testLogger(t *testing.T) *slog.Logger {
+	return slog.New(slog.NewTextHandler(tWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn}))
+}
+
+type tWriter struct{ t *testing.T }
+
+func (w tWriter) Write(b []byte) (int, error) {
+	w.t.Log(strings.TrimSpace(string(b)))
+	return len(b), nil
+}
+
+// syncBuffer collects log output from several goroutines.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+func attrs(ip, name string) lease.Attrs {
+	a := netip.MustParseAddr(ip).As4()
+	return lease.Attrs{
+		PublicIP:    netip.MustParseAddr(ip),
+		BackendType: "vxlan",
+		BackendData: &lease.VXLANData{VNI: 1, VtepMAC: net.HardwareAddr{0x0a, 0x58, a[0], a[1], a[2], a[3]}},
+		NodeName:    name,
+	}
+}
+
+func req(ip, name string) lease.Request { return lease.Request{Attrs: attrs(ip, name), TTL: time.Hour} }
+
+// rawKV reads a key straight from etcd.
+func rawKV(t *testing.T, cli *clientv3.Client, key string) (value string, leaseID int64, ok bool) {
+	t.Helper()
+	resp, err := cli.Get(tctx(t), key)
+	if err != nil {
+		t.Fatalf("get %s: %v", key, err)
+	}
+	if len(resp.Kvs) == 0 {
+		return "", 0, false
+	}
+	return string(resp.Kvs[0].Value), resp.Kvs[0].Lease, true
+}
+
+func subnetKey(l lease.Lease) string { return lease.DefaultPrefix + "/subnets/" + l.Key() }
+
+// next receives one watch batch or fails after a generous wait.
+func next(t *testing.T, ch <-chan []lease.Event) []lease.Event {
+	t.Helper()
+	select {
+	case b, ok := <-ch:
+		if !ok {
+			t.Fatal("watch channel closed")
+		}
+		return b
+	case <-time.After(30 * time.Second):
+		t.Fatal("no watch batch within 30s")
+	}
+	return nil
+}
+
+// collect receives batches until want events arrived and returns them as
+// "type key" strings.
+func collect(t *testing.T, ch <-chan []lease.Event, want int) []string {
+	t.Helper()
+	var got []string
+	for len(got) < want {
+		for _, ev := range next(t, ch) {
+			got = append(got, ev.Type.String()+" "+ev.Lease.Key())
+		}
+	}
+	return got
+}
+
+// quiet checks that no batch arrives for a short while (used after the
+// expected events, to catch extra ones; not a timing assertion on speed).
+func quiet(t *testing.T, ch <-chan []lease.Event, d time.Duration) {
+	t.Helper()
+	select {
+	case b := <-ch:
+		t.Fatalf("unexpected batch %+v", b)
+	case <-time.After(d):
+	}
+}
+
+func withTimeout(t *testing.T, d time.Duration) context.Context {
+	ctx, cancel := context.WithTimeout(t.Context(), d)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+func startEmbedded(t *testing.T) []string { return etcdtest.Start(t) }
+
+func mustPrefix(s string) netip.Prefix { return netip.MustParsePrefix(s) }
+
+func contextWithCancel(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithCancel(ctx)
+}
+
+func slogText(w *syncBuffer) *slog.Logger { return slog.New(slog.NewTextHandler(w, nil)) }
+
+// tctx is the context of one test step: generous, so that a hung etcd call
+// fails the test instead of hanging the run.
+func tctx(t *testing.T) context.Context { return withTimeout(t, 60*time.Second) }

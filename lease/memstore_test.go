@@ -1,0 +1,100 @@
+package lease
+
+import (
+	"context"
+	"errors"
+	"net/netip"
+	"testing"
+	"time"
+)
+
+func recv(t *testing.T, ch <-chan []Event) []Event {
+	t.Helper()
+	select {
+	case b, ok := <-ch:
+		if !ok {
+			t.Fatal("watch channel closed")
+		}
+		return b
+	case <-time.After(10 * time.Second):
+		t.Fatal("no watch batch within 10s")
+	}
+	return nil
+}
+
+func TestMemStoreLifecycle(t *testing.T) {
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	n := mustNetwork(t, `{"Network":"10.244.0.0/16"}`)
+	m := NewMemStore(nil)
+	if _, err := m.NetworkConfig(ctx); !errors.Is(err, ErrNoConfig) {
+		t.Fatalf("no config: %v", err)
+	}
+	m.SetConfig(n)
+	peer := m.PutPeer(lease4("10.244.9.0/24", "198.18.0.9", "p"))
+	w, err := m.Watch(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if snap := recv(t, w); len(snap) != 1 || snap[0].Type != Added || snap[0].Lease.Key() != peer.Key() {
+		t.Fatalf("snapshot %+v", snap)
+	}
+	req := Request{Attrs: testAttrs(), Prev: netip.MustParsePrefix("10.244.5.0/24")}
+	req.Attrs.NodeName = "me"
+	l, err := m.Acquire(ctx, req)
+	if err != nil || l.Subnet != req.Prev {
+		t.Fatalf("acquire: %+v %v", l, err)
+	}
+	if b := recv(t, w); b[0].Type != Added || b[0].Lease.Subnet != l.Subnet {
+		t.Fatalf("added: %+v", b)
+	}
+	// Restart with a new PublicIP: same subnet, value changed in place.
+	req.Attrs.PublicIP = netip.MustParseAddr("198.18.0.77")
+	l2, err := m.Acquire(ctx, req)
+	if err != nil || l2.Subnet != l.Subnet || l2.Attrs.PublicIP != req.Attrs.PublicIP {
+		t.Fatalf("re-acquire: %+v %v", l2, err)
+	}
+	if b := recv(t, w); b[0].Type != Changed {
+		t.Fatalf("changed: %+v", b)
+	}
+	done := make(chan error, 1)
+	kctx, kcancel := context.WithCancel(ctx)
+	go func() { done <- m.KeepAlive(kctx, l2) }()
+	// Our lease expires: watchers see removed, then KeepAlive re-creates it.
+	m.Expire(l2.Key())
+	if b := recv(t, w); b[0].Type != Removed {
+		t.Fatalf("removed: %+v", b)
+	}
+	if b := recv(t, w); b[0].Type != Added || b[0].Lease.Key() != l2.Key() {
+		t.Fatalf("re-added: %+v", b)
+	}
+	kcancel()
+	if err := <-done; err != nil {
+		t.Fatalf("keepalive after cancel: %v", err)
+	}
+	// Someone else takes our key: ErrLeaseLost.
+	m.PutPeer(Lease{Subnet: l2.Subnet, Attrs: peer.Attrs})
+	if err := m.KeepAlive(ctx, l2); !errors.Is(err, ErrLeaseLost) {
+		t.Fatalf("keepalive on a taken key: %v", err)
+	}
+	cancel()
+	for range w { // drains, then closes because ctx ended
+	}
+}
+
+func TestMemStoreOutOfSubnets(t *testing.T) {
+	m := NewMemStore(mustNetwork(t, `{"Network":"10.244.0.0/28"}`)) // /30 blocks: 3 usable
+	for i := range 3 {
+		r := Request{Attrs: testAttrs()}
+		r.Attrs.PublicIP = netip.AddrFrom4([4]byte{198, 18, 1, byte(i)})
+		if _, err := m.Acquire(t.Context(), r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	r := Request{Attrs: testAttrs()}
+	_, err := m.Acquire(t.Context(), r)
+	var oos *OutOfSubnetsError
+	if !errors.As(err, &oos) || oos.Used != 3 || oos.Total != 3 {
+		t.Fatalf("err %v", err)
+	}
+}
