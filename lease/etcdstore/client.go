@@ -12,6 +12,8 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
+	"google.golang.org/grpc"
+	grpcbackoff "google.golang.org/grpc/backoff"
 )
 
 // ClientConfig is how weftd reaches etcd (flannel's --etcd-* flags).
@@ -56,6 +58,15 @@ func NewClient(c ClientConfig) (*clientv3.Client, error) {
 		DialKeepAliveTime:    10 * time.Second,
 		DialKeepAliveTimeout: 5 * time.Second,
 		Logger:               zap.NewNop(),
+		// gRPC's default reconnect backoff grows to 120 s: after an etcd
+		// outage of 20 s the watch would resume 10-20 s late and new or
+		// departed peers would go unnoticed that long. Retry at most every second.
+		DialOptions: []grpc.DialOption{grpc.WithConnectParams(grpc.ConnectParams{
+			Backoff: grpcbackoff.Config{
+				BaseDelay: 100 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: time.Second,
+			},
+			MinConnectTimeout: time.Second,
+		})},
 	})
 	if err != nil {
 		return nil, fmt.Errorf("create etcd client for %s: %w", strings.Join(c.Endpoints, ","), err)
