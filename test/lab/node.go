@@ -24,6 +24,9 @@ type NodeOptions struct {
 	NeighMode string
 	IPMasq    bool
 	AgentArgs []string
+	// NoStart makes AddNode leave the agent stopped: the caller starts it
+	// with StartAgent (the benchmarks time a join from the agent's start).
+	NoStart bool
 }
 
 // Node is one node namespace with its weftd agent.
@@ -46,7 +49,7 @@ func (l *Lab) NodeDefaults() NodeOptions {
 }
 
 // AddNode plugs a new node into the switch and starts its agent; it returns
-// once /readyz answers 200.
+// once /readyz answers 200 (at once with opts.NoStart).
 func (l *Lab) AddNode(ctx context.Context, opts NodeOptions) (*Node, error) {
 	l.mu.Lock()
 	if l.closed {
@@ -76,6 +79,9 @@ func (l *Lab) AddNode(ctx context.Context, opts NodeOptions) (*Node, error) {
 	l.mu.Lock()
 	l.nodes = append(l.nodes, n)
 	l.mu.Unlock()
+	if opts.NoStart {
+		return n, nil
+	}
 	if err := n.StartAgent(ctx); err != nil {
 		return n, err
 	}
@@ -166,6 +172,31 @@ func (n *Node) httpClient() *http.Client {
 		Timeout:   time.Second,
 		Transport: &http.Transport{DialContext: n.NS.DialContext, DisableKeepAlives: true},
 	}
+}
+
+// HTTPGet fetches path (e.g. "/metrics") from the agent's health server on
+// the node's loopback and returns the body of a 200 answer.
+func (n *Node) HTTPGet(ctx context.Context, path string) ([]byte, error) {
+	url := "http://127.0.0.1:" + strconv.Itoa(healthzPort) + path
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return nil, fmt.Errorf("%s: GET %s: %w", n.Name, path, err)
+	}
+	c := n.httpClient()
+	defer c.CloseIdleConnections()
+	resp, err := c.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("%s: GET %s: %w", n.Name, path, err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(io.LimitReader(resp.Body, 8<<20))
+	if err != nil {
+		return nil, fmt.Errorf("%s: GET %s: read body: %w", n.Name, path, err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("%s: GET %s: %s: %s", n.Name, path, resp.Status, strings.TrimSpace(string(b)))
+	}
+	return b, nil
 }
 
 func readyz(ctx context.Context, c *http.Client) (bool, string) {
