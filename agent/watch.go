@@ -47,10 +47,27 @@ func (w *watcher) run(ctx context.Context) error {
 				return fmt.Errorf("lease watch closed")
 			}
 			w.apply(batch)
+			w.drain(ch)
 		}
 		if err := w.be.SetPeers(w.peers()); err != nil {
 			w.a.log.Warn("program peers (will retry)", "err", err)
 			retry = time.After(retryAfter)
+		}
+	}
+}
+
+// drain applies every batch already queued, so a burst (thousands of leases
+// written in many transactions) costs one SetPeers, not one per batch.
+func (w *watcher) drain(ch <-chan []lease.Event) {
+	for {
+		select {
+		case batch, ok := <-ch:
+			if !ok {
+				return // the loop sees the closed channel next
+			}
+			w.apply(batch)
+		default:
+			return
 		}
 	}
 }
