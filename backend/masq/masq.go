@@ -149,29 +149,16 @@ func Delete(netnsFd int) error {
 // absent, which was most of an agent's start-up time, so deletes are only
 // queued for tables that exist.
 func existing(c *nftables.Conn) ([]nftables.TableFamily, error) {
-	var fams []nftables.TableFamily
-	for _, fam := range families {
-		ts, err := c.ListTablesOfFamily(fam)
-		if err != nil {
-			return nil, fmt.Errorf("list nftables tables: %w", err)
-		}
-		for _, t := range ts {
-			if t.Name == TableName {
-				fams = append(fams, fam)
-				break
-			}
-		}
+	ts, err := weftTables(c)
+	fams := make([]nftables.TableFamily, 0, len(ts))
+	for _, t := range ts {
+		fams = append(fams, t.Family)
 	}
-	return fams, nil
+	return fams, err
 }
 
-// Current reads back the installed rules: (nil, nil) when weft has no table, an error
-// wrapping ErrDrift when the table is not exactly what Ensure writes.
-func Current(netnsFd int) (*Rules, error) {
-	c, err := conn(netnsFd)
-	if err != nil {
-		return nil, err
-	}
+// weftTables returns weft's tables, in every family.
+func weftTables(c *nftables.Conn) ([]*nftables.Table, error) {
 	var found []*nftables.Table
 	for _, fam := range families {
 		ts, err := c.ListTablesOfFamily(fam)
@@ -183,6 +170,20 @@ func Current(netnsFd int) (*Rules, error) {
 				found = append(found, t)
 			}
 		}
+	}
+	return found, nil
+}
+
+// Current reads back the installed rules: (nil, nil) when weft has no table, an error
+// wrapping ErrDrift when the table is not exactly what Ensure writes.
+func Current(netnsFd int) (*Rules, error) {
+	c, err := conn(netnsFd)
+	if err != nil {
+		return nil, err
+	}
+	found, err := weftTables(c)
+	if err != nil {
+		return nil, err
 	}
 	switch len(found) {
 	case 0:
