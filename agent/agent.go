@@ -110,7 +110,8 @@ func (a *Agent) run(ctx context.Context, g *errgroup.Group) error {
 	if err != nil {
 		return fmt.Errorf("ensure vxlan device: %w", err)
 	}
-	a.ready.datapathFunc = be.Ready
+	ready := be.Ready
+	a.ready.datapath.Store(&ready)
 
 	l, err := a.acquire(ctx, ul, dev, nw)
 	if err != nil {

@@ -16,9 +16,9 @@ import (
 
 // readiness is what /readyz reports: all three must hold.
 type readiness struct {
-	leaseHeld    atomic.Bool
-	subnetEnv    atomic.Bool
-	datapathFunc func() bool
+	leaseHeld atomic.Bool
+	subnetEnv atomic.Bool
+	datapath  atomic.Pointer[func() bool] // set once the device exists
 }
 
 func (r *readiness) ready() (bool, string) {
@@ -27,7 +27,7 @@ func (r *readiness) ready() (bool, string) {
 		return false, "lease not held"
 	case !r.subnetEnv.Load():
 		return false, "subnet.env not written"
-	case r.datapathFunc == nil || !r.datapathFunc():
+	case r.datapath.Load() == nil || !(*r.datapath.Load())():
 		return false, "datapath not programmed"
 	}
 	return true, "ok"
