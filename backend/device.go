@@ -35,7 +35,7 @@ func (v *VXLAN) EnsureDevice() (Device, error) {
 	// Start from what the kernel holds, so the first SetPeers after a
 	// restart rewrites nothing that is right and removes departed peers.
 	if recreated {
-		v.have = newState()
+		v.have, v.full = newState(v.table.len()), true
 	} else if err := v.resyncLocked(); err != nil {
 		return Device{}, fmt.Errorf("ensure vxlan %q: %w", d.Name, err)
 	}

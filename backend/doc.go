@@ -15,11 +15,14 @@
 //
 // # Invariants
 //
-//   - All kernel work goes through the one Netlink given to New (a
-//     *netlink.Handle, or the Fake in tests); subscriptions and /proc/sys
-//     writes happen in Config.NetNSPath. Nothing here calls package-level
-//     netlink functions for writes or changes the thread's namespace outside
-//     ns.Do.
+//   - All kernel work goes through the Netlink given to New (a
+//     *netlink.Handle, or the Fake in tests), except miss answers while Run
+//     runs: when that Netlink is a *netlink.Handle, they go through a second
+//     handle opened in the same namespace (Config.NetNSPath, or the current
+//     one), so an answer never queues behind a bulk SetPeers on the shared
+//     socket. Subscriptions and /proc/sys writes happen in Config.NetNSPath.
+//     Nothing here calls package-level netlink functions for writes or
+//     changes the thread's namespace outside ns.Do.
 //   - Ownership: on the device, every IPv4 neighbour with a link-layer
 //     address, every FDB entry with a remote and every main-table route are
 //     ours; on the underlay, routes to a subnet strictly inside the Network
@@ -32,6 +35,18 @@
 //     old FDB entry behind, flannel#1795). When a peer's write fails, its
 //     remaining writes, including the deletes of its stale entries, wait for
 //     the next attempt.
+//   - Programming is incremental: the in-memory view of the kernel is
+//     updated in place by every successful write (indexed as the kernel keys
+//     its entries: neighbours by IP, FDB remotes by MAC, routes by
+//     destination), and SetPeers diffs only the peers added, changed or
+//     removed since the previous call (and the ones a miss activated), with
+//     the same per-peer and per-entry rules as the full diff, which runs
+//     after every kernel dump (EnsureDevice, reconcile) and after any failed
+//     write. The cost of a lease event is independent of the cluster size,
+//     apart from an allocation-free comparison of the list SetPeers gets.
+//   - Among peers claiming one VtepMAC (the FDB has one remote per MAC) or
+//     one subnet, the peer already programmed keeps it; the others are
+//     reported as invalid on every SetPeers until the conflict ends.
 //   - Nothing is flushed. A restart lists the kernel (EnsureDevice) and then
 //     only writes differences: entries already right are not rewritten and
 //     pods keep talking while the agent is down; entries of departed peers
@@ -49,8 +64,8 @@
 // MAC with no FDB entry (the l2miss flag, which cannot be changed after
 // creation, so a device without it is recreated once). The l3miss flag is not
 // used: it only fires for ARP requests the driver proxies. A miss is answered
-// from the in-memory peer table, swapped atomically by SetPeers, with no I/O
-// besides the answer: FDB entry first, then the neighbour entry, because the
+// from the in-memory peer table (SetPeers changes it in place, one peer at a
+// time, under the table's write lock), with no I/O besides the answer: FDB entry first, then the neighbour entry, because the
 // neighbour write releases the packets the kernel queued for it (up to
 // unres_qlen) and they must find the FDB entry. An L2 miss drops its packet;
 // an L3 miss loses nothing when answered in time.
@@ -69,8 +84,9 @@
 // the kernel resolves each destination IP itself and asks us. The first miss
 // for an IP inside a peer's subnet is answered (FDB, and a non-permanent
 // neighbour for that IP) and activates the peer: its regular neighbour, FDB
-// and subnet route are programmed, so later destinations in that subnet use
-// the route and do not miss. Kernel state grows with the peers in use, not
+// and subnet route are programmed (only that peer's entries; answers queued
+// together are taken, and their peers programmed, in one go), so later
+// destinations in that subnet use the route and do not miss. Kernel state grows with the peers in use, not
 // with cluster size. A peer that leaves SetPeers loses all its entries,
 // including pod-IP neighbours; a restart adopts the peers found in the
 // kernel.
@@ -78,8 +94,16 @@
 // # Concurrency
 //
 // One mutex serialises programming (SetPeers, SetAddress, EnsureDevice and
-// Run's reconciles). The miss path takes no lock: it reads the atomic peer
-// table and device index, writes, and hands what it wrote to Run's control
-// loop, which records it in the in-memory view and (on demand) activates the
-// peer. Every goroutine Run starts ends with its context.
+// Run's reconciles). The miss path does not take it: it reads the peer table
+// under the table's read lock (held for a lookup only) and the atomic device
+// index, writes, and hands what it wrote to Run's control loop, which records
+// it in the in-memory view and (on demand) activates the peer. Every goroutine
+// Run starts ends with its context.
+//
+// # Logs
+//
+// The agent logs every lease event at Info, so peers added, changed and
+// removed, and each write, are logged here at Debug only; Info is kept for
+// what only the datapath sees: the device's life, reconciles that had to
+// rewrite entries, and peers activated by a miss.
 package backend

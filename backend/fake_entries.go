@@ -247,7 +247,7 @@ func (f *Fake) RouteReplace(r *netlink.Route) error {
 	c.Gw = slices.Clone(r.Gw)
 	c.Table = unix.RT_TABLE_MAIN
 	c.Type = unix.RTN_UNICAST
-	f.routes = slices.DeleteFunc(f.routes, func(o netlink.Route) bool { return o.Dst.String() == c.Dst.String() })
+	f.routes = slices.DeleteFunc(f.routes, func(o netlink.Route) bool { return sameIPNet(o.Dst, c.Dst) })
 	f.routes = append(f.routes, c)
 	return nil
 }
@@ -258,7 +258,7 @@ func (f *Fake) RouteDel(r *netlink.Route) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	match := func(o netlink.Route) bool {
-		return o.Dst.String() == r.Dst.String() && (r.Gw == nil || o.Gw.Equal(r.Gw)) &&
+		return sameIPNet(o.Dst, r.Dst) && (r.Gw == nil || o.Gw.Equal(r.Gw)) &&
 			(r.LinkIndex == 0 || o.LinkIndex == r.LinkIndex)
 	}
 	i := slices.IndexFunc(f.routes, match)
@@ -270,6 +270,17 @@ func (f *Fake) RouteDel(r *netlink.Route) error {
 	}
 	f.routes = slices.Delete(f.routes, i, i+1)
 	return nil
+}
+
+// sameIPNet compares two destinations as their String forms would, without
+// rendering them.
+func sameIPNet(a, b *net.IPNet) bool {
+	pa, okA := ipNetPrefix(a)
+	pb, okB := ipNetPrefix(b)
+	if !okA || !okB {
+		return a.String() == b.String()
+	}
+	return pa == pb
 }
 
 // RouteListFiltered implements Netlink for the main table, honouring only

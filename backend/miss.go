@@ -1,8 +1,10 @@
 package backend
 
 import (
+	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/netip"
 	"time"
 
@@ -56,7 +58,7 @@ func decideMiss(u netlink.NeighUpdate, devIndex int, t *peerTable) (a missAnswer
 		return a, true
 	case len(n.IP) == 0 && len(n.HardwareAddr) == 6:
 		a.kind = MissL2
-		if a.peer = t.byMAC[macString(n.HardwareAddr)]; a.peer != nil {
+		if a.peer = t.forMAC(macString(n.HardwareAddr)); a.peer != nil {
 			a.fdb = fdbEntry{MAC: a.peer.mac, Dst: a.peer.PublicIP}
 		}
 		return a, true
@@ -68,16 +70,22 @@ func decideMiss(u netlink.NeighUpdate, devIndex int, t *peerTable) (a missAnswer
 // from the in-memory peer table: the FDB entry first, then (L3) the neighbour
 // entry, because writing the neighbour releases the packets the kernel queued
 // for it and they must find the FDB entry. No other I/O happens here. Run
-// calls it for every update; tests over the Fake may call it directly.
-func (v *VXLAN) HandleMiss(u netlink.NeighUpdate) error {
+// answers every update itself (through a netlink handle of its own when it
+// can open one); tests over the Fake may call HandleMiss directly.
+func (v *VXLAN) HandleMiss(u netlink.NeighUpdate) error { return v.answerMiss(v.nl, u) }
+
+// answerMiss is HandleMiss writing through nl.
+func (v *VXLAN) answerMiss(nl Netlink, u netlink.NeighUpdate) error {
 	received := time.Now()
-	t := v.table.Load()
-	a, ok := decideMiss(u, int(v.devIndex.Load()), t)
+	a, ok := decideMiss(u, int(v.devIndex.Load()), v.table)
 	if !ok {
 		return nil
 	}
+	debug := v.log.Enabled(context.Background(), slog.LevelDebug)
 	if a.peer == nil {
-		v.log.Debug("miss for unknown destination ignored", "kind", a.kind, "ip", u.IP, "mac", u.HardwareAddr.String())
+		if debug {
+			v.log.Debug("miss for unknown destination ignored", "kind", a.kind, "ip", u.IP, "mac", u.HardwareAddr.String())
+		}
 		if f := v.cfg.Observer.MissIgnored; f != nil {
 			f(a.kind)
 		}
@@ -90,7 +98,7 @@ func (v *VXLAN) HandleMiss(u netlink.NeighUpdate) error {
 		ops = append(ops, op{kind: opNeighSet, peer: a.peer.Subnet, neigh: *a.neigh})
 	}
 	for _, o := range ops {
-		if err := v.write(o); err != nil {
+		if err := v.write(nl, o); err != nil {
 			errs = append(errs, fmt.Errorf("answer %s miss for %s: %s: %w", a.kind, a.peer.Name, o, err))
 			continue
 		}
@@ -100,14 +108,16 @@ func (v *VXLAN) HandleMiss(u netlink.NeighUpdate) error {
 	// Hand what was written to the control loop, which records it (so a
 	// later SetPeers can remove it) and, on demand, activates the peer.
 	select {
-	case v.answered <- answered{peer: a.peer.Subnet, table: t, ops: written}:
+	case v.answered <- answered{peer: a.peer, ops: written}:
 	default:
 		v.requestReconcile() // a full reconcile lists the kernel instead
 	}
 	if err := errors.Join(errs...); err != nil {
 		return err
 	}
-	v.log.Debug("miss answered", "kind", a.kind, "peer", a.peer.Name, "ip", u.IP, "mac", a.peer.mac, "latency", latency)
+	if debug {
+		v.log.Debug("miss answered", "kind", a.kind, "peer", a.peer.Name, "ip", u.IP, "mac", a.peer.mac, "latency", latency)
+	}
 	if f := v.cfg.Observer.MissAnswered; f != nil {
 		f(a.kind, latency)
 	}
@@ -116,9 +126,8 @@ func (v *VXLAN) HandleMiss(u netlink.NeighUpdate) error {
 
 // answered is a miss answer as reported to the control loop.
 type answered struct {
-	peer  netip.Prefix
-	table *peerTable // the table the answer was decided from
-	ops   []op       // the writes that succeeded
+	peer *tablePeer // the table entry the answer was decided from
+	ops  []op       // the writes that succeeded
 }
 
 // requestReconcile asks Run for a full list-and-diff reconcile (coalescing).

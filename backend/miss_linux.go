@@ -97,6 +97,34 @@ func (v *VXLAN) withNS(f func(*netns.NsHandle) error) error {
 	return f(&h)
 }
 
+// missNetlink returns the handle miss answers are written through, and a func
+// that releases it. When the datapath's Netlink is a *netlink.Handle, misses
+// get a handle of their own in the same namespace: the library serialises the
+// requests of one socket, so answers would otherwise wait behind a bulk
+// SetPeers or a reconcile dump. Any other Netlink (the Fake, a wrapper in
+// tests) is used as it is, as is the shared handle if a second cannot be
+// opened.
+func (v *VXLAN) missNetlink() (Netlink, func()) {
+	if _, ok := v.nl.(*netlink.Handle); !ok {
+		return v.nl, func() {}
+	}
+	var h *netlink.Handle
+	err := v.withNS(func(ns *netns.NsHandle) error {
+		at := netns.None() // the current namespace
+		if ns != nil {
+			at = *ns
+		}
+		var err error
+		h, err = netlink.NewHandleAt(at, unix.NETLINK_ROUTE)
+		return err
+	})
+	if err != nil {
+		v.log.Warn("cannot open a netlink handle for miss answers; sharing the datapath's", "err", err)
+		return v.nl, func() {}
+	}
+	return h, h.Close
+}
+
 // subscriptionError logs why a subscription ended, unless we ended it.
 func (v *VXLAN) subscriptionError(ctx context.Context, done <-chan struct{}, what string) func(error) {
 	return func(err error) {

@@ -73,10 +73,7 @@ func TestDecideMiss(t *testing.T) {
 	direct.Name, direct.Subnet, direct.VtepMAC = "d", netip.MustParsePrefix("10.244.4.0/24"), macX
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			tbl, errs := buildTable(tc.mode, tablePeers(t, map[string]bool{"d": true}, peerB(), peerC(), direct))
-			if len(errs) != 0 {
-				t.Fatal(errs)
-			}
+			tbl := desiredOf(t, tc.mode, netip.Prefix{}, nil, tablePeers(t, map[string]bool{"d": true}, peerB(), peerC(), direct)).t
 			if got := answerText(decideMiss(tc.u, devIdx, tbl)); got != tc.want {
 				t.Errorf("got  %s\nwant %s", got, tc.want)
 			}

@@ -1,8 +1,10 @@
 package backend
 
 import (
+	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/netip"
 
@@ -13,20 +15,26 @@ import (
 // This file is the kernel half of SetPeers: it turns ops into netlink writes
 // and kernel dumps into the state model.
 
-// apply runs ops in order and returns the state actually reached. After a
-// failed write for a peer, that peer's later ops are skipped: its route must
-// not be installed without its neighbour and FDB entries, and its stale
-// entries stay until their replacements are in.
-func (v *VXLAN) apply(have state, ops []op) (state, error) {
-	reached := have.clone()
-	failed := map[netip.Prefix]bool{}
+// apply runs ops in order and records each successful write in v.have (in
+// place: O(1) per write). After a failed write for a peer, that peer's later
+// ops are skipped: its route must not be installed without its neighbour and
+// FDB entries, and its stale entries stay until their replacements are in. A
+// failure makes the next programming a full diff, which retries whatever is
+// missing.
+func (v *VXLAN) apply(ops []op) error {
+	var failed map[netip.Prefix]bool
 	var errs []error
+	debug := v.log.Enabled(context.Background(), slog.LevelDebug)
 	for _, o := range ops {
 		if o.peer.IsValid() && failed[o.peer] {
 			continue
 		}
-		if err := v.write(o); err != nil {
+		if err := v.write(v.nl, o); err != nil {
+			v.full = true
 			if o.peer.IsValid() {
+				if failed == nil {
+					failed = map[netip.Prefix]bool{}
+				}
 				failed[o.peer] = true
 				err = fmt.Errorf("peer %s: %s: %w", o.peer, o, err)
 			} else {
@@ -35,29 +43,32 @@ func (v *VXLAN) apply(have state, ops []op) (state, error) {
 			errs = append(errs, err)
 			continue
 		}
-		v.log.Debug("programmed", "op", o.String())
-		reached.record(o)
+		if debug {
+			v.log.Debug("programmed", "op", o.String())
+		}
+		v.have.record(o)
 	}
-	return reached, errors.Join(errs...)
+	return errors.Join(errs...)
 }
 
-// write performs one op. Deleting an entry that is already gone succeeds.
-func (v *VXLAN) write(o op) error {
+// write performs one op through nl. Deleting an entry that is already gone
+// succeeds.
+func (v *VXLAN) write(nl Netlink, o op) error {
 	dev := int(v.devIndex.Load())
 	var err error
 	switch o.kind {
 	case opNeighSet:
-		err = v.nl.NeighSet(neighMsg(dev, o.neigh))
+		err = nl.NeighSet(neighMsg(dev, o.neigh))
 	case opNeighDel:
-		err = v.nl.NeighDel(neighMsg(dev, o.neigh))
+		err = nl.NeighDel(neighMsg(dev, o.neigh))
 	case opFDBSet:
-		err = v.nl.NeighSet(fdbMsg(dev, o.fdb))
+		err = nl.NeighSet(fdbMsg(dev, o.fdb))
 	case opFDBDel:
-		err = v.nl.NeighDel(fdbMsg(dev, o.fdb))
+		err = nl.NeighDel(fdbMsg(dev, o.fdb))
 	case opRouteSet:
-		err = v.nl.RouteReplace(v.routeMsg(dev, o.route))
+		err = nl.RouteReplace(v.routeMsg(dev, o.route))
 	case opRouteDel:
-		err = v.nl.RouteDel(v.routeMsg(dev, o.route))
+		err = nl.RouteDel(v.routeMsg(dev, o.route))
 	}
 	if err != nil && (o.kind == opNeighDel || o.kind == opFDBDel || o.kind == opRouteDel) && isGone(err) {
 		return nil
@@ -110,12 +121,12 @@ func (v *VXLAN) routeMsg(dev int, r routeEntry) *netlink.Route {
 // underlay to a subnet strictly inside the Network through a gateway (the
 // DirectRouting routes).
 func (v *VXLAN) listState() (state, error) {
-	s := newState()
 	dev := int(v.devIndex.Load())
 	neighs, err := listRetry("neighbours", func() ([]netlink.Neigh, error) { return v.nl.NeighList(dev, unix.AF_INET) })
 	if err != nil {
-		return s, err
+		return state{}, err
 	}
+	s := newState(max(len(neighs), v.table.len()))
 	for _, n := range neighs {
 		ip, ok := netip.AddrFromSlice(n.IP)
 		if !ok || len(n.HardwareAddr) == 0 || n.State&(netlink.NUD_INCOMPLETE|netlink.NUD_FAILED|netlink.NUD_NOARP) != 0 {
@@ -133,7 +144,7 @@ func (v *VXLAN) listState() (state, error) {
 		if !ok || len(n.HardwareAddr) == 0 || n.LinkIndex != dev {
 			continue
 		}
-		s.fdb[fdbEntry{MAC: macString(n.HardwareAddr), Dst: dst.Unmap()}] = struct{}{}
+		s.addFDB(fdbEntry{MAC: macString(n.HardwareAddr), Dst: dst.Unmap()})
 	}
 	if err := v.listRoutes(s, dev, false); err != nil {
 		return s, err
@@ -169,7 +180,7 @@ func (v *VXLAN) listRoutes(s state, link int, underlay bool) error {
 		if underlay && (!e.Gw.IsValid() || !v.cfg.Network.Contains(dst.Addr()) || dst.Bits() <= v.cfg.Network.Bits()) {
 			continue // not one of our DirectRouting routes
 		}
-		s.route[e] = struct{}{}
+		s.addRoute(e)
 	}
 	return nil
 }

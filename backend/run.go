@@ -55,7 +55,7 @@ func (v *VXLAN) controlLoop(ctx context.Context) {
 		case <-v.kick:
 			run()
 		case a := <-v.answered:
-			v.recordAnswer(a)
+			v.recordAnswers(a)
 		}
 	}
 }
@@ -90,101 +90,93 @@ func (v *VXLAN) reconcile() (err error) {
 	if !v.peersSet {
 		return errors.Join(errs...) // programming waits for the first SetPeers
 	}
-	errs = append(errs, v.programLocked())
-	return errors.Join(errs...)
+	changes := v.drainAnswersLocked(nil)
+	errs = append(errs, v.refreshDirectLocked()...)
+	n, err := v.programLocked(changes)
+	if n > 0 {
+		v.log.Info("reconcile rewrote kernel entries", "writes", n)
+	}
+	return errors.Join(append(errs, err)...)
 }
 
-// resyncLocked replaces the in-memory view with a kernel dump. In on-demand
-// mode the next programLocked adopts the peers found there.
+// resyncLocked replaces the in-memory view with a kernel dump; the next
+// programming is a full diff. In on-demand mode it adopts the peers found
+// there.
 func (v *VXLAN) resyncLocked() error {
 	have, err := v.listState()
 	if err != nil {
 		return err
 	}
 	v.have = have
+	v.full = true
 	v.adoptPending = v.cfg.Mode == ModeOnDemand
 	return nil
 }
 
-// adoptLocked marks as active (on-demand) every peer of t that already has
-// an entry in the kernel, so a restart keeps what misses had programmed.
-func (v *VXLAN) adoptLocked(have state, t *peerTable) {
-	mark := func(p *tablePeer, ok bool) {
-		if ok && !v.active[p.Subnet] {
-			v.active[p.Subnet] = true
-			v.log.Debug("peer adopted from kernel state", "peer", p.Name, "subnet", p.Subnet)
-		}
-	}
-	for ip := range have.neigh {
-		mark(t.bySubnet.lookup(ip))
-	}
-	for f := range have.fdb {
-		p, ok := t.byMAC[f.MAC]
-		mark(p, ok)
-	}
-	for r := range have.route {
-		p, ok := t.bySubnet.m[r.Dst]
-		mark(p, ok)
-	}
-}
-
-// recordAnswer takes a miss answer from the control loop and programs the
-// peer it activated, if any.
-func (v *VXLAN) recordAnswer(a answered) {
+// recordAnswers takes a miss answer, and every other one already queued, from
+// the control loop and programs the peers they activated (on demand), only
+// those peers' entries.
+func (v *VXLAN) recordAnswers(a answered) {
 	v.mu.Lock()
 	defer v.mu.Unlock()
-	if !v.takeAnswerLocked(a) {
+	var changes []peerChange
+	if c, ok := v.takeAnswerLocked(a); ok {
+		changes = append(changes, c)
+	}
+	changes = v.drainAnswersLocked(changes)
+	if len(changes) == 0 {
 		return
 	}
-	if err := v.programLocked(); err != nil {
-		v.log.Warn("programming activated peer failed", "peer", a.peer, "err", err)
+	if _, err := v.programLocked(changes); err != nil {
+		v.log.Warn("programming activated peers failed", "peers", len(changes), "err", err)
 	}
 }
 
-// takeAnswerLocked records a miss answer in the in-memory kernel view (so a
-// later SetPeers can remove what it wrote) and reports whether it activated
-// its peer (on-demand mode: the peer's neighbour, FDB and route are to be
-// programmed so later packets to its subnet no longer miss).
-func (v *VXLAN) takeAnswerLocked(a answered) bool {
-	t := v.table.Load()
-	p, ok := t.bySubnet.m[a.peer]
-	if a.table != t {
-		was := a.table.bySubnet.m[a.peer]
-		if !ok || was.mac != p.mac || was.PublicIP != p.PublicIP {
-			// The peer left or changed between the answer and now: the
-			// answer may have written stale entries, which a reconcile
-			// (listing the kernel) removes.
-			v.requestReconcile()
-			return false
-		}
+// takeAnswerLocked records what a miss answer wrote and reports whether it
+// activated its peer (on demand: the peer's regular neighbour, FDB and route
+// are to be programmed so later packets to its subnet no longer miss).
+func (v *VXLAN) takeAnswerLocked(a answered) (peerChange, bool) {
+	p := v.table.get(a.peer.Subnet)
+	if p != a.peer && (p == nil || p.mac != a.peer.mac || p.PublicIP != a.peer.PublicIP || p.direct != a.peer.direct) {
+		// The peer left or changed between the answer and now: the
+		// answer may have written stale entries, which a reconcile
+		// (listing the kernel) removes.
+		v.requestReconcile()
+		return peerChange{}, false
 	}
 	for _, o := range a.ops {
 		v.have.record(o)
 	}
-	if v.cfg.Mode != ModeOnDemand || v.active[a.peer] {
-		return false
+	if v.cfg.Mode != ModeOnDemand || v.active[p.Subnet] {
+		return peerChange{}, false
 	}
-	v.active[a.peer] = true
-	v.log.Info("peer activated by miss", "peer", p.Name, "subnet", a.peer)
-	return true
+	v.active[p.Subnet] = true
+	v.log.Info("peer activated by miss", "peer", p.Name, "subnet", p.Subnet)
+	return peerChange{old: p, cur: p}, true
 }
 
 // drainAnswersLocked takes the answers not yet seen by the control loop, so
-// programming starts from a complete view even when Run is not running.
-func (v *VXLAN) drainAnswersLocked() {
-	for {
+// programming starts from a complete view even when Run is not running, and
+// appends the activations to changes. It takes at most what the queue holds.
+func (v *VXLAN) drainAnswersLocked(changes []peerChange) []peerChange {
+	for range cap(v.answered) {
 		select {
 		case a := <-v.answered:
-			v.takeAnswerLocked(a)
+			if c, ok := v.takeAnswerLocked(a); ok {
+				changes = append(changes, c)
+			}
 		default:
-			return
+			return changes
 		}
 	}
+	return changes
 }
 
 // missLoop answers misses until ctx ends, resubscribing (and asking for a full
 // resync, since events were lost) whenever the subscription ends.
 func (v *VXLAN) missLoop(ctx context.Context) {
+	nl, closeNL := v.missNetlink()
+	defer closeNL()
 	delay := minRetry
 	for first := true; ctx.Err() == nil; first = false {
 		ch, stop, err := v.subscribeNeigh(ctx)
@@ -205,7 +197,7 @@ func (v *VXLAN) missLoop(ctx context.Context) {
 			if ctx.Err() != nil {
 				continue // draining after stop; the channel closes soon
 			}
-			if err := v.HandleMiss(u); err != nil {
+			if err := v.answerMiss(nl, u); err != nil {
 				v.log.Warn("miss answer failed", "err", err)
 			}
 		}

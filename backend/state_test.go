@@ -3,6 +3,7 @@ package backend
 import (
 	"net"
 	"net/netip"
+	"slices"
 	"strings"
 	"testing"
 
@@ -29,7 +30,7 @@ func peerC() Peer {
 // "route 10.244.4.0/24 198.18.0.4 underlay".
 func stateOf(t *testing.T, lines ...string) state {
 	t.Helper()
-	s := newState()
+	s := newState(0)
 	for _, l := range lines {
 		f := strings.Fields(l)
 		switch f[0] {
@@ -37,7 +38,7 @@ func stateOf(t *testing.T, lines ...string) state {
 			ip := netip.MustParseAddr(f[1])
 			s.neigh[ip] = neighEntry{IP: ip, MAC: f[2], Permanent: len(f) > 3 && f[3] == "permanent"}
 		case "fdb":
-			s.fdb[fdbEntry{MAC: f[1], Dst: netip.MustParseAddr(f[2])}] = struct{}{}
+			s.addFDB(fdbEntry{MAC: f[1], Dst: netip.MustParseAddr(f[2])})
 		case "route":
 			r := routeEntry{Dst: netip.MustParsePrefix(f[1])}
 			if f[2] != "-" {
@@ -47,12 +48,42 @@ func stateOf(t *testing.T, lines ...string) state {
 				r.Onlink = r.Onlink || flag == "onlink"
 				r.Underlay = r.Underlay || flag == "underlay"
 			}
-			s.route[r] = struct{}{}
+			s.addRoute(r)
 		default:
 			t.Fatalf("bad state line %q", l)
 		}
 	}
 	return s
+}
+
+// stateLines renders s in stateOf's notation, sorted.
+func stateLines(s state) []string {
+	var res []string
+	for _, n := range s.neigh {
+		res = append(res, strings.TrimSpace("neigh "+n.IP.String()+" "+n.MAC+nudText(n.Permanent)))
+	}
+	for mac, dsts := range s.fdb {
+		for _, d := range dsts {
+			res = append(res, "fdb "+mac+" "+d.String())
+		}
+	}
+	for _, rs := range s.route {
+		for _, r := range rs {
+			l := "route " + r.Dst.String() + " -"
+			if r.Gw.IsValid() {
+				l = "route " + r.Dst.String() + " " + r.Gw.String()
+			}
+			if r.Onlink {
+				l += " onlink"
+			}
+			if r.Underlay {
+				l += " underlay"
+			}
+			res = append(res, l)
+		}
+	}
+	slices.Sort(res)
+	return res
 }
 
 func tablePeers(t *testing.T, direct map[string]bool, peers ...Peer) []*tablePeer {
@@ -181,7 +212,7 @@ func TestDiff(t *testing.T) {
 			for _, a := range tc.active {
 				active[netip.MustParsePrefix(a)] = true
 			}
-			want := buildDesired(tablePeers(t, tc.direct, tc.peers...), mode, network, active)
+			want := desiredOf(t, mode, network, active, tablePeers(t, tc.direct, tc.peers...))
 			got := opStrings(diff(stateOf(t, tc.have...), want))
 			if d := cmp.Diff(tc.want, got); d != "" {
 				t.Errorf("ops (-want +got):\n%s", d)
@@ -198,15 +229,19 @@ func TestDiff(t *testing.T) {
 	}
 }
 
-func TestBuildTableRejectsConflicts(t *testing.T) {
-	dupSubnet, dupMAC := peerC(), peerC()
-	dupSubnet.Subnet, dupSubnet.VtepMAC = peerB().Subnet, macX
-	dupMAC.Subnet = netip.MustParsePrefix("10.244.4.0/24")
-	dupMAC.VtepMAC = macB
-	tbl, errs := buildTable(ModeProactive, tablePeers(t, nil, peerB(), dupSubnet, dupMAC))
-	if len(tbl.peers) != 1 || len(errs) != 2 {
-		t.Fatalf("peers %d, errs %v; want b only and two errors", len(tbl.peers), errs)
+// desiredOf indexes peers (which must not conflict) as the wanted state.
+func desiredOf(t *testing.T, mode Mode, network netip.Prefix, active map[netip.Prefix]bool, peers []*tablePeer) desired {
+	t.Helper()
+	tbl := newPeerTable(mode)
+	for _, p := range peers {
+		if err := tbl.add(p); err != nil {
+			t.Fatal(err)
+		}
 	}
+	return newDesired(tbl, network, active)
+}
+
+func TestValidatePeer(t *testing.T) {
 	for _, bad := range []Peer{
 		{Subnet: netip.MustParsePrefix("fd00::/64"), PublicIP: peerB().PublicIP, VtepMAC: macB},
 		{Subnet: peerB().Subnet, VtepMAC: macB},
@@ -216,5 +251,29 @@ func TestBuildTableRejectsConflicts(t *testing.T) {
 		if _, err := validatePeer(bad, netip.MustParseAddr("198.18.0.1")); err == nil {
 			t.Errorf("validatePeer(%+v) = nil error", bad)
 		}
+	}
+}
+
+func TestRecord(t *testing.T) {
+	s := stateOf(t, "fdb 0a:00:00:00:00:02 198.18.0.2", "fdb 0a:00:00:00:00:02 198.18.0.9",
+		"route 10.244.2.0/24 10.244.2.0 onlink", "route 10.244.2.0/24 198.18.0.2 underlay")
+	for _, o := range []op{
+		// Already a remote: a replace changes nothing.
+		{kind: opFDBSet, fdb: fdbEntry{MAC: "0a:00:00:00:00:02", Dst: netip.MustParseAddr("198.18.0.9")}},
+		{kind: opFDBDel, fdb: fdbEntry{MAC: "0a:00:00:00:00:02", Dst: netip.MustParseAddr("198.18.0.2")}},
+		// A new remote rewrites the first one.
+		{kind: opFDBSet, fdb: fdbEntry{MAC: "0a:00:00:00:00:02", Dst: netip.MustParseAddr("198.18.0.7")}},
+		{kind: opFDBSet, fdb: fdbEntry{MAC: "0a:00:00:00:00:03", Dst: netip.MustParseAddr("198.18.0.3")}},
+		{kind: opFDBDel, fdb: fdbEntry{MAC: "0a:00:00:00:00:03", Dst: netip.MustParseAddr("198.18.0.3")}},
+		// A route replace overwrites every route to its destination.
+		{kind: opRouteSet, route: routeEntry{Dst: netip.MustParsePrefix("10.244.2.0/24"), Gw: netip.MustParseAddr("10.244.2.0")}},
+		{kind: opRouteSet, route: routeEntry{Dst: netip.MustParsePrefix("10.244.3.0/24"), Gw: netip.MustParseAddr("10.244.3.0")}},
+		{kind: opRouteDel, route: routeEntry{Dst: netip.MustParsePrefix("10.244.3.0/24"), Gw: netip.MustParseAddr("10.244.3.0")}},
+	} {
+		s.record(o)
+	}
+	want := []string{"fdb 0a:00:00:00:00:02 198.18.0.7", "route 10.244.2.0/24 10.244.2.0"}
+	if d := cmp.Diff(want, stateLines(s)); d != "" {
+		t.Errorf("state (-want +got):\n%s", d)
 	}
 }

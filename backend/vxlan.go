@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
-	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -90,8 +89,8 @@ type VXLAN struct {
 	cfg Config
 	log *slog.Logger
 
-	// Read by the miss path without locks.
-	table    atomic.Pointer[peerTable]
+	// Read by the miss path without VXLAN.mu.
+	table    *peerTable // the desired peers; see peerTable for its locking
 	devIndex atomic.Int64
 	devSnap  atomic.Pointer[Device] // the device as last ensured
 	ready    atomic.Bool
@@ -99,18 +98,22 @@ type VXLAN struct {
 	kick     chan struct{} // request a full reconcile (coalescing)
 	answered chan answered // miss answers, to record (and activate, on demand)
 
-	mu      sync.Mutex // serialises programming; guards the fields below
-	dev     *Device
-	lease   netip.Prefix
-	desired []Peer
+	mu  sync.Mutex // serialises programming; guards the fields below
+	dev *Device
 	// peersSet: SetPeers has been called. Until then nothing is known
 	// about peers, so reconciles must not delete entries (a restarted
 	// agent's Run may start before its first SetPeers).
 	peersSet bool
-	have     state
-	active   map[netip.Prefix]bool // on-demand: peers programmed because a miss asked
+	lease    netip.Prefix
+	gen      uint64 // SetPeers calls, for tablePeer.seen
+	have     state  // the kernel view, updated in place by every write
+	// full: the next programming compares everything (diff) rather than
+	// the changed peers (diffPeers): have was just listed or reset, or a
+	// write failed, so have and the wanted state may differ anywhere.
+	full   bool
+	active map[netip.Prefix]bool // on-demand: peers programmed because a miss asked
 	// adoptPending: have was just listed; on demand, peers found in it
-	// become active at the next programLocked.
+	// become active at the next programming.
 	adoptPending bool
 	direct       map[netip.Addr]bool // DirectRouting decisions by PublicIP (cleared on reconcile)
 	newMAC       func() (net.HardwareAddr, error)
@@ -134,13 +137,13 @@ func New(nl Netlink, cfg Config, log *slog.Logger) (*VXLAN, error) {
 		log:      log.With("device", cfg.deviceName()),
 		kick:     make(chan struct{}, 1),
 		answered: make(chan answered, 1024),
-		have:     newState(),
+		table:    newPeerTable(cfg.Mode),
+		have:     newState(0),
+		full:     true,
 		active:   map[netip.Prefix]bool{},
 		direct:   map[netip.Addr]bool{},
 		newMAC:   randomMAC,
 	}
-	t, _ := buildTable(cfg.Mode, nil)
-	v.table.Store(t)
 	return v, nil
 }
 
@@ -233,121 +236,19 @@ func (v *VXLAN) setAddressLocked() error {
 }
 
 // SetPeers makes the kernel hold exactly the entries the given peers need
-// (declarative and idempotent). It returns errors.Join of per-peer failures;
-// the other peers are programmed regardless.
+// (declarative and idempotent). Only the peers added, changed or removed since
+// the previous call are diffed and written, so one lease event costs O(1)
+// kernel work whatever the cluster size (plus an O(N) comparison of the list
+// without allocations). It returns errors.Join of per-peer failures; the
+// other peers are programmed regardless.
 func (v *VXLAN) SetPeers(peers []Peer) error {
 	v.mu.Lock()
 	defer v.mu.Unlock()
-	v.desired = slices.Clone(peers)
+	start := time.Now()
 	v.peersSet = true
-	return v.programLocked()
-}
-
-// programLocked rebuilds the peer table from v.desired, swaps it in for the
-// miss path, and applies the diff between v.have and the wanted state.
-func (v *VXLAN) programLocked() error {
-	v.drainAnswersLocked()
-	var errs []error
-	valid := make([]*tablePeer, 0, len(v.desired))
-	for _, p := range v.desired {
-		tp, err := validatePeer(p, v.cfg.Device.LocalIP)
-		if err != nil {
-			errs = append(errs, err)
-			continue
-		}
-		tp.direct = v.isDirectLocked(tp.PublicIP)
-		valid = append(valid, tp)
-	}
-	t, terrs := buildTable(v.cfg.Mode, valid)
-	errs = append(errs, terrs...)
-	v.logChanges(v.table.Swap(t), t)
-	if v.dev == nil {
-		v.ready.Store(false)
-		return errors.Join(append(errs, fmt.Errorf("set peers: %w", ErrNoDevice))...)
-	}
-	if v.adoptPending {
-		v.adoptLocked(v.have, t)
-		v.adoptPending = false
-	}
-	for s := range v.active {
-		if _, ok := t.bySubnet.m[s]; !ok {
-			delete(v.active, s)
-		}
-	}
-	want := buildDesired(t.peers, v.cfg.Mode, v.cfg.Network, v.active)
-	reached, err := v.apply(v.have, diff(v.have, want))
-	v.have = reached
-	v.ready.Store(err == nil)
-	if f := v.cfg.Observer.PeersProgrammed; f != nil {
-		f(countProgrammed(reached, want))
-	}
+	changes := v.drainAnswersLocked(nil)
+	changes, errs := v.updatePeersLocked(peers, changes)
+	ops, err := v.programLocked(changes)
+	v.log.Debug("peers set", "peers", v.table.len(), "changed", len(changes), "writes", ops, "took", time.Since(start))
 	return errors.Join(append(errs, err)...)
-}
-
-// countProgrammed counts wanted peers whose entries are all in s.
-func countProgrammed(s state, want desired) int {
-	n := 0
-	for _, p := range want.peers {
-		ok := true
-		if p.neigh != nil {
-			ok = ok && s.neigh[p.neigh.IP] == *p.neigh
-		}
-		if p.fdb != nil {
-			_, in := s.fdb[*p.fdb]
-			ok = ok && in
-		}
-		if p.route != nil {
-			_, in := s.route[*p.route]
-			ok = ok && in
-		}
-		if ok {
-			n++
-		}
-	}
-	return n
-}
-
-// isDirectLocked decides DirectRouting for a public IP: the underlay's route
-// to it is direct (no gateway) on the underlay link. Cached per IP; the cache
-// is dropped on every reconcile so underlay changes are picked up.
-func (v *VXLAN) isDirectLocked(ip netip.Addr) bool {
-	if !v.cfg.DirectRouting {
-		return false
-	}
-	if d, ok := v.direct[ip]; ok {
-		return d
-	}
-	routes, err := v.nl.RouteGet(ip.AsSlice())
-	direct := err == nil && len(routes) > 0 && routes[0].Gw == nil &&
-		routes[0].LinkIndex == v.cfg.Device.UnderlayIndex &&
-		(routes[0].Type == 0 || routes[0].Type == unix.RTN_UNICAST)
-	if err != nil {
-		v.log.Warn("route lookup for direct routing failed; using VXLAN", "public_ip", ip, "err", err)
-	}
-	v.direct[ip] = direct
-	return direct
-}
-
-// logChanges writes one line per peer added, changed or removed.
-func (v *VXLAN) logChanges(old, cur *peerTable) {
-	before := map[netip.Prefix]*tablePeer{}
-	for _, p := range old.peers {
-		before[p.Subnet] = p
-	}
-	for _, p := range cur.peers {
-		o, ok := before[p.Subnet]
-		delete(before, p.Subnet)
-		switch {
-		case !ok:
-			v.log.Info("peer added", "peer", p.Name, "subnet", p.Subnet, "public_ip", p.PublicIP, "vtep_mac", p.mac, "direct", p.direct)
-		case o.mac != p.mac || o.PublicIP != p.PublicIP || o.direct != p.direct:
-			v.log.Info("peer changed", "peer", p.Name, "subnet", p.Subnet, "public_ip", p.PublicIP, "old_public_ip", o.PublicIP,
-				"vtep_mac", p.mac, "old_vtep_mac", o.mac, "direct", p.direct)
-		}
-	}
-	for _, o := range old.peers {
-		if _, gone := before[o.Subnet]; gone {
-			v.log.Info("peer removed", "peer", o.Name, "subnet", o.Subnet, "public_ip", o.PublicIP)
-		}
-	}
 }
