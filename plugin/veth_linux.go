@@ -20,20 +20,21 @@ type attachment struct {
 	hostName    string
 	ip          netip.Addr
 	podNS       ns.NetNS
-	podH        *netlink.Handle
 	// ownVeth: a veth named hostName may exist and is ours to delete on
 	// rollback (false when the name was taken before this ADD).
 	ownVeth bool
 }
 
 // createVeth makes the pair in one netlink request: the node side named
-// hostName, up, on the bridge, marked with our alias; the pod side created
-// directly in the pod netns as ifname, with the address-derived MAC.
+// hostName, on the bridge, marked with our alias, and down (attach brings it
+// up last); the pod side created directly in the pod netns as ifname, with
+// the address-derived MAC. An ifname already in the pod netns fails the
+// request with EEXIST, like a leftover node side does; the node side's name
+// tells the two apart.
 func createVeth(h *netlink.Handle, br *netlink.Bridge, a *attachment, mtu int) (*netlink.Veth, error) {
 	la := netlink.NewLinkAttrs()
 	la.Name = a.hostName
 	la.MTU = mtu
-	la.Flags = net.FlagUp
 	la.MasterIndex = br.Index
 	la.Alias = vethAlias(a.containerID, a.ifname)
 	la.HardwareAddr = hostVethMAC(a.containerID, a.ifname)
@@ -54,18 +55,24 @@ func createVeth(h *netlink.Handle, br *netlink.Bridge, a *attachment, mtu int) (
 				// attachment was added before and never deleted.
 				return nil, cniErr(CodeAlreadyAttached, "%s/%s is already attached (veth %s exists): DEL it before adding it again", a.containerID, a.ifname, a.hostName)
 			}
-			return nil, cniErr(CodeIfNameExists, "interface %q appeared in the pod netns during ADD", a.ifname)
+			return nil, cniErr(CodeIfNameExists, "interface %q already exists in netns %s", a.ifname, a.podNS.Path())
 		}
 		return nil, internal(err, "create veth %s (pod side %s)", a.hostName, a.ifname)
 	}
 	return v, nil
 }
 
-// configurePod brings the pod side up with its address and routes. DAD is
+// configurePod brings the pod side up with its address and routes (the pair
+// has no carrier yet: attach brings the node side up afterwards). DAD is
 // switched off first: the kernel would otherwise hold IPv6 addresses
 // tentative for about a second (k8s#54651), and ADD never waits.
 func configurePod(a *attachment, p plan, isDefaultGateway bool) (*netlink.Veth, error) {
-	l, err := a.podH.LinkByName(a.ifname)
+	podH, err := enterPod(a)
+	if err != nil {
+		return nil, err
+	}
+	defer podH.Close()
+	l, err := podH.LinkByName(a.ifname)
 	if err != nil {
 		return nil, internal(err, "find %s in pod netns", a.ifname)
 	}
@@ -73,23 +80,49 @@ func configurePod(a *attachment, p plan, isDefaultGateway bool) (*netlink.Veth, 
 	if !ok {
 		return nil, internal(fmt.Errorf("type %s", l.Type()), "pod interface %s is not a veth", a.ifname)
 	}
-	if err := a.podNS.Do(func(ns.NetNS) error { return disableDAD(a.ifname) }); err != nil {
-		return nil, internal(err, "disable DAD on %s", a.ifname)
-	}
-	if err := a.podH.LinkSetUp(l); err != nil {
+	if err := podH.LinkSetUp(l); err != nil {
 		return nil, internal(err, "set %s up", a.ifname)
 	}
 	addr := &netlink.Addr{IPNet: &net.IPNet{IP: a.ip.AsSlice(), Mask: net.CIDRMask(p.rng.Subnet.Bits(), 32)}}
-	if err := a.podH.AddrAdd(l, addr); err != nil {
+	if err := podH.AddrAdd(l, addr); err != nil {
 		return nil, internal(err, "add %s to %s", addr.IPNet, a.ifname)
 	}
 	for _, r := range podRoutes(p, isDefaultGateway) {
 		nr := &netlink.Route{LinkIndex: l.Attrs().Index, Dst: &r.Dst, Gw: r.GW}
-		if err := a.podH.RouteAdd(nr); err != nil {
+		if err := podH.RouteAdd(nr); err != nil {
 			return nil, internal(err, "add route %s via %s in pod", r.Dst, r.GW)
 		}
 	}
 	return veth, nil
+}
+
+// enterPod makes the one trip into the pod netns an ADD needs: it opens the
+// netlink socket there (a socket stays in the netns it was made in, so the
+// handle works from any thread afterwards) and switches DAD off on the pod
+// side, which only /proc/sys can do. A trip costs ~100 µs (a goroutine
+// locked to a thread, the process's first lock also starting the runtime's
+// template thread; two opens of the thread's netns; two setns), and the first
+// /proc/sys lookup in a netns grows with the number of netns on the node
+// (~20 µs + 0.2 µs per netns on the bench machine), so ADD makes just one.
+func enterPod(a *attachment) (*netlink.Handle, error) {
+	var podH *netlink.Handle
+	err := a.podNS.Do(func(ns.NetNS) error {
+		var err error
+		if podH, err = netlink.NewHandle(syscall.NETLINK_ROUTE); err != nil {
+			return fmt.Errorf("netlink handle: %w", err)
+		}
+		if err := disableDAD(a.ifname); err != nil {
+			return fmt.Errorf("disable DAD on %s: %w", a.ifname, err)
+		}
+		return nil
+	})
+	if err != nil {
+		if podH != nil {
+			podH.Close()
+		}
+		return nil, internal(err, "in netns %s", a.podNS.Path())
+	}
+	return podH, nil
 }
 
 // disableDAD must run inside the pod netns: /proc/sys/net follows the

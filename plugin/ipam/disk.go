@@ -94,13 +94,38 @@ func (s *DiskStore) Reserve(id, ifname string, ip netip.Addr) (bool, error) {
 		err = cerr
 	}
 	if err == nil {
-		err = os.WriteFile(filepath.Join(s.dir, lastReservedFile), []byte(ip.String()), 0o600)
+		err = s.writeLastReserved(ip)
 	}
 	if err != nil {
 		_ = os.Remove(name)
 		return false, fmt.Errorf("reserve %s: %w", ip, err)
 	}
 	return true, nil
+}
+
+// writeLastReserved records ip in last_reserved_ip.0, as host-local does (the
+// address, no newline), but overwrites the file in place and then cuts it to
+// length instead of truncating it to zero first: on ext4, a file truncated
+// to zero and written again is flushed when it is closed (auto_da_alloc),
+// which made this write 150-350 µs of every ADD on the bench machine; in
+// place it takes 15-35 µs. A crash between the write and the cut can leave a
+// longer address's tail behind; the file is only a hint (LastReserved treats
+// anything unparsable as none), and host-local's own write is not atomic
+// either.
+func (s *DiskStore) writeLastReserved(ip netip.Addr) error {
+	f, err := os.OpenFile(filepath.Join(s.dir, lastReservedFile), os.O_WRONLY|os.O_CREATE, 0o600)
+	if err != nil {
+		return err
+	}
+	b := []byte(ip.String())
+	_, err = f.WriteAt(b, 0)
+	if err == nil {
+		err = f.Truncate(int64(len(b)))
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	return err
 }
 
 // ReleaseByID implements Store.

@@ -110,6 +110,22 @@ func TestDiskStoreReserveExclusive(t *testing.T) {
 	}
 }
 
+// TestDiskStoreLastReservedRewrite: last_reserved_ip.0 is rewritten in place,
+// so a shorter address after a longer one must leave no tail behind.
+func TestDiskStoreLastReservedRewrite(t *testing.T) {
+	dir := t.TempDir()
+	s := openStore(t, dir)
+	for i, ip := range []string{"10.244.1.100", "10.244.1.9", "10.244.1.10"} {
+		if ok, err := s.Reserve(fmt.Sprint("c", i), "eth0", netip.MustParseAddr(ip)); !ok || err != nil {
+			t.Fatalf("Reserve %s = %v, %v", ip, ok, err)
+		}
+		b, err := os.ReadFile(filepath.Join(dir, "cbr0", "last_reserved_ip.0"))
+		if err != nil || string(b) != ip {
+			t.Fatalf("last_reserved_ip.0 = %q, %v; want %q", b, err, ip)
+		}
+	}
+}
+
 func TestDiskStoreLockExcludesOthers(t *testing.T) {
 	dir := t.TempDir()
 	s := openStore(t, dir)
