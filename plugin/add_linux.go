@@ -11,6 +11,7 @@ import (
 	"github.com/containernetworking/cni/pkg/version"
 	"github.com/containernetworking/plugins/pkg/ns"
 	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
 
 	"github.com/weftnet/weft/plugin/ipam"
 )
@@ -54,10 +55,18 @@ func add(args *skel.CmdArgs, conf *NetConf, p plan, log *slogLogger) (_ *current
 		return nil, cniErr(types.ErrInvalidNetNS, "open netns %q: %v", args.Netns, err)
 	}
 	defer a.podNS.Close()
-	// The spec: an existing CNI_IFNAME is an error. It is not looked up
-	// here, which would take a second trip into the pod netns besides
-	// enterPod's: creating the pod side under that name fails with EEXIST
-	// instead (code 101), and the rollback releases the address.
+	// The pod netns handle is opened first: the spec wants an existing
+	// CNI_IFNAME to be an error that changes nothing (no bridge, no address,
+	// not even the allocator's cursor), so it is looked up before any of that.
+	if a.podH, err = netlink.NewHandleAt(netns.NsHandle(a.podNS.Fd()), syscall.NETLINK_ROUTE); err != nil {
+		return nil, internal(err, "netlink handle in %s", args.Netns)
+	}
+	defer a.podH.Close()
+	if _, err := a.podH.LinkByName(a.ifname); err == nil {
+		return nil, cniErr(CodeIfNameExists, "interface %q already exists in netns %s", a.ifname, args.Netns)
+	} else if !isLinkNotFound(err) {
+		return nil, internal(err, "look up %s in %s", a.ifname, args.Netns)
+	}
 	h, err := netlink.NewHandle(syscall.NETLINK_ROUTE)
 	if err != nil {
 		return nil, internal(err, "netlink handle")

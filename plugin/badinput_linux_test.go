@@ -6,6 +6,7 @@ import (
 	"github.com/containernetworking/cni/libcni"
 	"github.com/vishvananda/netlink"
 
+	"github.com/weftnet/weft/plugin"
 	"github.com/weftnet/weft/test/nettest"
 )
 
@@ -94,7 +95,7 @@ func TestBadInput(t *testing.T) {
 			n := newNode(t, "10.244.1.1/24")
 			pod := nettest.NewNS(t, "cp")
 			c := tt.setup(t, n, pod)
-			files, veths := n.ipFiles(t), n.veths(t)
+			files, veths, cursor := n.ipFiles(t), n.veths(t), n.lastReserved()
 			podLinks, _ := nettest.Handle(t, pod.NetNS).LinkList()
 			var err error
 			if c.list == nil {
@@ -105,6 +106,10 @@ func TestBadInput(t *testing.T) {
 			wantCode(t, err, tt.code, tt.msg)
 			if got := n.ipFiles(t); len(got) != len(files) {
 				t.Fatalf("reservations %v after the failed ADD, before %v", got, files)
+			}
+			if got := n.lastReserved(); got != cursor && tt.code != plugin.CodeAlreadyAttached {
+				// Only a repeated attachment is found after allocation (by its veth name).
+				t.Fatalf("allocator cursor %q after the failed ADD, before %q", got, cursor)
 			}
 			if got := n.veths(t); len(got) != len(veths) {
 				t.Fatalf("node veths %v after the failed ADD, before %v", got, veths)

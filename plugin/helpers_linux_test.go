@@ -193,6 +193,12 @@ func (n *node) execRaw(t testing.TB, cmd string, stdin []byte, rt *libcni.Runtim
 }
 
 // ipFiles lists the reservation files of network cbr0.
+// lastReserved is the allocator's cursor file ("" when absent).
+func (n *node) lastReserved() string {
+	b, _ := os.ReadFile(filepath.Join(n.dataDir, "cbr0", "last_reserved_ip.0"))
+	return string(b)
+}
+
 func (n *node) ipFiles(t testing.TB) []string {
 	t.Helper()
 	entries, err := os.ReadDir(filepath.Join(n.dataDir, "cbr0"))

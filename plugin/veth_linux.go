@@ -23,6 +23,7 @@ type attachment struct {
 	// ownVeth: a veth named hostName may exist and is ours to delete on
 	// rollback (false when the name was taken before this ADD).
 	ownVeth bool
+	podH    *netlink.Handle // netlink in the pod netns, opened by add
 }
 
 // createVeth makes the pair in one netlink request: the node side named
@@ -67,11 +68,10 @@ func createVeth(h *netlink.Handle, br *netlink.Bridge, a *attachment, mtu int) (
 // switched off first: the kernel would otherwise hold IPv6 addresses
 // tentative for about a second (k8s#54651), and ADD never waits.
 func configurePod(a *attachment, p plan, isDefaultGateway bool) (*netlink.Veth, error) {
-	podH, err := enterPod(a)
-	if err != nil {
+	if err := enterPod(a); err != nil {
 		return nil, err
 	}
-	defer podH.Close()
+	podH := a.podH
 	l, err := podH.LinkByName(a.ifname)
 	if err != nil {
 		return nil, internal(err, "find %s in pod netns", a.ifname)
@@ -96,33 +96,21 @@ func configurePod(a *attachment, p plan, isDefaultGateway bool) (*netlink.Veth, 
 	return veth, nil
 }
 
-// enterPod makes the one trip into the pod netns an ADD needs: it opens the
-// netlink socket there (a socket stays in the netns it was made in, so the
-// handle works from any thread afterwards) and switches DAD off on the pod
-// side, which only /proc/sys can do. A trip costs ~100 µs (a goroutine
-// locked to a thread, the process's first lock also starting the runtime's
-// template thread; two opens of the thread's netns; two setns), and the first
-// /proc/sys lookup in a netns grows with the number of netns on the node
-// (~20 µs + 0.2 µs per netns on the bench machine), so ADD makes just one.
-func enterPod(a *attachment) (*netlink.Handle, error) {
-	var podH *netlink.Handle
+// enterPod switches DAD off on the pod side, which only /proc/sys can do, so
+// it is a trip into the pod netns (~100 µs: a goroutine locked to a thread,
+// two setns). The first /proc/sys lookup in a netns grows with the number of
+// netns on the node (~20 µs + 0.2 µs per netns on the bench machine).
+func enterPod(a *attachment) error {
 	err := a.podNS.Do(func(ns.NetNS) error {
-		var err error
-		if podH, err = netlink.NewHandle(syscall.NETLINK_ROUTE); err != nil {
-			return fmt.Errorf("netlink handle: %w", err)
-		}
 		if err := disableDAD(a.ifname); err != nil {
 			return fmt.Errorf("disable DAD on %s: %w", a.ifname, err)
 		}
 		return nil
 	})
 	if err != nil {
-		if podH != nil {
-			podH.Close()
-		}
-		return nil, internal(err, "in netns %s", a.podNS.Path())
+		return internal(err, "in netns %s", a.podNS.Path())
 	}
-	return podH, nil
+	return nil
 }
 
 // disableDAD must run inside the pod netns: /proc/sys/net follows the
