@@ -77,16 +77,6 @@ type rawNetwork struct {
 	Backend       json.RawMessage
 }
 
-type rawBackend struct {
-	Type          string
-	VNI           int
-	Port          int
-	MTU           int
-	GBP           bool
-	Learning      bool
-	DirectRouting bool
-}
-
 // ParseNetwork decodes the JSON of <prefix>/config, applies flannel's
 // defaults (plus weft's: Backend absent means vxlan, recorded in Notices) and
 // validates the result. Unknown keys are ignored, as flannel does.
@@ -141,7 +131,7 @@ func ParseNetwork(b []byte) (*Network, error) {
 }
 
 func (n *Network) parseBackend(b json.RawMessage) error {
-	rb := rawBackend{}
+	var rb Backend
 	if t := bytes.TrimSpace(b); len(t) > 0 && !bytes.Equal(t, []byte("null")) {
 		if err := json.Unmarshal(t, &rb); err != nil {
 			return cfgErr("Backend", "cannot decode: %v", err)
@@ -159,7 +149,7 @@ func (n *Network) parseBackend(b json.RawMessage) error {
 	if rb.VNI == 0 {
 		rb.VNI = 1
 	}
-	n.Backend = Backend(rb)
+	n.Backend = rb
 	return nil
 }
 
@@ -293,17 +283,7 @@ type jsonNetwork struct {
 	IPv6SubnetLen int         `json:",omitempty"`
 	IPv6SubnetMin string      `json:",omitempty"`
 	IPv6SubnetMax string      `json:",omitempty"`
-	Backend       jsonBackend // Type first, as flannel's docs write it
-}
-
-type jsonBackend struct {
-	Type          string
-	VNI           int
-	Port          int
-	MTU           int
-	GBP           bool
-	Learning      bool
-	DirectRouting bool
+	Backend       Backend // Type first, as flannel's docs write it
 }
 
 // MarshalJSON renders the config as flannel writes and reads it, e.g.
@@ -314,7 +294,7 @@ func (n Network) MarshalJSON() ([]byte, error) {
 		EnableIPv4:    n.EnableIPv4,
 		EnableIPv6:    n.EnableIPv6,
 		IPv6SubnetLen: n.IPv6SubnetLen,
-		Backend:       jsonBackend(n.Backend),
+		Backend:       n.Backend,
 	}
 	str := func(v interface{ IsValid() bool }, s fmt.Stringer) string {
 		if !v.IsValid() {
