@@ -273,16 +273,16 @@ func (b Backend) validate() error {
 
 // jsonNetwork is flannel's field order for <prefix>/config.
 type jsonNetwork struct {
-	Network       string      `json:",omitempty"`
-	SubnetLen     int         `json:",omitempty"`
-	SubnetMin     string      `json:",omitempty"`
-	SubnetMax     string      `json:",omitempty"`
-	EnableIPv4    bool        // always written: false must survive a round trip
-	EnableIPv6    bool        `json:",omitempty"`
-	IPv6Network   string      `json:",omitempty"`
-	IPv6SubnetLen int         `json:",omitempty"`
-	IPv6SubnetMin string      `json:",omitempty"`
-	IPv6SubnetMax string      `json:",omitempty"`
+	Network       string  `json:",omitempty"`
+	SubnetLen     int     `json:",omitempty"`
+	SubnetMin     string  `json:",omitempty"`
+	SubnetMax     string  `json:",omitempty"`
+	EnableIPv4    bool    // always written: false must survive a round trip
+	EnableIPv6    bool    `json:",omitempty"`
+	IPv6Network   string  `json:",omitempty"`
+	IPv6SubnetLen int     `json:",omitempty"`
+	IPv6SubnetMin string  `json:",omitempty"`
+	IPv6SubnetMax string  `json:",omitempty"`
 	Backend       Backend // Type first, as flannel's docs write it
 }
 
