@@ -1,7 +1,6 @@
 package backend
 
 import (
-	"context"
 	"log/slog"
 	"net/netip"
 	"regexp"
@@ -137,23 +136,7 @@ func (n *node) peer() Peer {
 // first reconcile.
 func (n *node) run(t *testing.T) {
 	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- n.v.Run(ctx) }()
-	var once sync.Once
-	n.stop = func() {
-		once.Do(func() {
-			cancel()
-			select {
-			case err := <-done:
-				if err != nil {
-					t.Errorf("Run: %v", err)
-				}
-			case <-time.After(5 * time.Second):
-				t.Errorf("Run did not return after cancel")
-			}
-		})
-	}
+	n.stop = startRun(t, n.v)
 	t.Cleanup(n.stop)
 	waitFor(t, "first reconcile", func() bool { return n.rec.reconciles() > 0 })
 }

@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"runtime"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -256,20 +257,7 @@ func TestRunOverFake(t *testing.T) {
 	if err := v.SetPeers([]Peer{peerB()}); err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error)
-	go func() { done <- v.Run(ctx) }()
-	defer func() {
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("Run: %v", err)
-			}
-		case <-time.After(5 * time.Second):
-			t.Error("Run did not end with its context")
-		}
-	}()
+	defer startRun(t, v)()
 	expect(t, reconciled, "initial reconcile")
 
 	// A miss through the subscription activates the peer.
@@ -379,10 +367,7 @@ func TestRunBeforeFirstSetPeersKeepsEntries(t *testing.T) {
 	if _, err := v.EnsureDevice(); err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error)
-	go func() { done <- v.Run(ctx) }()
-	defer func() { cancel(); <-done }()
+	defer startRun(t, v)()
 	if err := expect(t, reconciled, "initial reconcile"); err != nil {
 		t.Fatalf("reconcile: %v", err)
 	}
@@ -397,5 +382,28 @@ func TestRunBeforeFirstSetPeersKeepsEntries(t *testing.T) {
 	}
 	if got := f.Lines("neigh", "fdb", "route"); strings.Contains(got, "10.244.3.") || !strings.Contains(got, "10.244.2.0/24") {
 		t.Errorf("after SetPeers:\n%s", got)
+	}
+}
+
+// startRun runs v.Run until the returned stop is called (at most once takes
+// effect); stop fails the test if Run errs or does not end with its context.
+func startRun(t *testing.T, v *VXLAN) (stop func()) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- v.Run(ctx) }()
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			cancel()
+			select {
+			case err := <-done:
+				if err != nil {
+					t.Errorf("Run: %v", err)
+				}
+			case <-time.After(5 * time.Second):
+				t.Error("Run did not end with its context")
+			}
+		})
 	}
 }
