@@ -10,9 +10,10 @@ export CGO_ENABLED := 0
 
 # Debian packages the tests and benchmarks use: ip/ping in namespaces, the
 # etcd 3.4 server and etcdctl (second etcd in tests, README inspection), the
-# iptables and nft front ends (portmap and kube-proxy style rules), iperf3.
+# iptables and nft front ends (portmap and kube-proxy style rules), iperf3,
+# mkfs.ext4 (the CNI bench keeps its state on a journaled ext4 image).
 DEB_CMDS := ip:iproute2 ping:iputils-ping etcd:etcd-server etcdctl:etcd-client \
-            iptables:iptables nft:nftables iperf3:iperf3
+            iptables:iptables nft:nftables iperf3:iperf3 mkfs.ext4:e2fsprogs
 
 .PHONY: all build test test-unit lint bench demo deps clean
 

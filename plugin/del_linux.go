@@ -4,11 +4,9 @@ import (
 	"errors"
 	"io/fs"
 	"os"
-	"syscall"
 
 	"github.com/containernetworking/cni/pkg/skel"
 	"github.com/containernetworking/cni/pkg/types"
-	"github.com/vishvananda/netlink"
 
 	"github.com/weftnet/weft/plugin/ipam"
 )
@@ -40,18 +38,15 @@ func CmdDel(args *skel.CmdArgs) error {
 	return nil
 }
 
-// deleteHostVeth removes the node-side veth if it exists.
+// deleteHostVeth removes the node-side veth if it exists, in one request
+// addressed by name.
 func deleteHostVeth(name string) error {
-	h, err := netlink.NewHandle(syscall.NETLINK_ROUTE)
+	r, err := openRtnl()
 	if err != nil {
-		return internal(err, "netlink handle")
+		return internal(err, "netlink socket")
 	}
-	defer h.Close()
-	l, err := h.LinkByName(name)
-	if err == nil {
-		err = h.LinkDel(l)
-	}
-	if err := ignoreNotFound(err); err != nil {
+	defer r.Close()
+	if err := ignoreNotFound(r.delLink(name)); err != nil {
 		return internal(err, "delete veth %s", name)
 	}
 	return nil

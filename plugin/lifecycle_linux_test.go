@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -288,10 +289,11 @@ func TestGC(t *testing.T) {
 	list := n.conflist(t, "", nil)
 
 	// Two pods the runtime knows, one it lost (added through another cache
-	// dir, so libcni's own GC pass does not DEL it), one file left by a
-	// crashed host-local era.
-	a, b, lost := nettest.NewNS(t, "cp"), nettest.NewNS(t, "cp"), nettest.NewNS(t, "cp")
-	rtA, rtB, rtLost := rtFor("ctr-a", a), rtFor("ctr-b", b), rtFor("ctr-lost", lost)
+	// dir, so libcni's own GC pass does not DEL it), one whose reservation
+	// is gone but whose veth is left (GC finds it by the veth's alias), one
+	// file left by a crashed host-local era.
+	a, b, lost, orphan := nettest.NewNS(t, "cp"), nettest.NewNS(t, "cp"), nettest.NewNS(t, "cp"), nettest.NewNS(t, "cp")
+	rtA, rtB, rtLost, rtOrphan := rtFor("ctr-a", a), rtFor("ctr-b", b), rtFor("ctr-lost", lost), rtFor("ctr-orphan", orphan)
 	for _, rt := range []*libcni.RuntimeConf{rtA, rtB} {
 		if _, err := n.add(list, rt); err != nil {
 			t.Fatal(err)
@@ -299,14 +301,31 @@ func TestGC(t *testing.T) {
 	}
 	other := &node{ns: n.ns, h: n.h, subnetFile: n.subnetFile, dataDir: n.dataDir,
 		cni: libcni.NewCNIConfigWithCacheDir([]string{cniPath(t)}, t.TempDir(), nil)}
-	if _, err := other.add(list, rtLost); err != nil {
+	for _, rt := range []*libcni.RuntimeConf{rtLost, rtOrphan} {
+		if _, err := other.add(list, rt); err != nil {
+			t.Fatal(err)
+		}
+	}
+	links, err := n.h.LinkList()
+	if err != nil {
 		t.Fatal(err)
+	}
+	if !slices.ContainsFunc(links, func(l netlink.Link) bool { return l.Attrs().Alias == "weft:ctr-orphan/eth0" }) {
+		t.Fatal("no node-side veth with the alias weft:ctr-orphan/eth0")
+	}
+	for _, f := range n.ipFiles(t) {
+		name := filepath.Join(n.dataDir, "cbr0", f)
+		if c, _ := os.ReadFile(name); strings.HasPrefix(string(c), "ctr-orphan\r\n") {
+			if err := os.Remove(name); err != nil {
+				t.Fatal(err)
+			}
+		}
 	}
 	stale := filepath.Join(n.dataDir, "cbr0", "10.244.1.200")
 	if err := os.WriteFile(stale, []byte("ctr-crashed\r\neth0"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if len(n.ipFiles(t)) != 4 || len(n.veths(t)) != 3 {
+	if len(n.ipFiles(t)) != 4 || len(n.veths(t)) != 4 {
 		t.Fatalf("before GC: files %v veths %v", n.ipFiles(t), n.veths(t))
 	}
 	valid := []types.GCAttachment{{ContainerID: "ctr-a", IfName: "eth0"}, {ContainerID: "ctr-b", IfName: "eth0"}}
@@ -327,6 +346,9 @@ func TestGC(t *testing.T) {
 	}
 	if _, err := nettest.Handle(t, lost.NetNS).LinkByName("eth0"); err == nil {
 		t.Fatal("GC left the lost pod's interface")
+	}
+	if _, err := nettest.Handle(t, orphan.NetNS).LinkByName("eth0"); err == nil {
+		t.Fatal("GC left the interface of the pod without a reservation")
 	}
 	for _, rt := range []*libcni.RuntimeConf{rtA, rtB} {
 		if err := n.check(list, rt); err != nil {

@@ -80,10 +80,21 @@ func ipMAC(ip netip.Addr) net.HardwareAddr {
 
 // vethAlias marks a node-side veth as weft's and records its attachment, so
 // GC can find veths whose container is gone. Container IDs and ifnames
-// cannot contain "/".
-func vethAlias(containerID, ifname string) string { return aliasPrefix + containerID + "/" + ifname }
+// cannot contain "/". An attachment too long for an alias (the kernel takes
+// 255 bytes) gets none rather than a cut one, which GC would read as another
+// attachment's.
+func vethAlias(containerID, ifname string) string {
+	a := aliasPrefix + containerID + "/" + ifname
+	if len(a) > maxAlias {
+		return ""
+	}
+	return a
+}
 
-const aliasPrefix = "weft:"
+const (
+	aliasPrefix = "weft:"
+	maxAlias    = 255 // IFALIASZ - 1
+)
 
 // logger returns the config's logger (LogFile, else discarded: stdout is the
 // CNI result and stderr ends up in runtime logs) and its closer.
