@@ -51,11 +51,11 @@ func (d desired) want(p *tablePeer) peerWant {
 	w := peerWant{subnet: p.Subnet}
 	switch {
 	case p.direct:
-		w.route, w.hasRoute = routeEntry{Dst: p.Subnet, Gw: p.PublicIP, Underlay: true}, true
+		w.route, w.hasRoute = routeEntry{Dst: p.Subnet, Gw: p.PublicIP, Underlay: true, Metric: peerMetric(p.Subnet)}, true
 	case d.programmed(p):
 		w.neigh, w.hasNeigh = neighEntry{IP: p.gw, MAC: p.mac, Permanent: true}, true
 		w.fdb, w.hasFDB = fdbEntry{MAC: p.mac, Dst: p.PublicIP}, true
-		w.route, w.hasRoute = routeEntry{Dst: p.Subnet, Gw: p.gw, Onlink: true}, true
+		w.route, w.hasRoute = routeEntry{Dst: p.Subnet, Gw: p.gw, Onlink: true, Metric: peerMetric(p.Subnet)}, true
 	}
 	return w
 }

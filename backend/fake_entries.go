@@ -218,11 +218,14 @@ func (f *Fake) routeLine(verb string, r *netlink.Route) string {
 	if r.Flags&int(netlink.FLAG_ONLINK) != 0 {
 		s += " onlink"
 	}
+	if r.Priority != 0 {
+		s += fmt.Sprintf(" metric %d", r.Priority)
+	}
 	return s
 }
 
 // RouteReplace implements Netlink: it replaces the main-table route to the
-// same destination. A gateway must be on-link: through a connected prefix of
+// same destination at the same metric. A gateway must be on-link: through a connected prefix of
 // the link, or flagged onlink.
 func (f *Fake) RouteReplace(r *netlink.Route) error {
 	f.mu.Lock()
@@ -247,21 +250,26 @@ func (f *Fake) RouteReplace(r *netlink.Route) error {
 	c.Gw = slices.Clone(r.Gw)
 	c.Table = unix.RT_TABLE_MAIN
 	c.Type = unix.RTN_UNICAST
-	f.routes = slices.DeleteFunc(f.routes, func(o netlink.Route) bool { return sameIPNet(o.Dst, c.Dst) })
+	f.routes = slices.DeleteFunc(f.routes, func(o netlink.Route) bool { return sameIPNet(o.Dst, c.Dst) && o.Priority == c.Priority })
 	f.routes = append(f.routes, c)
 	return nil
 }
 
 // RouteDel implements Netlink: it matches the destination and, when given,
-// the gateway and the link, like the kernel.
+// the gateway and the link, like the kernel; among the matches, the one with
+// the lowest metric at or above the given one (the kernel walks a
+// destination's routes in metric order from there).
 func (f *Fake) RouteDel(r *netlink.Route) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	match := func(o netlink.Route) bool {
-		return sameIPNet(o.Dst, r.Dst) && (r.Gw == nil || o.Gw.Equal(r.Gw)) &&
-			(r.LinkIndex == 0 || o.LinkIndex == r.LinkIndex)
+	i := -1
+	for j, o := range f.routes {
+		if sameIPNet(o.Dst, r.Dst) && (r.Gw == nil || o.Gw.Equal(r.Gw)) &&
+			(r.LinkIndex == 0 || o.LinkIndex == r.LinkIndex) && o.Priority >= r.Priority &&
+			(i < 0 || o.Priority < f.routes[i].Priority) {
+			i = j
+		}
 	}
-	i := slices.IndexFunc(f.routes, match)
 	if i < 0 {
 		return fmt.Errorf("route %s: %w", r.Dst, unix.ESRCH)
 	}

@@ -98,7 +98,7 @@ func fdbMsg(dev int, f fdbEntry) *netlink.Neigh {
 }
 
 func (v *VXLAN) routeMsg(dev int, r routeEntry) *netlink.Route {
-	m := &netlink.Route{LinkIndex: dev, Dst: prefixIPNet(r.Dst), Table: unix.RT_TABLE_MAIN, Scope: netlink.SCOPE_UNIVERSE}
+	m := &netlink.Route{LinkIndex: dev, Dst: prefixIPNet(r.Dst), Table: unix.RT_TABLE_MAIN, Scope: netlink.SCOPE_UNIVERSE, Priority: int(r.Metric)}
 	if r.Underlay {
 		m.LinkIndex = v.cfg.Device.UnderlayIndex
 	}
@@ -173,7 +173,7 @@ func (v *VXLAN) listRoutes(s state, link int, underlay bool) error {
 		if !ok {
 			continue
 		}
-		e := routeEntry{Dst: dst, Underlay: underlay, Onlink: r.Flags&int(netlink.FLAG_ONLINK) != 0}
+		e := routeEntry{Dst: dst, Underlay: underlay, Onlink: r.Flags&int(netlink.FLAG_ONLINK) != 0, Metric: uint32(r.Priority)}
 		if gw, ok := netip.AddrFromSlice(r.Gw); ok {
 			e.Gw = gw.Unmap()
 		}

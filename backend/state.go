@@ -32,6 +32,25 @@ type routeEntry struct {
 	Gw       netip.Addr // invalid for a via-less route
 	Underlay bool       // on the underlay link (DirectRouting), else on the VXLAN device
 	Onlink   bool
+	Metric   uint32 // a peer route's is peerMetric(Dst); see the package doc
+}
+
+// peerMetric is the metric of the route to a peer's subnet: the subnet's
+// number at its length (the address without its host bits), distinct for
+// every subnet of one SubnetLen. The kernel finds a route's shared
+// attributes (fib_info) in a hash table keyed by device, metric and a few
+// other fields but not the gateway, so flannel's layout (every peer route
+// through the same device at metric 0) puts all of them in one bucket and
+// makes each insert scan all the others: 5000 routes took 421 ms through
+// `ip -batch` on the bench machine, 79 ms with distinct metrics. The metric
+// changes nothing else: peer subnets never overlap.
+func peerMetric(subnet netip.Prefix) uint32 {
+	a := subnet.Addr().As4()
+	v := uint32(a[0])<<24 | uint32(a[1])<<16 | uint32(a[2])<<8 | uint32(a[3])
+	if subnet.Bits() == 0 {
+		return 0
+	}
+	return v >> (32 - subnet.Bits())
 }
 
 // state is what the kernel holds (as far as we own it), indexed the way the
@@ -106,8 +125,14 @@ func (s state) record(o op) {
 		setOrDelete(s.fdb, o.fdb.MAC, dsts)
 	case opRouteSet:
 		// A replace overwrites the main-table route with the same
-		// destination (and metric 0), whatever its device.
-		s.route[o.route.Dst] = append(s.route[o.route.Dst][:0], o.route)
+		// destination and metric, whatever its device.
+		rs := s.route[o.route.Dst]
+		if i := slices.IndexFunc(rs, func(r routeEntry) bool { return r.Metric == o.route.Metric }); i >= 0 {
+			rs[i] = o.route
+		} else {
+			rs = append(rs, o.route)
+		}
+		s.route[o.route.Dst] = rs
 	case opRouteDel:
 		rs := slices.DeleteFunc(s.route[o.route.Dst], func(r routeEntry) bool { return r == o.route })
 		setOrDelete(s.route, o.route.Dst, rs)
@@ -179,6 +204,9 @@ func (r routeEntry) String() string {
 	}
 	if r.Onlink {
 		b.WriteString(" onlink")
+	}
+	if r.Metric != 0 {
+		fmt.Fprintf(&b, " metric %d", r.Metric)
 	}
 	return b.String()
 }

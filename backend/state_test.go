@@ -4,6 +4,7 @@ import (
 	"net"
 	"net/netip"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -27,7 +28,7 @@ func peerC() Peer {
 // stateOf builds a state from lines in op notation without the verb:
 // "neigh 10.244.2.0 0a:00:00:00:00:02 permanent", "fdb 0a:.. 198.18.0.2",
 // "route 10.244.2.0/24 10.244.2.0 onlink", "route 10.244.0.0/16 - ",
-// "route 10.244.4.0/24 198.18.0.4 underlay".
+// "route 10.244.4.0/24 198.18.0.4 underlay", "... metric 717826".
 func stateOf(t *testing.T, lines ...string) state {
 	t.Helper()
 	s := newState(0)
@@ -44,9 +45,16 @@ func stateOf(t *testing.T, lines ...string) state {
 			if f[2] != "-" {
 				r.Gw = netip.MustParseAddr(f[2])
 			}
-			for _, flag := range f[3:] {
+			for i, flag := range f[3:] {
 				r.Onlink = r.Onlink || flag == "onlink"
 				r.Underlay = r.Underlay || flag == "underlay"
+				if flag == "metric" {
+					m, err := strconv.ParseUint(f[3+i+1], 10, 32)
+					if err != nil {
+						t.Fatalf("bad metric in %q", l)
+					}
+					r.Metric = uint32(m)
+				}
 			}
 			s.addRoute(r)
 		default:
@@ -78,6 +86,9 @@ func stateLines(s state) []string {
 			}
 			if r.Underlay {
 				l += " underlay"
+			}
+			if r.Metric != 0 {
+				l += " metric " + strconv.FormatUint(uint64(r.Metric), 10)
 			}
 			res = append(res, l)
 		}
@@ -115,7 +126,7 @@ func TestDiff(t *testing.T) {
 	bEntries := []string{
 		"neigh 10.244.2.0 0a:00:00:00:00:02 permanent",
 		"fdb 0a:00:00:00:00:02 198.18.0.2",
-		"route 10.244.2.0/24 10.244.2.0 onlink",
+		"route 10.244.2.0/24 10.244.2.0 onlink metric 717826",
 	}
 	network := netip.MustParsePrefix("10.244.0.0/16")
 	tests := []struct {
@@ -132,10 +143,10 @@ func TestDiff(t *testing.T) {
 		want: []string{
 			"neigh replace 10.244.2.0 lladdr 0a:00:00:00:00:02 permanent",
 			"fdb replace 0a:00:00:00:00:02 dst 198.18.0.2",
-			"route replace 10.244.2.0/24 via 10.244.2.0 dev vxlan onlink",
+			"route replace 10.244.2.0/24 via 10.244.2.0 dev vxlan onlink metric 717826",
 			"neigh replace 10.244.3.0 lladdr 0a:00:00:00:00:03 permanent",
 			"fdb replace 0a:00:00:00:00:03 dst 198.18.1.3",
-			"route replace 10.244.3.0/24 via 10.244.3.0 dev vxlan onlink",
+			"route replace 10.244.3.0/24 via 10.244.3.0 dev vxlan onlink metric 717827",
 		},
 	}, {
 		name:  "already right: nothing written",
@@ -146,7 +157,7 @@ func TestDiff(t *testing.T) {
 		have:  bEntries,
 		peers: nil,
 		want: []string{
-			"route del 10.244.2.0/24 via 10.244.2.0 dev vxlan onlink",
+			"route del 10.244.2.0/24 via 10.244.2.0 dev vxlan onlink metric 717826",
 			"neigh del 10.244.2.0 lladdr 0a:00:00:00:00:02 permanent",
 			"fdb del 0a:00:00:00:00:02 dst 198.18.0.2",
 		},
@@ -161,7 +172,7 @@ func TestDiff(t *testing.T) {
 		},
 	}, {
 		name:  "neighbour learnt as reachable is made permanent; stray fdb remote removed",
-		have:  []string{"neigh 10.244.2.0 0a:00:00:00:00:02", "fdb 0a:00:00:00:00:02 198.18.0.2", "fdb 0a:00:00:00:00:02 198.18.0.99", "route 10.244.2.0/24 10.244.2.0 onlink"},
+		have:  []string{"neigh 10.244.2.0 0a:00:00:00:00:02", "fdb 0a:00:00:00:00:02 198.18.0.2", "fdb 0a:00:00:00:00:02 198.18.0.99", "route 10.244.2.0/24 10.244.2.0 onlink metric 717826"},
 		peers: []Peer{peerB()},
 		want: []string{
 			"neigh replace 10.244.2.0 lladdr 0a:00:00:00:00:02 permanent",
@@ -173,8 +184,8 @@ func TestDiff(t *testing.T) {
 		peers:  []Peer{peerB()},
 		direct: map[string]bool{"b": true},
 		want: []string{
-			"route replace 10.244.2.0/24 via 198.18.0.2 dev underlay",
-			"route del 10.244.2.0/24 via 10.244.2.0 dev vxlan onlink",
+			"route replace 10.244.2.0/24 via 198.18.0.2 dev underlay metric 717826",
+			"route del 10.244.2.0/24 via 10.244.2.0 dev vxlan onlink metric 717826",
 			"neigh del 10.244.2.0 lladdr 0a:00:00:00:00:02 permanent",
 			"fdb del 0a:00:00:00:00:02 dst 198.18.0.2",
 		},
@@ -192,7 +203,7 @@ func TestDiff(t *testing.T) {
 		want: []string{
 			"neigh replace 10.244.2.0 lladdr 0a:00:00:00:00:02 permanent",
 			"fdb replace 0a:00:00:00:00:02 dst 198.18.0.2",
-			"route replace 10.244.2.0/24 via 10.244.2.0 dev vxlan onlink",
+			"route replace 10.244.2.0/24 via 10.244.2.0 dev vxlan onlink metric 717826",
 			"neigh del 10.244.3.5 lladdr 0a:00:00:00:00:02",
 			"neigh del 10.244.9.9 lladdr 0a:00:00:00:00:09",
 		},
@@ -201,6 +212,16 @@ func TestDiff(t *testing.T) {
 		have:  append([]string{"route 10.244.0.0/16 -"}, bEntries...),
 		peers: []Peer{peerB()},
 		want:  []string{"route del 10.244.0.0/16 dev vxlan"},
+	}, {
+		// A node that ran flannel: its peer routes are at metric 0. Ours
+		// (metric peerMetric) goes in first, then flannel's goes.
+		name:  "flannel's metric-0 route: ours added, then flannel's deleted",
+		have:  append(bEntries[:2:2], "route 10.244.2.0/24 10.244.2.0 onlink"),
+		peers: []Peer{peerB()},
+		want: []string{
+			"route replace 10.244.2.0/24 via 10.244.2.0 dev vxlan onlink metric 717826",
+			"route del 10.244.2.0/24 via 10.244.2.0 dev vxlan onlink",
+		},
 	}}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -256,7 +277,7 @@ func TestValidatePeer(t *testing.T) {
 
 func TestRecord(t *testing.T) {
 	s := stateOf(t, "fdb 0a:00:00:00:00:02 198.18.0.2", "fdb 0a:00:00:00:00:02 198.18.0.9",
-		"route 10.244.2.0/24 10.244.2.0 onlink", "route 10.244.2.0/24 198.18.0.2 underlay")
+		"route 10.244.2.0/24 10.244.2.0 onlink", "route 10.244.2.0/24 198.18.0.2 underlay metric 717826")
 	for _, o := range []op{
 		// Already a remote: a replace changes nothing.
 		{kind: opFDBSet, fdb: fdbEntry{MAC: "0a:00:00:00:00:02", Dst: netip.MustParseAddr("198.18.0.9")}},
@@ -265,14 +286,15 @@ func TestRecord(t *testing.T) {
 		{kind: opFDBSet, fdb: fdbEntry{MAC: "0a:00:00:00:00:02", Dst: netip.MustParseAddr("198.18.0.7")}},
 		{kind: opFDBSet, fdb: fdbEntry{MAC: "0a:00:00:00:00:03", Dst: netip.MustParseAddr("198.18.0.3")}},
 		{kind: opFDBDel, fdb: fdbEntry{MAC: "0a:00:00:00:00:03", Dst: netip.MustParseAddr("198.18.0.3")}},
-		// A route replace overwrites every route to its destination.
+		// A route replace overwrites the route to its destination at its
+		// metric; the one at another metric stays.
 		{kind: opRouteSet, route: routeEntry{Dst: netip.MustParsePrefix("10.244.2.0/24"), Gw: netip.MustParseAddr("10.244.2.0")}},
 		{kind: opRouteSet, route: routeEntry{Dst: netip.MustParsePrefix("10.244.3.0/24"), Gw: netip.MustParseAddr("10.244.3.0")}},
 		{kind: opRouteDel, route: routeEntry{Dst: netip.MustParsePrefix("10.244.3.0/24"), Gw: netip.MustParseAddr("10.244.3.0")}},
 	} {
 		s.record(o)
 	}
-	want := []string{"fdb 0a:00:00:00:00:02 198.18.0.7", "route 10.244.2.0/24 10.244.2.0"}
+	want := []string{"fdb 0a:00:00:00:00:02 198.18.0.7", "route 10.244.2.0/24 10.244.2.0", "route 10.244.2.0/24 198.18.0.2 underlay metric 717826"}
 	if d := cmp.Diff(want, stateLines(s)); d != "" {
 		t.Errorf("state (-want +got):\n%s", d)
 	}

@@ -299,6 +299,54 @@ func TestRestartKeepsEntries(t *testing.T) {
 	}
 }
 
+// TestFlannelRoutesReplaced: a node that ran flannel has its peer routes at
+// metric 0; starting there, the datapath adds its own (at peerMetric) and
+// then removes flannel's, and traffic keeps flowing.
+func TestFlannelRoutesReplaced(t *testing.T) {
+	a, b := startPair(t, ModeProactive)
+	if err := a.v.SetPeers([]Peer{b.peer()}); err != nil {
+		t.Fatalf("SetPeers: %v", err)
+	}
+	a.mustPing(t, gw(b))
+	a.stop()
+	dev, err := a.h.LinkByName("flannel.1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	toB := func() []netlink.Route {
+		t.Helper()
+		rs, err := a.h.RouteListFiltered(unix.AF_INET, &netlink.Route{LinkIndex: dev.Attrs().Index, Dst: prefixIPNet(b.lease)},
+			netlink.RT_FILTER_OIF|netlink.RT_FILTER_DST)
+		if err != nil {
+			t.Fatalf("list routes: %v", err)
+		}
+		return rs
+	}
+	if rs := toB(); len(rs) != 1 || rs[0].Priority != int(peerMetric(b.lease)) {
+		t.Fatalf("routes to %s: %+v, want one at metric %d", b.lease, rs, peerMetric(b.lease))
+	}
+	// As flannel leaves it: the route at metric 0.
+	ours := toB()[0]
+	if err := a.h.RouteDel(&ours); err != nil {
+		t.Fatal(err)
+	}
+	flannel := netlink.Route{LinkIndex: dev.Attrs().Index, Dst: prefixIPNet(b.lease), Gw: gw(b).AsSlice(), Flags: int(netlink.FLAG_ONLINK)}
+	if err := a.h.RouteAdd(&flannel); err != nil {
+		t.Fatal(err)
+	}
+	a.mustPing(t, gw(b))
+
+	a.ensure(t, a.config(ModeProactive))
+	a.run(t)
+	if err := a.v.SetPeers([]Peer{b.peer()}); err != nil {
+		t.Fatalf("SetPeers after flannel: %v", err)
+	}
+	if rs := toB(); len(rs) != 1 || rs[0].Priority != int(peerMetric(b.lease)) || !rs[0].Gw.Equal(gw(b).AsSlice()) {
+		t.Errorf("routes to %s after the restart: %+v, want only ours (metric %d)", b.lease, rs, peerMetric(b.lease))
+	}
+	a.mustPing(t, gw(b))
+}
+
 func TestDeviceDeletedIsRecreated(t *testing.T) {
 	a, b := startPair(t, ModeProactive)
 	a.mustPing(t, gw(b))

@@ -117,8 +117,8 @@ func TestSetPeersOverFake(t *testing.T) {
 fdb 0a:00:00:00:00:03 dev flannel.1 self dst 198.18.1.3 permanent
 neigh 10.244.2.0 lladdr 0a:00:00:00:00:02 dev flannel.1 permanent
 neigh 10.244.3.0 lladdr 0a:00:00:00:00:03 dev flannel.1 permanent
-route 10.244.2.0/24 via 10.244.2.0 dev flannel.1 onlink
-route 10.244.3.0/24 via 10.244.3.0 dev flannel.1 onlink`
+route 10.244.2.0/24 via 10.244.2.0 dev flannel.1 onlink metric 717826
+route 10.244.3.0/24 via 10.244.3.0 dev flannel.1 onlink metric 717827`
 	if d := cmp.Diff(lines(want), lines(f.Lines("neigh", "fdb", "route"))); d != "" {
 		t.Errorf("state (-want +got):\n%s", d)
 	}
@@ -138,7 +138,7 @@ route 10.244.3.0/24 via 10.244.3.0 dev flannel.1 onlink`
 		t.Fatal(err)
 	}
 	if d := cmp.Diff([]string{
-		"route del 10.244.3.0/24 via 10.244.3.0 dev flannel.1 onlink",
+		"route del 10.244.3.0/24 via 10.244.3.0 dev flannel.1 onlink metric 717827",
 		"neigh del 10.244.3.0 dev flannel.1",
 		"fdb del 0a:00:00:00:00:03 dev flannel.1 self dst 198.18.1.3",
 	}, f.Ops()); d != "" {
@@ -219,7 +219,7 @@ func TestRestartOverFake(t *testing.T) {
 	want := []string{
 		"sysctl net/ipv6/conf/flannel.1/accept_ra = 0",
 		"sysctl net/ipv4/neigh/flannel.1/app_solicit = 3",
-		"route del 10.244.3.0/24 via 10.244.3.0 dev flannel.1 onlink",
+		"route del 10.244.3.0/24 via 10.244.3.0 dev flannel.1 onlink metric 717827",
 		"neigh del 10.244.3.0 dev flannel.1",
 		"fdb del 0a:00:00:00:00:03 dev flannel.1 self dst 198.18.1.3",
 	}
