@@ -30,11 +30,10 @@ type attachment struct {
 }
 
 // createVeth makes the pair in one netlink request: the node side named
-// hostName, on the bridge, and down (attach brings it
-// up last); the pod side created directly in the pod netns as ifname, with
-// the address-derived MAC. An ifname already in the pod netns fails
-// the request with EEXIST, like a leftover node side does; the node side's
-// name tells the two apart.
+// hostName, on the bridge, and down (attach brings it up last); the pod side
+// created directly in the pod netns as ifname, with the address-derived MAC.
+// An ifname already in the pod netns fails the request with EEXIST, like a
+// leftover node side does; the node side's name tells the two apart.
 func createVeth(r *rtnl, h *netlink.Handle, br *netlink.Bridge, a *attachment, mtu int) error {
 	a.ownVeth = true
 	err := r.newVeth(vethSpec{
