@@ -2,6 +2,7 @@ package backend
 
 import (
 	"cmp"
+	"encoding/binary"
 	"fmt"
 	"maps"
 	"net"
@@ -45,12 +46,11 @@ type routeEntry struct {
 // `ip -batch` on the bench machine, 79 ms with distinct metrics. The metric
 // changes nothing else: peer subnets never overlap.
 func peerMetric(subnet netip.Prefix) uint32 {
-	a := subnet.Addr().As4()
-	v := uint32(a[0])<<24 | uint32(a[1])<<16 | uint32(a[2])<<8 | uint32(a[3])
 	if subnet.Bits() == 0 {
 		return 0
 	}
-	return v >> (32 - subnet.Bits())
+	a := subnet.Addr().As4()
+	return binary.BigEndian.Uint32(a[:]) >> (32 - subnet.Bits())
 }
 
 // state is what the kernel holds (as far as we own it), indexed the way the

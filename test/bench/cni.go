@@ -6,7 +6,6 @@ import (
 	"encoding/hex"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"sync"
@@ -160,8 +159,8 @@ func newCNIBench(binDir, stateDir string) (_ *cniBench, err error) {
 }
 
 func (b *cniBench) addNetns(name string) error {
-	if out, err := exec.Command("ip", "netns", "add", name).CombinedOutput(); err != nil {
-		return fmt.Errorf("ip netns add %s: %v: %s", name, err, out)
+	if err := runCmd("ip", "netns", "add", name); err != nil {
+		return err
 	}
 	b.mu.Lock()
 	b.netns = append(b.netns, name)
@@ -184,8 +183,8 @@ func (b *cniBench) close() {
 		_ = b.node.Close()
 	}
 	for _, name := range slices.Backward(b.netns) {
-		if out, err := exec.Command("ip", "netns", "del", name).CombinedOutput(); err != nil {
-			fmt.Fprintf(os.Stderr, "bench cni: ip netns del %s: %v: %s\n", name, err, out)
+		if err := runCmd("ip", "netns", "del", name); err != nil {
+			fmt.Fprintf(os.Stderr, "bench cni: %v\n", err)
 		}
 	}
 	if b.dir != "" {
