@@ -22,6 +22,7 @@ all: build
 build:
 	$(GO) build $(GOFLAGS_BUILD) -o $(BIN)/weftd ./cmd/weftd
 	$(GO) build $(GOFLAGS_BUILD) -o $(BIN)/weft ./cmd/weft
+	$(GO) build $(GOFLAGS_BUILD) -o $(BIN)/weft-etcd ./cmd/weft-etcd
 
 deps:
 	@missing=""; for pair in $(DEB_CMDS); do \

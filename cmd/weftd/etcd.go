@@ -3,7 +3,9 @@ package main
 import (
 	"context"
 	"fmt"
+	"io"
 	"log/slog"
+	"slices"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -14,7 +16,8 @@ import (
 	"github.com/weftnet/weft/lease/etcdstore"
 )
 
-// etcdFlags are flannel's etcd flags plus the embedded server's.
+// etcdFlags are flannel's etcd flags plus those of the single-node etcd
+// weftd starts without endpoints.
 type etcdFlags struct {
 	endpoints []string
 	prefix    string
@@ -27,7 +30,7 @@ type etcdFlags struct {
 	listen    string
 }
 
-// defaultEmbeddedURL is where the single-node embedded etcd listens.
+// defaultEmbeddedURL is where the single-node etcd weftd starts listens.
 const defaultEmbeddedURL = "http://127.0.0.1:2379"
 
 func (e *etcdFlags) register(f *pflag.FlagSet) {
@@ -38,77 +41,65 @@ func (e *etcdFlags) register(f *pflag.FlagSet) {
 	f.StringVar(&e.caFile, "etcd-cafile", "", "CA bundle that signed the etcd server certificate")
 	f.StringVar(&e.username, "etcd-username", "", "etcd user")
 	f.StringVar(&e.password, "etcd-password", "", "etcd password")
-	f.StringVar(&e.dataDir, "data-dir", "/var/lib/weft/etcd", "data directory of the embedded etcd")
-	f.StringVar(&e.listen, "embedded-etcd-url", defaultEmbeddedURL, "client URL of the embedded etcd")
+	f.StringVar(&e.dataDir, "data-dir", "/var/lib/weft/etcd", "data directory of the single-node etcd started without --etcd-endpoints")
+	f.StringVar(&e.listen, "embedded-etcd-url", defaultEmbeddedURL, "client URL of the single-node etcd started without --etcd-endpoints")
 }
 
-// openStore connects to etcd (starting the embedded server when no endpoints
-// are given) and returns the lease store and a function that closes everything.
-func (e *etcdFlags) openStore(ctx context.Context, log *slog.Logger, observe func(string, time.Duration, error)) (*etcdstore.Store, func(), error) {
-	st, _, closeAll, err := e.open(ctx, log, observe)
-	return st, closeAll, err
+// etcdConn is weftd's connection to etcd and, without --etcd-endpoints, the
+// weft-etcd process it started.
+type etcdConn struct {
+	store   *etcdstore.Store
+	cli     *clientv3.Client
+	child   *etcdChild // nil with --etcd-endpoints
+	closers []func()
 }
 
-// open is openStore that also returns the etcd client.
-func (e *etcdFlags) open(ctx context.Context, log *slog.Logger, observe func(string, time.Duration, error)) (*etcdstore.Store, *clientv3.Client, func(), error) {
-	endpoints := e.endpoints
-	var closers []func()
-	closeAll := func() {
-		for i := len(closers) - 1; i >= 0; i-- {
-			closers[i]()
-		}
+// Close closes the client, then stops the child etcd.
+func (c *etcdConn) Close() {
+	for _, f := range slices.Backward(c.closers) {
+		f()
 	}
+}
+
+// childExited is closed if the etcd weftd started exits; nil (never ready)
+// with --etcd-endpoints.
+func (c *etcdConn) childExited() <-chan struct{} {
+	if c.child == nil {
+		return nil
+	}
+	return c.child.exited
+}
+
+// open connects to etcd, first starting weft-etcd on --data-dir and
+// --embedded-etcd-url when no endpoints are given. Its logs go to stderr.
+func (e *etcdFlags) open(ctx context.Context, log *slog.Logger, stderr io.Writer, observe func(string, time.Duration, error)) (*etcdConn, error) {
+	c := &etcdConn{}
+	endpoints := e.endpoints
 	if len(endpoints) == 0 {
-		srv, err := etcdstore.StartEmbedded(ctx, etcdstore.EmbeddedConfig{
-			Dir: e.dataDir, ClientURLs: []string{e.listen}, Logger: log,
-		})
+		child, err := startEtcdChild(ctx, log, e.dataDir, e.listen, stderr)
 		if err != nil {
-			return nil, nil, nil, fmt.Errorf("start embedded etcd: %w", err)
+			return nil, fmt.Errorf("start etcd: %w", err)
 		}
-		closers = append(closers, func() { _ = srv.Close() })
-		endpoints = srv.Endpoints()
-		log.Info("started embedded etcd", "endpoints", endpoints, "data_dir", e.dataDir)
+		c.child = child
+		c.closers = append(c.closers, func() { child.stop(log) })
+		endpoints = child.endpoints
 	}
 	cli, err := etcdstore.NewClient(etcdstore.ClientConfig{
 		Endpoints: endpoints, CertFile: e.certFile, KeyFile: e.keyFile, CAFile: e.caFile,
 		Username: e.username, Password: e.password, DialTimeout: 5 * time.Second,
 	})
 	if err != nil {
-		closeAll()
-		return nil, nil, nil, fmt.Errorf("connect to etcd: %w", err)
+		c.Close()
+		return nil, fmt.Errorf("connect to etcd: %w", err)
 	}
-	closers = append(closers, func() { _ = cli.Close() })
+	c.cli = cli
+	c.closers = append(c.closers, func() { _ = cli.Close() })
 	var opts []etcdstore.Option
 	if observe != nil {
 		opts = append(opts, etcdstore.WithObserver(observe))
 	}
-	return etcdstore.New(cli, e.prefix, log, opts...), cli, closeAll, nil
-}
-
-// newEtcdCmd runs weft's embedded etcd on its own (the lab and the demo use it
-// as a separate process, like an external etcd).
-func newEtcdCmd(g *globalFlags) *cobra.Command {
-	return &cobra.Command{
-		Use:    "etcd",
-		Short:  "Run the embedded single-node etcd server on its own",
-		Args:   cobra.NoArgs,
-		Hidden: true,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			log, err := g.logger(cmd.ErrOrStderr())
-			if err != nil {
-				return err
-			}
-			srv, err := etcdstore.StartEmbedded(cmd.Context(), etcdstore.EmbeddedConfig{
-				Dir: g.etcd.dataDir, ClientURLs: []string{g.etcd.listen}, Logger: log,
-			})
-			if err != nil {
-				return fmt.Errorf("start embedded etcd: %w", err)
-			}
-			log.Info("embedded etcd ready", "endpoints", srv.Endpoints())
-			<-cmd.Context().Done()
-			return srv.Close()
-		},
-	}
+	c.store = etcdstore.New(cli, e.prefix, log, opts...)
+	return c, nil
 }
 
 func newInitNetworkCmd(g *globalFlags) *cobra.Command {
@@ -133,12 +124,12 @@ func newInitNetworkCmd(g *globalFlags) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			st, closeStore, err := g.etcd.openStore(cmd.Context(), log, nil)
+			conn, err := g.etcd.open(cmd.Context(), log, cmd.ErrOrStderr(), nil)
 			if err != nil {
 				return err
 			}
-			defer closeStore()
-			if err := st.PutConfig(cmd.Context(), raw); err != nil {
+			defer conn.Close()
+			if err := conn.store.PutConfig(cmd.Context(), raw); err != nil {
 				return err
 			}
 			_, err = fmt.Fprintf(cmd.OutOrStdout(), "wrote %s/config: %s\n", g.etcd.prefix, raw)

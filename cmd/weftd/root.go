@@ -33,7 +33,7 @@ func newRootCmd() *cobra.Command {
 	g.etcd.register(pf)
 	pf.StringVar(&g.logFormat, "log-format", "text", "log format: text or json")
 	pf.StringVar(&g.logLevel, "log-level", "info", "log level: debug, info, warn, error")
-	root.AddCommand(newRunCmd(g), newSubnetsCmd(g), newInitNetworkCmd(g), newVersionCmd(), newEtcdCmd(g))
+	root.AddCommand(newRunCmd(g), newSubnetsCmd(g), newInitNetworkCmd(g), newVersionCmd())
 	return root
 }
 

@@ -1,6 +1,8 @@
 package main
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"os"
 
@@ -34,20 +36,35 @@ Without --etcd-endpoints an embedded single-node etcd is started in --data-dir.`
 			if err != nil {
 				return err
 			}
-			ctx := cmd.Context()
 			metrics := agent.NewMetrics()
-			store, closeStore, err := g.etcd.openStore(ctx, log, metrics.ObserveEtcd)
+			conn, err := g.etcd.open(cmd.Context(), log, cmd.ErrOrStderr(), metrics.ObserveEtcd)
 			if err != nil {
 				return err
 			}
-			defer closeStore()
+			defer conn.Close()
 			nl, err := netlink.NewHandle()
 			if err != nil {
 				return fmt.Errorf("open netlink: %w", err)
 			}
 			defer nl.Close()
+			// The agent stops if the etcd weftd started exits under it.
+			ctx, cancel := context.WithCancelCause(cmd.Context())
+			defer cancel(nil)
+			if exited := conn.childExited(); exited != nil {
+				go func() {
+					select {
+					case <-exited:
+						cancel(errEtcdExited)
+					case <-ctx.Done():
+					}
+				}()
+			}
 			log.Info("weftd starting", "version", agent.Version, "node", cfg.NodeName, "neigh_mode", cfg.NeighMode)
-			return agent.New(cfg, store, nl, metrics, log).Run(ctx)
+			err = agent.New(cfg, conn.store, nl, metrics, log).Run(ctx)
+			if cause := context.Cause(ctx); errors.Is(cause, errEtcdExited) {
+				return fmt.Errorf("%w (%v)", cause, conn.child.err)
+			}
+			return err
 		},
 	}
 	f := cmd.Flags()

@@ -40,16 +40,16 @@ func newSubnetsCmd(g *globalFlags) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			st, cli, closeStore, err := g.etcd.open(cmd.Context(), log, nil)
+			conn, err := g.etcd.open(cmd.Context(), log, cmd.ErrOrStderr(), nil)
 			if err != nil {
 				return err
 			}
-			defer closeStore()
-			leases, err := st.List(cmd.Context())
+			defer conn.Close()
+			leases, err := conn.store.List(cmd.Context())
 			if err != nil {
 				return fmt.Errorf("list leases: %w", err)
 			}
-			fillExpiration(cmd.Context(), cli, leases)
+			fillExpiration(cmd.Context(), conn.cli, leases)
 			rows := subnetRows(leases, time.Now())
 			if output == "json" {
 				enc := json.NewEncoder(cmd.OutOrStdout())

@@ -1,7 +1,8 @@
 // Package etcdstore is the etcd (v3 API) implementation of lease.Store,
 // wire-compatible with flannel's etcd mode (FORMATS.md), plus an etcd client
-// constructor with strict TLS checks and an embedded single-member etcd
-// server for tests, the demo and `weftd run` without --etcd-endpoints.
+// constructor with strict TLS checks. The single-member etcd server for tests,
+// the demo and `weftd run` without --etcd-endpoints is in etcdserver, so that
+// importing this package does not link the server.
 //
 // Invariants:
 //   - Every write is conditional: create is a transaction on Version(key)==0
@@ -21,6 +22,6 @@
 //   - Watch resumes from the listed revision + 1 with require-leader; after a
 //     compaction or an error it backs off with jitter, re-lists and emits only
 //     the difference from what it delivered. Its goroutine ends with ctx.
-//   - Only this package imports go.etcd.io; no etcd type leaks through the
-//     lease.Store API.
+//   - Only this package (and etcdserver) imports go.etcd.io; no etcd type
+//     leaks through the lease.Store API.
 package etcdstore

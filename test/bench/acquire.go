@@ -11,6 +11,7 @@ import (
 
 	"github.com/weftnet/weft/lease"
 	"github.com/weftnet/weft/lease/etcdstore"
+	"github.com/weftnet/weft/lease/etcdstore/etcdserver"
 )
 
 // benchAcquire times 256 concurrent lease acquisitions (each node its own
@@ -23,7 +24,7 @@ func benchAcquire(ctx context.Context, env Env) ([]Row, error) {
 		return nil, fmt.Errorf("create etcd dir: %w", err)
 	}
 	defer os.RemoveAll(dir)
-	e, err := etcdstore.StartEmbedded(ctx, etcdstore.EmbeddedConfig{Dir: dir})
+	e, err := etcdserver.Start(ctx, etcdserver.Config{Dir: dir})
 	if err != nil {
 		return nil, err
 	}

@@ -32,7 +32,7 @@ type Row struct {
 
 // Env is what every figure gets.
 type Env struct {
-	BinDir string // built weftd and weft
+	BinDir string // built weftd, weft-etcd and weft
 }
 
 type figure struct {
@@ -60,7 +60,7 @@ func main() {
 
 func run() int {
 	jsonOut := flag.String("json", "", "also write the rows as JSON to this file")
-	binDir := flag.String("bin-dir", "bin", "directory with the built weftd and weft")
+	binDir := flag.String("bin-dir", "bin", "directory with the built weftd, weft-etcd and weft")
 	only := flag.String("only", "", "comma-separated figure names to run (default all)")
 	flag.Parse()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)

@@ -32,7 +32,7 @@ func main() {
 	flag.StringVar(&c.binDir, "bin-dir", "bin", "directory with the built weftd and weft (make build)")
 	flag.IntVar(&c.nodes, "nodes", 3, "number of nodes")
 	flag.IntVar(&c.pods, "pods", 2, "pods per node")
-	flag.StringVar(&c.etcd, "etcd", lab.EtcdEmbedded, "etcd server: embedded (weftd etcd) or debian (/usr/bin/etcd)")
+	flag.StringVar(&c.etcd, "etcd", lab.EtcdEmbedded, "etcd server: embedded (weft-etcd) or debian (/usr/bin/etcd)")
 	flag.BoolVar(&c.verbose, "v", false, "log the lab's steps to stderr")
 	flag.Parse()
 	c.keep = os.Getenv("DEMO_KEEP") == "1"

@@ -7,7 +7,7 @@ package e2e
 //	    │                │                 │                 │                │
 //	<p>-etcd         <p>-node1         <p>-node2         <p>-node3        <p>-out
 //	198.18.0.200     198.18.0.1        198.18.0.2        198.18.0.3       198.18.0.250
-//	weftd etcd  ◄─── weftd run ──────  weftd run ──────  weftd run        UDP listener,
+//	weft-etcd   ◄─── weftd run ──────  weftd run ──────  weftd run        UDP listener,
 //	(or Debian       flannel.1 ◄══════ VXLAN 8472 ══════► flannel.1        no route to
 //	 etcd 3.4)       cni0 10.244.a.1   cni0 10.244.b.1   cni0 10.244.c.1  10.244.0.0/16
 //	                  ├ pod1 .2         ├ pod1 .2         ├ pod1 .2
@@ -62,7 +62,7 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// buildBinaries builds weftd, weft and portmap into a temp dir, the way
+// buildBinaries builds weftd, weft-etcd, weft and portmap into a temp dir, the way
 // `make build` does (CGO off).
 func buildBinaries() (string, func(), error) {
 	if dir := os.Getenv("WEFT_E2E_BIN_DIR"); dir != "" {
@@ -73,7 +73,7 @@ func buildBinaries() (string, func(), error) {
 		return "", nil, fmt.Errorf("bin dir: %w", err)
 	}
 	cleanup := func() { _ = os.RemoveAll(dir) }
-	for _, pkg := range []string{"./cmd/weftd", "./cmd/weft", "github.com/containernetworking/plugins/plugins/meta/portmap"} {
+	for _, pkg := range []string{"./cmd/weftd", "./cmd/weft-etcd", "./cmd/weft", "github.com/containernetworking/plugins/plugins/meta/portmap"} {
 		cmd := exec.Command("go", "build", "-o", dir+"/", pkg)
 		cmd.Dir = filepath.Join("..", "..")
 		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")

@@ -1,5 +1,5 @@
 // Package lab builds a throw-away multi-node weft cluster out of network
-// namespaces and the BUILT binaries (weftd, weft, portmap): the e2e tests,
+// namespaces and the BUILT binaries (weftd, weft-etcd, weft, portmap): the e2e tests,
 // `make demo` and the benchmarks all use it.
 //
 //	              <p>-sw: bridge br0 (the underlay switch, 198.18.0.0/24)
@@ -7,7 +7,7 @@
 //	    │                │                │                │
 //	<p>-etcd         <p>-node1        <p>-node2 …      <p>-out
 //	198.18.0.200     198.18.0.1       198.18.0.2       198.18.0.250
-//	weftd etcd or    weftd run        weftd run        "outside" host: no
+//	weft-etcd or     weftd run        weftd run        "outside" host: no
 //	/usr/bin/etcd    flannel.1, cni0  flannel.1, cni0  route to the pods
 //	                   └ <p>-node1-<pod>: pod netns, attached by weft via libcni
 //

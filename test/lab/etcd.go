@@ -21,7 +21,7 @@ import (
 
 // Etcd servers the lab can run in its etcd namespace.
 const (
-	EtcdEmbedded = "embedded" // `weftd etcd`: weft's embedded server as its own process
+	EtcdEmbedded = "embedded" // weft-etcd: the etcd server weftd starts without endpoints
 	EtcdDebian   = "debian"   // /usr/bin/etcd (Debian etcd-server 3.4)
 )
 
@@ -48,8 +48,8 @@ func (l *Lab) etcdArgv() []string {
 			"--initial-cluster", "lab=" + peer, "--initial-cluster-state", "new",
 			"--log-level", "warn", "--logger", "zap"}
 	}
-	return []string{filepath.Join(l.opts.BinDir, "weftd"), "etcd", "--data-dir", dir,
-		"--embedded-etcd-url", url, "--log-format", "text"}
+	return []string{filepath.Join(l.opts.BinDir, "weft-etcd"), "--data-dir", dir,
+		"--client-url", url, "--log-format", "text"}
 }
 
 // EtcdEndpoint is the client URL the agents use.

@@ -30,7 +30,7 @@ const maxNodes = 199
 // Options describe a lab. Zero values get the defaults named on each field.
 type Options struct {
 	Nodes   int    // nodes started by New (default 0: add them with AddNode)
-	BinDir  string // directory with the built weftd and weft (required)
+	BinDir  string // directory with the built weftd, weft-etcd and weft (required)
 	CNIPath string // directory with weft and portmap (default: a temp dir, portmap built into it)
 	RepoDir string // weft checkout holding manifests/ (default: found from the working directory)
 	Etcd    string // EtcdEmbedded (default) or EtcdDebian

@@ -23,6 +23,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/weftnet/weft/lease/etcdstore"
+	"github.com/weftnet/weft/lease/etcdstore/etcdserver"
 )
 
 // Start runs an embedded etcd and returns its client endpoints.
@@ -31,9 +32,9 @@ func Start(tb testing.TB) []string {
 	return start(tb, nil)
 }
 
-func start(tb testing.TB, tlsCfg *etcdstore.EmbeddedTLS) []string {
+func start(tb testing.TB, tlsCfg *etcdserver.TLS) []string {
 	tb.Helper()
-	e, err := etcdstore.StartEmbedded(context.Background(), etcdstore.EmbeddedConfig{
+	e, err := etcdserver.Start(context.Background(), etcdserver.Config{
 		Dir:     filepath.Join(tb.TempDir(), "etcd"),
 		TLS:     tlsCfg,
 		NoFsync: true,
@@ -51,7 +52,7 @@ func start(tb testing.TB, tlsCfg *etcdstore.EmbeddedTLS) []string {
 func StartTLS(tb testing.TB, clientCertRequired bool) ([]string, TLSFiles) {
 	tb.Helper()
 	certs := WriteCerts(tb, tb.TempDir())
-	srv := &etcdstore.EmbeddedTLS{CertFile: certs.ServerCertFile, KeyFile: certs.ServerKeyFile}
+	srv := &etcdserver.TLS{CertFile: certs.ServerCertFile, KeyFile: certs.ServerKeyFile}
 	if clientCertRequired {
 		// etcd demands client certificates as soon as it has a trusted CA.
 		srv.CAFile, srv.ClientCertAuth = certs.CAFile, true
