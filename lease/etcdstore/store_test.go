@@ -35,7 +35,12 @@ func TestGoldenLeaseValue(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		key := lease.DefaultPrefix + "/subnets/10.244.99.0-24"
+		// Not our subnet (Acquire picks one at random): that would overwrite our lease.
+		flannelKey := "10.244.99.0-24"
+		if l.Key() == flannelKey {
+			flannelKey = "10.244.98.0-24"
+		}
+		key := lease.DefaultPrefix + "/subnets/" + flannelKey
 		if _, err := cli.Put(tctx(t), key, flannelValue, clientv3.WithLease(g.ID)); err != nil {
 			t.Fatal(err)
 		}
@@ -43,8 +48,11 @@ func TestGoldenLeaseValue(t *testing.T) {
 		if err != nil || len(all) != 2 {
 			t.Fatalf("list %+v %v", all, err)
 		}
-		f := all[1]
-		if f.Key() != "10.244.99.0-24" || f.Attrs.PublicIP.String() != "198.18.0.7" || f.Attrs.BackendData.VtepMAC.String() != "c6:d2:32:6f:8f:44" ||
+		f := all[0]
+		if f.Key() != flannelKey {
+			f = all[1]
+		}
+		if f.Key() != flannelKey || f.Attrs.PublicIP.String() != "198.18.0.7" || f.Attrs.BackendData.VtepMAC.String() != "c6:d2:32:6f:8f:44" ||
 			f.LeaseID != int64(g.ID) || f.Reservation || !f.Expiration.IsZero() {
 			t.Fatalf("flannel lease parsed as %+v", f)
 		}
