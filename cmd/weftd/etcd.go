@@ -70,13 +70,15 @@ func (c *etcdConn) childExited() <-chan struct{} {
 	return c.child.exited
 }
 
-// open connects to etcd, first starting weft-etcd on --data-dir and
-// --embedded-etcd-url when no endpoints are given. Its logs go to stderr.
-func (e *etcdFlags) open(ctx context.Context, log *slog.Logger, stderr io.Writer, observe func(string, time.Duration, error)) (*etcdConn, error) {
+// openEtcd connects to etcd, first starting weft-etcd on --data-dir and
+// --embedded-etcd-url when no endpoints are given. Its logs go to stderr, in
+// weftd's --log-format.
+func (g *globalFlags) openEtcd(ctx context.Context, log *slog.Logger, stderr io.Writer, observe func(string, time.Duration, error)) (*etcdConn, error) {
+	e := &g.etcd
 	c := &etcdConn{}
 	endpoints := e.endpoints
 	if len(endpoints) == 0 {
-		child, err := startEtcdChild(ctx, log, e.dataDir, e.listen, stderr)
+		child, err := startEtcdChild(ctx, log, stderr, "--data-dir", e.dataDir, "--client-url", e.listen, "--log-format", g.logFormat)
 		if err != nil {
 			return nil, fmt.Errorf("start etcd: %w", err)
 		}
@@ -124,7 +126,7 @@ func newInitNetworkCmd(g *globalFlags) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			conn, err := g.etcd.open(cmd.Context(), log, cmd.ErrOrStderr(), nil)
+			conn, err := g.openEtcd(cmd.Context(), log, cmd.ErrOrStderr(), nil)
 			if err != nil {
 				return err
 			}

@@ -46,10 +46,10 @@ func findEtcdServer() (string, error) {
 	return p, nil
 }
 
-// startEtcdChild starts weft-etcd on dataDir and url, with its logs on
-// stderr, and waits until it reports its endpoints on stdout (it does once
-// the server answers). The child gets SIGTERM if weftd dies.
-func startEtcdChild(ctx context.Context, log *slog.Logger, dataDir, url string, stderr io.Writer) (*etcdChild, error) {
+// startEtcdChild starts weft-etcd with args, with its logs on stderr, and
+// waits until it reports its endpoints on stdout (it does once the server
+// answers). The child gets SIGTERM if weftd dies.
+func startEtcdChild(ctx context.Context, log *slog.Logger, stderr io.Writer, args ...string) (*etcdChild, error) {
 	bin, err := findEtcdServer()
 	if err != nil {
 		return nil, err
@@ -60,7 +60,7 @@ func startEtcdChild(ctx context.Context, log *slog.Logger, dataDir, url string, 
 	}
 	defer r.Close()
 	c := &etcdChild{exited: make(chan struct{})}
-	c.cmd = exec.Command(bin, "--data-dir", dataDir, "--client-url", url)
+	c.cmd = exec.Command(bin, args...)
 	c.cmd.Stdout, c.cmd.Stderr = w, stderr
 	c.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM}
 	started := make(chan error, 1)
@@ -112,7 +112,7 @@ func startEtcdChild(ctx context.Context, log *slog.Logger, dataDir, url string, 
 		return nil, fmt.Errorf("%s: %w", bin, err)
 	}
 	c.endpoints = strings.Split(line, ",")
-	log.Info("started etcd", "binary", bin, "pid", c.cmd.Process.Pid, "endpoints", c.endpoints, "data_dir", dataDir)
+	log.Info("started etcd", "binary", bin, "pid", c.cmd.Process.Pid, "endpoints", c.endpoints, "args", args)
 	return c, nil
 }
 

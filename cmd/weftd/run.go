@@ -37,7 +37,7 @@ Without --etcd-endpoints an embedded single-node etcd is started in --data-dir.`
 				return err
 			}
 			metrics := agent.NewMetrics()
-			conn, err := g.etcd.open(cmd.Context(), log, cmd.ErrOrStderr(), metrics.ObserveEtcd)
+			conn, err := g.openEtcd(cmd.Context(), log, cmd.ErrOrStderr(), metrics.ObserveEtcd)
 			if err != nil {
 				return err
 			}

@@ -40,7 +40,7 @@ func newSubnetsCmd(g *globalFlags) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			conn, err := g.etcd.open(cmd.Context(), log, cmd.ErrOrStderr(), nil)
+			conn, err := g.openEtcd(cmd.Context(), log, cmd.ErrOrStderr(), nil)
 			if err != nil {
 				return err
 			}
