@@ -125,14 +125,14 @@ func attach(r *rtnl, h *netlink.Handle, br *netlink.Bridge, a *attachment, conf 
 	if err != nil {
 		return nil, err
 	}
-	// The node side comes up last, with our alias (GC finds orphaned veths
-	// by it). That gives the pair carrier, and the
+	// The node side comes up last, with our alias (GC finds its network's
+	// orphaned veths by it). That gives the pair carrier, and the
 	// kernel's carrier work (linkwatch: the bridge port, qdiscs, IPv6
 	// addrconf) takes rtnl_lock: done earlier, the pod's address and route
 	// requests queued behind it (100-200 µs at the median on the bench
 	// machine); now it runs after them. It also keeps traffic off the pod
 	// until the pod side is configured.
-	if err := r.upPort(a.hostName, vethAlias(a.containerID, a.ifname), conf.HairpinMode); err != nil {
+	if err := r.upPort(a.hostName, vethAlias(conf.Name, a.containerID, a.ifname), conf.HairpinMode); err != nil {
 		return nil, internal(err, "set %s up (hairpin %t)", a.hostName, conf.HairpinMode)
 	}
 	res := &current.Result{

@@ -25,9 +25,46 @@
 // Pods are IPv4 only: FLANNEL_IPV6_* lines in subnet.env are ignored.
 //
 // Names: the node-side veth is "veth" + 10 hex digits of SHA-256(container ID,
-// ifname), so DEL finds it with no saved state; it carries the alias
-// "weft:<containerID>/<ifname>" so GC can find it. The pod MAC is 0a:58 + the
-// IPv4 address, the bridge MAC 0a:58 + the gateway.
+// ifname), so DEL finds it with no saved state; it carries a tag (below) so
+// GC can find it. The pod MAC is 0a:58 + the IPv4 address, the bridge MAC
+// 0a:58 + the gateway.
+//
+// Veth tags: the node-side veth's alias is
+// "weft@<network>:<containerID>/<ifname>", network being the conflist's
+// name. Network names and container IDs are made of [a-zA-Z0-9_.-] (the
+// spec's charset: config validation and skel enforce it) and ifnames contain
+// neither ":" nor "/", so the tag parses back unambiguously. An attachment
+// whose tag would exceed the kernel's 255 bytes (a network name over 169
+// characters with a 64-character container ID and a 15-character ifname)
+// gets no tag rather than a cut one, which would name another attachment.
+// The veth's name leaves the network out: a pod interface (container ID,
+// ifname) exists once on the node whatever network made it, and DEL must
+// find veths made by earlier releases.
+//
+// GC is per network (spec 1.1): it releases only reservations in
+// <dataDir>/<name>/, and deletes a veth only when
+//
+//   - its tag names this network and an attachment that is not valid, or
+//   - it is named after a stale reservation of this network, which GC is
+//     releasing, and its tag names neither another network nor another
+//     attachment (it has this network's tag, a legacy tag, or none).
+//
+// Releases before the network was in the tag wrote "weft:<containerID>/<ifname>".
+// On a bridge shared by several networks such a veth may be any network's,
+// so GC never deletes it on its tag alone: only through the second rule,
+// where the reservation in this network's own directory names that
+// container ID and ifname, which proves it is this network's (the veth's
+// name derives from the same pair). A legacy-tagged veth whose reservation
+// is already gone is left to DEL, which finds it by name: a leaked veth
+// rather than another network's pod cut off. The new prefix differs from the
+// legacy one on purpose: an older release (after a downgrade) does not
+// recognise new tags and leaves them alone, where it would read
+// "weft:<network>:<containerID>/<ifname>" as a stale attachment of its own.
+//
+// Networks sharing a bridge each allocate from their own IPAM directory,
+// blind to the other's reservations: give them disjoint ranges of the node's
+// subnet (ipam.ranges rangeStart/rangeEnd), or they hand out the same
+// addresses.
 //
 // Errors are *types.Error:
 //

@@ -310,8 +310,8 @@ func TestGC(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !slices.ContainsFunc(links, func(l netlink.Link) bool { return l.Attrs().Alias == "weft:ctr-orphan/eth0" }) {
-		t.Fatal("no node-side veth with the alias weft:ctr-orphan/eth0")
+	if !slices.ContainsFunc(links, func(l netlink.Link) bool { return l.Attrs().Alias == "weft@cbr0:ctr-orphan/eth0" }) {
+		t.Fatal("no node-side veth with the alias weft@cbr0:ctr-orphan/eth0")
 	}
 	for _, f := range n.ipFiles(t) {
 		name := filepath.Join(n.dataDir, "cbr0", f)

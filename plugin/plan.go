@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"strings"
 
 	"github.com/containernetworking/cni/pkg/types"
 
@@ -78,22 +79,68 @@ func ipMAC(ip netip.Addr) net.HardwareAddr {
 	return net.HardwareAddr{0x0a, 0x58, b[0], b[1], b[2], b[3]}
 }
 
-// vethAlias marks a node-side veth as weft's and records its attachment, so
-// GC can find veths whose container is gone. Container IDs and ifnames
-// cannot contain "/". An attachment too long for an alias (the kernel takes
-// 255 bytes) gets none rather than a cut one, which GC would read as another
-// attachment's.
-func vethAlias(containerID, ifname string) string {
-	a := aliasPrefix + containerID + "/" + ifname
+// vethAlias marks a node-side veth as weft's and records its attachment,
+// network included, so GC can find veths whose container is gone and tell
+// its own network's from another's on the same bridge (doc.go, "Veth tags").
+// Network names and container IDs are made of [a-zA-Z0-9_.-] and ifnames
+// contain neither ":" nor "/", so the tag parses back unambiguously. An
+// attachment too long for an alias (the kernel takes 255 bytes) gets none
+// rather than a cut one, which GC would read as another attachment's.
+func vethAlias(network, containerID, ifname string) string {
+	a := aliasPrefix + network + ":" + containerID + "/" + ifname
 	if len(a) > maxAlias {
 		return ""
 	}
 	return a
 }
 
+// vethTag is an attachment as a veth's alias records it. network is empty
+// for a legacy tag.
+type vethTag struct {
+	network, containerID, ifname string
+}
+
+// parseVethAlias reads a tag written by vethAlias, or a legacy one
+// ("weft:<containerID>/<ifname>", written by releases before the network
+// name was recorded; network is then ""). ok is false for any other alias.
+func parseVethAlias(alias string) (t vethTag, ok bool) {
+	rest, scoped := strings.CutPrefix(alias, aliasPrefix)
+	if scoped {
+		if t.network, rest, ok = strings.Cut(rest, ":"); !ok || !networkName.MatchString(t.network) {
+			return vethTag{}, false
+		}
+	} else if rest, ok = strings.CutPrefix(alias, legacyAliasPrefix); !ok {
+		return vethTag{}, false
+	}
+	if t.containerID, t.ifname, ok = strings.Cut(rest, "/"); !ok ||
+		!containerIDChars.MatchString(t.containerID) || validIfName(t.ifname) != nil {
+		return vethTag{}, false
+	}
+	return t, true
+}
+
+// reservedVethIsOurs tells GC, which is releasing network's stale
+// reservation (id, ifname), whether the veth named hostVethName(id, ifname)
+// and carrying alias goes with it. The reservation in network's own
+// directory is the proof for a veth whose tag does not name a network (a
+// legacy tag, or none because the attachment was too long for one); a tag
+// naming another network or another attachment (a name collision) keeps it.
+func reservedVethIsOurs(alias, network, id, ifname string) bool {
+	t, ok := parseVethAlias(alias)
+	if !ok {
+		return true
+	}
+	return (t.network == "" || t.network == network) && t.containerID == id && t.ifname == ifname
+}
+
+// containerIDChars is the spec's pattern for container IDs, which skel
+// enforces on CNI_CONTAINERID for ADD, CHECK and DEL: that of network names.
+var containerIDChars = networkName
+
 const (
-	aliasPrefix = "weft:"
-	maxAlias    = 255 // IFALIASZ - 1
+	aliasPrefix       = "weft@"
+	legacyAliasPrefix = "weft:"
+	maxAlias          = 255 // IFALIASZ - 1
 )
 
 // logger returns the config's logger (LogFile, else discarded: stdout is the

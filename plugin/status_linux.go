@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
-	"strings"
 	"syscall"
 
 	"github.com/containernetworking/cni/pkg/skel"
@@ -44,9 +43,12 @@ func probeWritable(dir string) error {
 	return os.Remove(f.Name())
 }
 
-// CmdGC removes every reservation, and every weft veth on the bridge, whose
+// CmdGC removes the attachments of this network (the config's name) whose
 // (container ID, ifname) is not in cni.dev/valid-attachments (or the older
-// cni.dev/attachments). It carries on past errors and reports them all.
+// cni.dev/attachments): their reservations in the network's IPAM directory
+// and their veths. GC is per network: another network's pods on the same
+// bridge are never touched (doc.go, "Veth tags"). It carries on past errors
+// and reports them all.
 func CmdGC(args *skel.CmdArgs) error {
 	conf, err := LoadNetConf(args.StdinData)
 	if err != nil {
@@ -74,19 +76,23 @@ func CmdGC(args *skel.CmdArgs) error {
 	errs := gcReservations(conf, h, valid, log)
 	errs = append(errs, gcVeths(conf, h, valid, log)...)
 	if len(errs) > 0 {
-		return internal(errors.Join(errs...), "GC: %d errors", len(errs))
+		return internal(errors.Join(errs...), "GC of network %s: %d errors", conf.Name, len(errs))
 	}
 	return nil
 }
 
-// gcReservations releases stale reservations and their veths.
+// gcReservations releases the network's stale reservations and deletes the
+// veth named after each, unless its tag says it is another network's (see
+// reservedVethIsOurs). This is the only way GC deletes a veth with a legacy
+// (unscoped) tag or none: the reservation in this network's directory proves
+// whose it is.
 func gcReservations(conf *NetConf, h *netlink.Handle, valid func(id, ifname string) bool, log *slogLogger) []error {
 	if _, err := os.Stat(ipam.NetworkDir(conf.DataDir, conf.Name)); errors.Is(err, fs.ErrNotExist) {
 		return nil
 	}
 	store, err := ipam.OpenDiskStore(conf.DataDir, conf.Name)
 	if err != nil {
-		return []error{err}
+		return []error{fmt.Errorf("open IPAM store of network %s: %w", conf.Name, err)}
 	}
 	defer store.Close()
 	if err := store.Lock(); err != nil {
@@ -112,18 +118,30 @@ func gcReservations(conf *NetConf, h *netlink.Handle, valid func(id, ifname stri
 		}
 		name := hostVethName(r.ContainerID, r.IfName)
 		l, err := h.LinkByName(name)
-		if err == nil {
-			err = h.LinkDel(l)
+		if err != nil {
+			if err := ignoreNotFound(err); err != nil {
+				errs = append(errs, fmt.Errorf("look up veth %s: %w", name, err))
+			}
+			continue
 		}
-		if err := ignoreNotFound(err); err != nil {
+		if l.Type() != "veth" || !reservedVethIsOurs(l.Attrs().Alias, conf.Name, r.ContainerID, r.IfName) {
+			log.Info("GC kept a link named like a released attachment's veth: not this network's", "link", name, "type", l.Type(), "alias", l.Attrs().Alias)
+			continue
+		}
+		if err := ignoreNotFound(h.LinkDel(l)); err != nil {
 			errs = append(errs, fmt.Errorf("delete veth %s: %w", name, err))
+			continue
 		}
+		log.Info("GC deleted veth", "veth", name, "container", r.ContainerID, "ifname", r.IfName)
 	}
 	return errs
 }
 
-// gcVeths deletes veths on the bridge that carry weft's alias for an
-// attachment that is no longer valid (a DEL that never came).
+// gcVeths deletes veths on the bridge tagged with this network's name for an
+// attachment that is no longer valid (a DEL that never came, its reservation
+// gone). Veths tagged for another network are theirs; veths with a legacy
+// tag are left alone here, since nothing but a reservation
+// (gcReservations) proves which network they belong to.
 func gcVeths(conf *NetConf, h *netlink.Handle, valid func(id, ifname string) bool, log *slogLogger) []error {
 	br, err := bridgeByName(h, conf.Bridge)
 	if isLinkNotFound(err) {
@@ -139,16 +157,18 @@ func gcVeths(conf *NetConf, h *netlink.Handle, valid func(id, ifname string) boo
 	var errs []error
 	for _, l := range links {
 		at := l.Attrs()
-		rest, ours := strings.CutPrefix(at.Alias, aliasPrefix)
-		i := strings.LastIndexByte(rest, '/')
-		if !ours || at.MasterIndex != br.Index || l.Type() != "veth" || i < 0 || valid(rest[:i], rest[i+1:]) {
+		if at.MasterIndex != br.Index || l.Type() != "veth" {
+			continue
+		}
+		tag, ok := parseVethAlias(at.Alias)
+		if !ok || tag.network != conf.Name || valid(tag.containerID, tag.ifname) {
 			continue
 		}
 		if err := ignoreNotFound(h.LinkDel(l)); err != nil {
 			errs = append(errs, fmt.Errorf("delete veth %s: %w", at.Name, err))
 			continue
 		}
-		log.Info("GC deleted veth", "veth", at.Name, "attachment", rest)
+		log.Info("GC deleted veth", "veth", at.Name, "container", tag.containerID, "ifname", tag.ifname)
 	}
 	return errs
 }
