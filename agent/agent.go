@@ -1,7 +1,9 @@
 package agent
 
 import (
+	"cmp"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -78,6 +80,9 @@ func (a *Agent) Run(ctx context.Context) error {
 
 // run does the start-up sequence, then adds the long-running loops to g.
 func (a *Agent) run(ctx context.Context, g *errgroup.Group) error {
+	if err := a.withdrawStaleCNIConf(); err != nil {
+		return err
+	}
 	nw, err := a.waitNetworkConfig(ctx)
 	if err != nil {
 		return err
@@ -149,7 +154,7 @@ func (a *Agent) waitNetworkConfig(ctx context.Context) (*lease.Network, error) {
 				return nil, fmt.Errorf("backend type %q: weft supports only vxlan", nw.Backend.Type)
 			}
 			a.log.Info("network config", "network", nw.Network, "subnet_len", nw.SubnetLen,
-				"vni", nw.Backend.VNI, "port", nw.Backend.Port, "direct_routing", nw.Backend.DirectRouting)
+				"vni", nw.Backend.VNI, "port", cmp.Or(nw.Backend.Port, backend.DefaultPort), "direct_routing", nw.Backend.DirectRouting)
 			return nw, nil
 		}
 		if ctx.Err() != nil {
@@ -179,7 +184,8 @@ func (a *Agent) acquire(ctx context.Context, ul underlay.Underlay, dev backend.D
 			BackendData: &lease.VXLANData{VNI: nw.Backend.VNI, VtepMAC: dev.MAC},
 			NodeName:    a.cfg.NodeName,
 		},
-		TTL: a.cfg.SubnetLeaseTTL,
+		TTL:        a.cfg.SubnetLeaseTTL,
+		LegacyName: a.cfg.Hostname,
 	}
 	if prev, err := lease.ReadSubnetEnv(a.cfg.SubnetFile); err == nil {
 		req.Prev = prev.Subnet.Masked()
@@ -254,19 +260,81 @@ const DefaultConflist = `{
 }
 `
 
+// withdrawStaleCNIConf removes our conflist when subnet.env is missing: after
+// a reboot /run is empty but /etc/cni/net.d is not, and a runtime that sees a
+// conflist reports the node network ready and schedules pods whose ADD can
+// only fail. installCNIConf puts it back once subnet.env is written. Only a
+// conflist of ours goes: the file we install, holding a weft plugin.
+func (a *Agent) withdrawStaleCNIConf() error {
+	if a.cfg.CNIConfDir == "" {
+		return nil
+	}
+	if _, err := os.Stat(a.cfg.SubnetFile); err == nil || !errors.Is(err, os.ErrNotExist) {
+		return nil // present, or unreadable: not the reboot case
+	}
+	_, name, err := a.cniConf()
+	if err != nil {
+		return err
+	}
+	dst := filepath.Join(a.cfg.CNIConfDir, name)
+	b, err := os.ReadFile(dst)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("read CNI config %s: %w", dst, err)
+	}
+	if !isWeftConflist(b) {
+		a.log.Warn("leaving a CNI config that is not weft's in place although subnet.env is missing", "path", dst)
+		return nil
+	}
+	if err := os.Remove(dst); err != nil {
+		return fmt.Errorf("remove stale CNI config: %w", err)
+	}
+	a.log.Info("removed our CNI config until subnet.env is written again (after a reboot /run is empty)",
+		"path", dst, "subnet_file", a.cfg.SubnetFile)
+	return nil
+}
+
+// isWeftConflist reports whether b is a CNI conflist with a weft plugin.
+func isWeftConflist(b []byte) bool {
+	var c struct {
+		Plugins []struct {
+			Type string `json:"type"`
+		} `json:"plugins"`
+	}
+	if json.Unmarshal(b, &c) != nil {
+		return false
+	}
+	for _, p := range c.Plugins {
+		if p.Type == "weft" {
+			return true
+		}
+	}
+	return false
+}
+
+// cniConf is the conflist to install and its file name.
+func (a *Agent) cniConf() ([]byte, string, error) {
+	if a.cfg.CNIConfSource == "" {
+		return []byte(DefaultConflist), "10-weft.conflist", nil
+	}
+	b, err := os.ReadFile(a.cfg.CNIConfSource)
+	if err != nil {
+		return nil, "", fmt.Errorf("read CNI config source: %w", err)
+	}
+	return b, filepath.Base(a.cfg.CNIConfSource), nil
+}
+
 // installCNIConf writes the conflist into the CNI config dir, atomically, after
 // subnet.env exists (the kubelet reports the node network ready once it sees it).
 func (a *Agent) installCNIConf() error {
 	if a.cfg.CNIConfDir == "" {
 		return nil
 	}
-	data, name := []byte(DefaultConflist), "10-weft.conflist"
-	if a.cfg.CNIConfSource != "" {
-		b, err := os.ReadFile(a.cfg.CNIConfSource)
-		if err != nil {
-			return fmt.Errorf("read CNI config source: %w", err)
-		}
-		data, name = b, filepath.Base(a.cfg.CNIConfSource)
+	data, name, err := a.cniConf()
+	if err != nil {
+		return err
 	}
 	dst := filepath.Join(a.cfg.CNIConfDir, name)
 	if err := lease.WriteFileAtomic(dst, data, 0o644); err != nil {
@@ -282,6 +350,16 @@ func (a *Agent) keepAlive(ctx context.Context, l lease.Lease) error {
 		return nil
 	}
 	a.ready.leaseHeld.Store(false)
+	if errors.Is(err, lease.ErrNameConflict) {
+		// Fighting back would flip the subnet between two nodes on every
+		// renewal. Keep the datapath as it is, say why, and stay unready
+		// until the operator gives the nodes distinct names.
+		a.metrics.leaseConflicts.Inc()
+		reason := "lease conflict: " + err.Error()
+		a.ready.conflict.Store(&reason)
+		a.log.Error("another node took our lease; not taking it back", "err", err)
+		return nil
+	}
 	if err == nil {
 		err = errors.New("keepalive ended")
 	}

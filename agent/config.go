@@ -22,8 +22,13 @@ type Config struct {
 	PublicIP      string
 
 	// NodeName is the stable node identity stored in the lease; it keeps the
-	// subnet across a change of public IP.
+	// subnet across a change of public IP. Only an explicitly set name is an
+	// identity (several agents on one host, or cloned VMs, share a
+	// hostname): empty means the public IP identifies the node, as in flannel.
 	NodeName string
+	// Hostname is the name earlier releases stored by default; a lease with
+	// our public IP under it is recognised as ours. It is never written.
+	Hostname string
 
 	SubnetFile     string
 	SubnetLeaseTTL time.Duration

@@ -14,14 +14,18 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
 
-// readiness is what /readyz reports: all three must hold.
+// readiness is what /readyz reports: all three must hold, and no conflict.
 type readiness struct {
 	leaseHeld atomic.Bool
 	subnetEnv atomic.Bool
 	datapath  atomic.Pointer[func() bool] // set once the device exists
+	conflict  atomic.Pointer[string]      // set when another node took our lease
 }
 
 func (r *readiness) ready() (bool, string) {
+	if c := r.conflict.Load(); c != nil {
+		return false, *c
+	}
 	switch {
 	case !r.leaseHeld.Load():
 		return false, "lease not held"

@@ -126,6 +126,33 @@ func (c *cluster) addNode(mode backend.Mode) *node {
 func (n *node) start() {
 	t := n.c.t
 	t.Helper()
+	n.launch()
+	eventually(t, 20*time.Second, n.name+" ready", func() error {
+		if err := n.exited(); err != nil {
+			return err
+		}
+		if ok, why := n.ag.Ready(); !ok {
+			return fmt.Errorf("%s", why)
+		}
+		return nil
+	})
+}
+
+// exited returns an error if the agent's Run has returned.
+func (n *node) exited() error {
+	select {
+	case err := <-n.done:
+		n.done <- err
+		return fmt.Errorf("agent exited: %v", err)
+	default:
+		return nil
+	}
+}
+
+// launch runs the agent without waiting for it.
+func (n *node) launch() {
+	t := n.c.t
+	t.Helper()
 	cli, err := etcdstore.NewClient(tlsClientConfig(n.c.endpoints, n.c.tls))
 	if err != nil {
 		t.Fatalf("%s: etcd client: %v", n.name, err)
@@ -146,18 +173,6 @@ func (n *node) start() {
 		_ = cli.Close()
 		n.done <- err
 	}()
-	eventually(t, 20*time.Second, n.name+" ready", func() error {
-		select {
-		case err := <-n.done:
-			n.done <- err
-			return fmt.Errorf("agent exited: %v", err)
-		default:
-		}
-		if ok, why := n.ag.Ready(); !ok {
-			return fmt.Errorf("%s", why)
-		}
-		return nil
-	})
 }
 
 // stop ends the agent (SIGTERM semantics: state stays) and checks it returned cleanly.
@@ -221,4 +236,25 @@ func checkNoAgentGoroutines(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// counter reads a counter (or gauge) without labels from m's registry.
+func counter(t *testing.T, m *agent.Metrics, name string) float64 {
+	t.Helper()
+	mfs, err := m.Registry.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != name || len(mf.GetMetric()) == 0 {
+			continue
+		}
+		m := mf.GetMetric()[0]
+		if c := m.GetCounter(); c != nil {
+			return c.GetValue()
+		}
+		return m.GetGauge().GetValue()
+	}
+	t.Fatalf("metric %s not registered", name)
+	return 0
 }

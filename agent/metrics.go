@@ -24,6 +24,7 @@ type Metrics struct {
 	reconcileErrors prometheus.Counter
 	etcdLatency     *prometheus.HistogramVec
 	etcdErrors      *prometheus.CounterVec
+	leaseConflicts  prometheus.Counter
 }
 
 // NewMetrics creates and registers every metric.
@@ -53,9 +54,13 @@ func NewMetrics() *Metrics {
 			Buckets: prometheus.ExponentialBuckets(100e-6, 2, 16)}, []string{"op"}),
 		etcdErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "weft_etcd_op_errors_total", Help: "Failed etcd operations."}, []string{"op"}),
+		leaseConflicts: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "weft_lease_conflicts_total",
+			Help: "Times another node took over our lease under the same --node-name."}),
 	}
 	m.Registry.MustRegister(m.leasesKnown, m.freeSubnets, m.peersProgrammed, m.missesAnswered,
 		m.missesIgnored, m.missLatency, m.reconcileRuns, m.reconcileErrors, m.etcdLatency, m.etcdErrors,
+		m.leaseConflicts,
 		prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}))
 	return m
 }

@@ -40,12 +40,53 @@ type Choice struct {
 }
 
 // Owns reports whether lease value l belongs to the node asking with a: the
-// same NodeName, or the same PublicIP and no other NodeName.
+// same explicit NodeName, or the same PublicIP and no other NodeName. A node
+// name is an identity only when the operator set it (--node-name; the
+// DaemonSet sets spec.nodeName, which Kubernetes keeps unique): without one,
+// a.NodeName is empty and identity is the PublicIP, as in flannel.
 func Owns(l, a Attrs) bool {
 	if a.NodeName != "" && l.NodeName == a.NodeName {
 		return true
 	}
 	return l.PublicIP == a.PublicIP && (l.NodeName == "" || l.NodeName == a.NodeName)
+}
+
+// ErrNameConflict: our lease was rewritten by another agent that uses the
+// same --node-name from another PublicIP (see NameConflictError).
+var ErrNameConflict = errors.New("node name used by two nodes")
+
+// NameConflictError says which two addresses claim one node name. It matches
+// ErrNameConflict and ErrLeaseLost with errors.Is.
+type NameConflictError struct {
+	Key      string     // the lease key both claim
+	NodeName string     // the shared --node-name
+	Ours     netip.Addr // this node's PublicIP
+	Theirs   netip.Addr // the PublicIP now in the lease
+}
+
+func (e *NameConflictError) Error() string {
+	return fmt.Sprintf("lease %s of node %q was taken over by the agent at %s, while this node (%s) holds it: two nodes use --node-name %q; give every node its own name (the DaemonSet uses spec.nodeName) or leave --node-name unset so that the public IP identifies the node",
+		e.Key, e.NodeName, e.Theirs, e.Ours, e.NodeName)
+}
+
+// Is makes errors.Is(err, ErrNameConflict) and errors.Is(err, ErrLeaseLost) true.
+func (e *NameConflictError) Is(target error) bool {
+	return target == ErrNameConflict || target == ErrLeaseLost
+}
+
+// Judge classifies the value cur now stored at our key (held by us as mine):
+// nil when it is still ours (same PublicIP, same identity), a
+// *NameConflictError when another PublicIP wrote it under our explicit
+// NodeName, and an error matching ErrLeaseLost when it belongs to another
+// node altogether.
+func Judge(key string, cur, mine Attrs) error {
+	switch {
+	case cur.PublicIP == mine.PublicIP && Owns(cur, mine):
+		return nil
+	case mine.NodeName != "" && cur.NodeName == mine.NodeName:
+		return &NameConflictError{Key: key, NodeName: mine.NodeName, Ours: mine.PublicIP, Theirs: cur.PublicIP}
+	}
+	return fmt.Errorf("key %s now held by %s (node %q): %w", key, cur.PublicIP, cur.NodeName, ErrLeaseLost)
 }
 
 // Choose applies the acquire order of FORMATS.md to the current leases:
@@ -61,19 +102,26 @@ func Choose(cfg *Network, leases []Lease, req Request) (Choice, error) {
 		l := &leases[i]
 		taken[l.Subnet] = true
 		a := l.Attrs
-		if a.PublicIP == req.Attrs.PublicIP && a.NodeName != "" && a.NodeName != req.Attrs.NodeName {
+		sameIP := a.PublicIP == req.Attrs.PublicIP
+		named := req.Attrs.NodeName != "" && a.NodeName == req.Attrs.NodeName
+		switch {
+		case named:
+		case sameIP && (a.NodeName == "" || a.NodeName == req.LegacyName):
+		case sameIP:
 			return Choice{}, &IPConflictError{PublicIP: a.PublicIP, Key: l.Key(), NodeName: a.NodeName}
-		}
-		if !Owns(a, req.Attrs) {
+		default:
 			continue
 		}
 		if !cfg.FitsLease(*l) {
-			if !l.Reservation {
+			// Only a lease with our PublicIP is certainly ours: one matched
+			// by name alone may be another live node's (a duplicated
+			// --node-name), so it is left to expire, never deleted.
+			if sameIP && !l.Reservation {
 				c.Stale = append(c.Stale, *l)
 			}
 			continue
 		}
-		if req.Attrs.NodeName != "" && a.NodeName == req.Attrs.NodeName {
+		if named {
 			if byName == nil {
 				byName = l
 			}

@@ -91,6 +91,10 @@ type Request struct {
 	PrevIPv6 netip.Prefix
 	// TTL is the lease lifetime (0 = DefaultTTL).
 	TTL time.Duration
+	// LegacyName is the name earlier weft releases wrote by default (the
+	// hostname) when Attrs.NodeName is not set explicitly: a lease with our
+	// PublicIP under that name is ours too, not another node's.
+	LegacyName string
 }
 
 // DefaultTTL is flannel's default subnet lease TTL (--subnet-lease-ttl).

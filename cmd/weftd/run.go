@@ -26,9 +26,10 @@ Without --etcd-endpoints an embedded single-node etcd is started in --data-dir.`
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			cfg.NeighMode = backend.Mode(neighMode)
-			if cfg.NodeName == "" {
-				cfg.NodeName, _ = os.Hostname()
-			}
+			// The hostname is no identity (cloned VMs, several agents on
+			// one host share it): only an explicit --node-name is. It is
+			// passed on only to recognise leases older releases wrote.
+			cfg.Hostname, _ = os.Hostname()
 			if err := cfg.Validate(); err != nil {
 				return err
 			}
@@ -59,12 +60,21 @@ Without --etcd-endpoints an embedded single-node etcd is started in --data-dir.`
 					}
 				}()
 			}
-			log.Info("weftd starting", "version", agent.Version, "node", cfg.NodeName, "neigh_mode", cfg.NeighMode)
+			node := cfg.NodeName
+			if node == "" {
+				node = "(none: the public IP identifies this node)"
+			}
+			log.Info("weftd starting", "version", agent.Version, "node", node, "neigh_mode", cfg.NeighMode)
 			err = agent.New(cfg, conn.store, nl, metrics, log).Run(ctx)
 			if cause := context.Cause(ctx); errors.Is(cause, errEtcdExited) {
-				return fmt.Errorf("%w (%v)", cause, conn.child.err)
+				err = fmt.Errorf("%w (%v)", cause, conn.child.err)
 			}
-			return err
+			if err != nil {
+				log.Error("weftd stopped", "err", err)
+				return err
+			}
+			log.Info("weftd stopped; lease, device, entries and rules stay in place")
+			return nil
 		},
 	}
 	f := cmd.Flags()
@@ -72,7 +82,7 @@ Without --etcd-endpoints an embedded single-node etcd is started in --data-dir.`
 	f.StringSliceVar(&cfg.IfaceRegex, "iface-regex", nil, "regex matching the interface name or IP; repeatable")
 	f.StringVar(&cfg.IfaceCanReach, "iface-can-reach", "", "use the interface of the route to this IP")
 	f.StringVar(&cfg.PublicIP, "public-ip", "", "IP other nodes use to reach this node (default: the interface's IP)")
-	f.StringVar(&cfg.NodeName, "node-name", "", "stable node identity kept in the lease (default: hostname)")
+	f.StringVar(&cfg.NodeName, "node-name", "", "stable node identity kept in the lease, so the subnet survives an IP change; must be unique (default: none, the public IP identifies the node)")
 	f.StringVar(&cfg.SubnetFile, "subnet-file", cfg.SubnetFile, "file the subnet and MTU are written to")
 	f.DurationVar(&cfg.SubnetLeaseTTL, "subnet-lease-ttl", cfg.SubnetLeaseTTL, "lease lifetime; renewed with etcd keepalive")
 	f.BoolVar(&cfg.IPMasq, "ip-masq", false, "masquerade traffic from the pod network to destinations outside it")

@@ -136,6 +136,13 @@ func (s *Store) reuse(ctx context.Context, l lease.Lease, attrs lease.Attrs, val
 		if !tr.Succeeded {
 			return lease.Lease{}, fmt.Errorf("update %s: %w", key, errRace)
 		}
+		if old := l.Attrs.PublicIP; old != attrs.PublicIP {
+			// Choose found it by our explicit --node-name under another
+			// address: this node's IP changed, or another live node uses
+			// the same name (that node then reports the conflict).
+			s.log.Warn("took over the lease of our node name from another public IP (an IP change; if that IP is another live node, two nodes share --node-name)",
+				"key", l.Key(), "node", attrs.NodeName, "old_public_ip", old, "public_ip", attrs.PublicIP)
+		}
 		s.log.Info("updated our lease value", "key", l.Key(), "old", string(kv.Value), "new", value)
 		l.Attrs = attrs
 	}

@@ -75,6 +75,8 @@ func (s *Store) renew(ctx context.Context, l lease.Lease, id clientv3.LeaseID, t
 	}
 	if kv := resp.Kvs[0]; kv.Lease != int64(id) {
 		return s.checkOwner(kv.Key, kv.Value, kv.Lease, l.Attrs)
+	} else if err := s.checkOwner(kv.Key, kv.Value, kv.Lease, l.Attrs); err != errGone {
+		return err // taken over in place while we were not watching
 	}
 	// Watch from just after the read: no change can slip between the two.
 	wch := s.cli.Watch(clientv3.WithRequireLeader(kctx), key, clientv3.WithRev(resp.Header.Revision+1))
@@ -112,6 +114,11 @@ func (s *Store) renew(ctx context.Context, l lease.Lease, id clientv3.LeaseID, t
 				if ev.Kv.Lease != int64(id) {
 					return s.checkOwner(ev.Kv.Key, ev.Kv.Value, ev.Kv.Lease, l.Attrs)
 				}
+				// Same etcd lease, new value: another agent took the key
+				// over in place (a duplicated --node-name reuses our lease).
+				if err := s.checkOwner(ev.Kv.Key, ev.Kv.Value, ev.Kv.Lease, l.Attrs); err != errGone {
+					return err
+				}
 			}
 		}
 	}
@@ -139,16 +146,19 @@ func renewEvery(ttl time.Duration) time.Duration {
 	return max(ttl/3, 500*time.Millisecond)
 }
 
-// checkOwner judges a key that is no longer under our lease: still our value
-// means errGone (recreate adopts it), anything else lease.ErrLeaseLost.
+// checkOwner judges a key whose etcd lease or value is not the one we hold:
+// still our value means errGone (recreate adopts it; the renew loop carries
+// on), a value of another node an error matching lease.ErrLeaseLost, and our
+// name under another PublicIP a *lease.NameConflictError (see lease.Judge).
 func (s *Store) checkOwner(key, value []byte, leaseID int64, mine lease.Attrs) error {
 	cur, err := s.decodeErr(key, value, leaseID)
-	switch {
-	case err != nil:
+	if err != nil {
 		return fmt.Errorf("key %s holds a value that is not ours (%v): %w", key, err, lease.ErrLeaseLost)
-	case !lease.Owns(cur.Attrs, mine):
-		return fmt.Errorf("key %s now held by %s (node %q): %w", key, cur.Attrs.PublicIP, cur.Attrs.NodeName, lease.ErrLeaseLost)
-	case leaseID == 0:
+	}
+	if err := lease.Judge(string(key), cur.Attrs, mine); err != nil {
+		return err
+	}
+	if leaseID == 0 {
 		return fmt.Errorf("key %s became a reservation (no etcd lease): %w", key, lease.ErrLeaseLost)
 	}
 	return errGone

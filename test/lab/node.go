@@ -27,6 +27,9 @@ type NodeOptions struct {
 	// NoStart makes AddNode leave the agent stopped: the caller starts it
 	// with StartAgent (the benchmarks time a join from the agent's start).
 	NoStart bool
+	// NoNodeName starts the agent without --node-name: the public IP is
+	// its identity (every node netns shares the host's hostname).
+	NoNodeName bool
 }
 
 // Node is one node namespace with its weftd agent.
@@ -103,7 +106,6 @@ func (n *Node) agentArgv() []string {
 		"--etcd-endpoints", n.lab.EtcdEndpoint(),
 		"--etcd-prefix", n.lab.opts.Prefix,
 		"--iface", "eth0",
-		"--node-name", n.Name,
 		"--subnet-file", n.SubnetFile(),
 		"--ip-masq=" + strconv.FormatBool(o.IPMasq),
 		"--neigh-mode", o.NeighMode,
@@ -112,6 +114,9 @@ func (n *Node) agentArgv() []string {
 		"--cni-conf-dir", filepath.Join(n.Dir, "net.d"),
 		"--subnet-lease-ttl", "1m",
 		"--log-format", "text",
+	}
+	if !o.NoNodeName {
+		argv = append(argv, "--node-name", n.Name)
 	}
 	return append(argv, o.AgentArgs...)
 }

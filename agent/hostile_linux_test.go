@@ -1,0 +1,120 @@
+package agent_test
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/weftnet/weft/agent"
+	"github.com/weftnet/weft/backend"
+	"github.com/weftnet/weft/lease/etcdstore/etcdtest"
+	"github.com/weftnet/weft/test/nettest"
+)
+
+// Conditions of real nodes that the spec does not model (issue 11).
+
+// Two agents given the same --node-name from different IPs: the second takes
+// the lease over (for it, the name says "my IP changed"); the first must not
+// fight back, and must say so: /readyz 503 naming both IPs and the fix, a
+// metric, its datapath as it was, and no lease deleted.
+func TestDuplicateNodeNameIsReportedNotFought(t *testing.T) {
+	nettest.Privileged(t)
+	c := newCluster(t, etcdtest.Start(t))
+	n1, n2 := c.addNode(backend.ModeProactive), c.addNode(backend.ModeProactive)
+	n1.cfg.NodeName, n2.cfg.NodeName = "twin", "twin"
+	n1.start()
+	sub := n1.ag.Lease().Subnet
+	n2.start()
+	t.Cleanup(func() { n1.stop(); n2.stop(); checkNoAgentGoroutines(t) })
+
+	eventually(t, 10*time.Second, "node1 reports the conflict", func() error {
+		ok, why := n1.ag.Ready()
+		if ok {
+			return fmt.Errorf("node1 still ready")
+		}
+		for _, want := range []string{n1.ip, n2.ip, `"twin"`, "--node-name"} {
+			if !strings.Contains(why, want) {
+				return fmt.Errorf("readiness reason %q lacks %q", why, want)
+			}
+		}
+		return nil
+	})
+	if err := n1.exited(); err != nil {
+		t.Fatalf("node1 must keep running (datapath in place): %v", err)
+	}
+	if got := counter(t, n1.metrics, "weft_lease_conflicts_total"); got != 1 {
+		t.Errorf("weft_lease_conflicts_total = %v, want 1", got)
+	}
+	// node1 does not take the lease back and deletes nothing.
+	time.Sleep(2 * time.Second)
+	kvs, err := c.cli.Get(t.Context(), c.prefix+"/subnets/", clientv3.WithPrefix())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(kvs.Kvs) != 1 || !strings.Contains(string(kvs.Kvs[0].Value), `"PublicIP":"`+n2.ip+`"`) {
+		t.Fatalf("leases after the conflict: %v, want one, node2's", kvs.Kvs)
+	}
+	if out, _ := n1.exec("ip", "-4", "addr", "show", "dev", "flannel.1"); !strings.Contains(out, sub.Addr().String()+"/32") {
+		t.Errorf("node1's flannel.1 lost its address %s:\n%s", sub.Addr(), out)
+	}
+}
+
+// After a reboot /run is empty and /etc/cni/net.d is not: the agent removes
+// its own conflist at start (so the runtime does not report the network
+// ready) and installs it again once subnet.env is written. Other conflists
+// stay.
+func TestConflistWithdrawnUntilSubnetEnv(t *testing.T) {
+	nettest.Privileged(t)
+	c := newCluster(t, etcdtest.Start(t))
+	// No network config yet: the agent waits, and the window is observable.
+	if _, err := c.cli.Delete(t.Context(), c.prefix+"/config"); err != nil {
+		t.Fatal(err)
+	}
+	n := c.addNode(backend.ModeProactive)
+	ours := filepath.Join(n.cfg.CNIConfDir, "10-weft.conflist")
+	other := filepath.Join(n.cfg.CNIConfDir, "20-other.conflist")
+	if err := os.MkdirAll(n.cfg.CNIConfDir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	const otherConf = `{"name":"other","cniVersion":"1.0.0","plugins":[{"type":"bridge"}]}`
+	for path, data := range map[string]string{ours: agent.DefaultConflist, other: otherConf} {
+		if err := os.WriteFile(path, []byte(data), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := os.Stat(n.cfg.SubnetFile); !os.IsNotExist(err) {
+		t.Fatalf("subnet.env must be missing: %v", err)
+	}
+	n.launch()
+	t.Cleanup(n.stop)
+	eventually(t, 5*time.Second, "our conflist removed", func() error {
+		if _, err := os.Stat(ours); !os.IsNotExist(err) {
+			return fmt.Errorf("%s still there (%v)", ours, err)
+		}
+		return n.exited()
+	})
+	if b, err := os.ReadFile(other); err != nil || string(b) != otherConf {
+		t.Fatalf("another network's conflist was touched: %q %v", b, err)
+	}
+	if ok, _ := n.ag.Ready(); ok {
+		t.Fatal("ready without a network config")
+	}
+	if _, err := c.cli.Put(t.Context(), c.prefix+"/config", testNetConf); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 20*time.Second, "ready with the conflist back", func() error {
+		if ok, why := n.ag.Ready(); !ok {
+			return fmt.Errorf("not ready: %s", why)
+		}
+		b, err := os.ReadFile(ours)
+		if err != nil || string(b) != agent.DefaultConflist {
+			return fmt.Errorf("conflist: %q %v", b, err)
+		}
+		return nil
+	})
+}
