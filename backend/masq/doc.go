@@ -1,6 +1,10 @@
 // Package masq installs weft's --ip-masq rules in an nftables table of its own
 // ("weft", family ip, or ip6 for an IPv6 Network), through netlink (google/nftables),
-// never by running the nft binary.
+// never by running the nft binary. It also keeps the cluster Network forwardable
+// under a FORWARD policy of DROP (--iptables-forward-rules) and names the firewall
+// chains it cannot make passable.
+//
+// # Masquerade
 //
 // The table holds one base chain, postrouting (type nat, hook postrouting,
 // priority srcnat = 100), with exactly these rules, in this order:
@@ -18,8 +22,81 @@
 //     when it differs from the rules wanted; a rewrite is one atomic nftables batch
 //     (create, delete and re-create the table), so packets never see a half-built chain
 //     and a rule set from a previous run (other Network or Subnet, other family) is gone.
+//   - Ensure is cheap when nothing changed (three netlink dumps, about 0.5 ms) and then
+//     logs only at Debug, so the agent calls it every resync interval: a deleted table,
+//     a deleted or flushed chain, a changed, added or deleted rule are repaired within
+//     one interval and logged once at Warn with what was wrong. Whether a missing table
+//     is a first install (Info) or a repair (Warn) is told by a per-process memory of
+//     the namespaces where the rules were seen in place (state.go).
 //   - The table is never removed on shutdown (flannel#2237): pods keep reaching the
 //     outside while the agent restarts. Delete exists for explicit cleanup.
 //   - Current decodes the rules from the kernel's expressions, not from comments, and
 //     reports ErrDrift when the table is not exactly what Ensure would write.
+//
+// # Forwarding under a FORWARD policy of DROP
+//
+// Docker sets the iptables FORWARD policy to DROP, which drops pod traffic routed
+// between cni0 and flannel.1. nftables evaluates every base chain on a hook and a drop
+// in any of them is final, so an accept in weft's own table cannot get a packet past
+// another table's drop: the accept has to be in the chain that drops. EnsureForward
+// therefore appends two rules to iptables-nft's chain (table ip filter, or ip6 filter,
+// chain FORWARD, hook forward), as flannel's --iptables-forward-rules does:
+//
+//	-A FORWARD -s <Network> -m comment --comment "weft: forward from pod network" -j ACCEPT
+//	-A FORWARD -d <Network> -m comment --comment "weft: forward to pod network" -j ACCEPT
+//
+// Encoding: byte for byte what iptables-nft 1.8.9 writes for those commands (checked
+// with `nft --debug=netlink list ruleset`): the address as a load of only the prefix's
+// bytes and a compare (a whole-address load, mask and compare when the prefix length
+// is not a multiple of 8), the comment as an xtables "comment" match (nft_compat; not
+// rule userdata: iptables-nft 1.8.9 writes a match and leaves userdata empty), a counter
+// and accept. So `iptables -S`, `iptables-save` and iptables-restore see ordinary
+// iptables rules, without "incompatible table" or "unsupported" warnings, and the
+// comment survives an iptables-save/restore round trip. (nft 1.0.6 shows the match as
+// an empty statement; newer nft shows `xt match "comment"`.)
+//
+// Ownership: a rule whose comment starts with "weft: forward" is weft's; only those are
+// ever changed or removed. EnsureForward keeps weft's rules that are exactly right where
+// they are, deletes weft's rules that are not (other Network, other family, changed by
+// hand, duplicated) and appends the missing ones, all in one batch, then reads back.
+// DeleteForward (--iptables-forward-rules=false) removes weft's rules and nothing else.
+//
+// Append, not insert: an appended accept still gets past the chain's policy, which is
+// all Docker's DROP needs (Docker's own FORWARD rules drop only traffic to its own
+// bridges). Inserting at the top would override an operator's explicit drop rules (say
+// `-A FORWARD -s 10.244.7.0/24 -j DROP`), which weft has no business overriding; flannel
+// appends too. The cost: an unconditional drop or reject rule earlier in the chain
+// (RHEL's `-A FORWARD -j REJECT --reject-with icmp-host-prohibited`) still wins.
+// ForwardBlockers reports exactly that case, so the operator sees it.
+//
+// No chain, no rules: without an ip filter FORWARD chain nothing in iptables can drop,
+// and EnsureForward creates nothing (on a pure-nftables host an ip filter table of
+// weft's making would be clutter, and on an iptables-legacy host a confusing second
+// firewall). A chain that appears later (Docker starting after weftd) or loses weft's
+// rules (iptables-restore, a firewall reload) gets them at the next resync: up to one
+// interval of dropped pod traffic.
+//
+// # What weft cannot fix: ForwardBlockers
+//
+//   - A base chain on the forward hook in another table with policy drop or an
+//     unconditional drop/reject rule (firewalld's `table inet firewalld`, an operator's
+//     nftables.conf). weft does not edit other programs' tables: their owner would
+//     undo it or be broken by it. ForwardBlockers names such chains (family, table,
+//     chain, hook, priority; the rule handle when a rule drops) so the agent can log
+//     them and report them on /readyz. A chain whose own rules accept
+//     "saddr <prefix>" and "daddr <prefix>" for a prefix covering the Network before
+//     anything drops everything is passable and not reported; neither is iptables-nft's
+//     FORWARD chain once EnsureForward's accepts are in it.
+//   - A legacy iptables (xtables, iptables-legacy) FORWARD chain: it is not nftables,
+//     netlink listings do not show it, and EnsureForward does not write xtables blobs.
+//     When /proc/net/ip_tables_names (ip6_tables_names) lists "filter" in the
+//     namespace, ForwardBlockers reads the table through the IPT_SO_GET_INFO and
+//     IPT_SO_GET_ENTRIES getsockopts and reports its FORWARD chain when the policy is
+//     DROP and the chain's own rules do not accept the Network both ways. It never asks
+//     for a table the kernel does not list, as that would instantiate it. The fix is the
+//     operator's: `iptables-legacy -A FORWARD -s/-d <Network> -j ACCEPT`.
+//
+// ForwardBlockers does not follow jumps, sets or interface matches: a chain that jumps
+// to a chain accepting pod traffic can be reported although it passes it, and a rule
+// that drops only part of pod traffic is not reported. It is a diagnosis to log.
 package masq

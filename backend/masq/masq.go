@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 
 	"github.com/google/nftables"
 	"github.com/google/nftables/userdata"
@@ -40,10 +41,13 @@ func conn(netnsFd int) (*nftables.Conn, error) {
 }
 
 // Ensure installs/replaces weft's table so that it holds exactly the rules for r. It
-// is idempotent: when the kernel already holds those rules nothing is written. A
-// table from a previous run (other Network, Subnet, port or family) or one edited by
-// hand is replaced in one atomic batch. netnsFd: 0 = current netns. A nil log
-// discards.
+// is idempotent and cheap: when the kernel already holds those rules nothing is
+// written and nothing is logged above Debug, so the agent calls it every resync
+// interval. A table from a previous run (other Network, Subnet, port or family) or
+// one edited by hand (a deleted chain, a flushed chain, a changed, added or deleted
+// rule) is replaced in one atomic batch; a repair is logged at Warn with what was
+// wrong, as is a table that was in place earlier in this process and has vanished.
+// netnsFd: 0 = current netns. A nil log discards.
 func Ensure(netnsFd int, r Rules, log *slog.Logger) error {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
@@ -52,18 +56,26 @@ func Ensure(netnsFd int, r Rules, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
+	key, keyed := placeKeyOf(netnsFd, "masq")
+	_, wasInPlace := inPlace.Load(key)
+	var repaired string
 	cur, err := Current(netnsFd)
 	switch {
 	case errors.Is(err, ErrDrift):
-		log.Warn("masquerade table differs from weft's rules; replacing it", "reason", err)
+		repaired = strings.TrimPrefix(err.Error(), ErrDrift.Error()+": ")
 	case err != nil:
 		return fmt.Errorf("ensure masquerade rules: %w", err)
 	case cur != nil && *cur == want:
+		if keyed {
+			inPlace.Store(key, true)
+		}
 		log.Debug("masquerade rules already in place", "network", want.Network, "subnet", want.Subnet)
 		return nil
 	case cur != nil:
 		log.Info("replacing masquerade rules", "old_network", cur.Network, "old_subnet", cur.Subnet,
 			"old_vxlan_port", cur.VXLANPort, "network", want.Network, "subnet", want.Subnet, "vxlan_port", want.VXLANPort)
+	case wasInPlace:
+		repaired = fmt.Sprintf("table %s missing", TableName)
 	}
 	if err := replace(netnsFd, want); err != nil {
 		return err
@@ -76,8 +88,16 @@ func Ensure(netnsFd int, r Rules, log *slog.Logger) error {
 	if got == nil || *got != want {
 		return fmt.Errorf("verify masquerade rules: %w: read back %+v, want %+v", ErrDrift, got, want)
 	}
-	log.Info("masquerade rules installed", "table", familyName(want.family())+" "+TableName,
-		"network", want.Network, "subnet", want.Subnet, "vxlan_port", want.VXLANPort)
+	if keyed {
+		inPlace.Store(key, true)
+	}
+	attrs := []any{"table", familyName(want.family()) + " " + TableName,
+		"network", want.Network, "subnet", want.Subnet, "vxlan_port", want.VXLANPort}
+	if repaired != "" {
+		log.Warn("masquerade rules repaired", append([]any{"repaired", repaired}, attrs...)...)
+		return nil
+	}
+	log.Info("masquerade rules installed", attrs...)
 	return nil
 }
 
@@ -125,6 +145,9 @@ func replace(netnsFd int, r Rules) error {
 // Delete removes weft's table in every family; absent tables are not an error. The
 // agent does not call it on SIGTERM (see doc.go).
 func Delete(netnsFd int) error {
+	if key, ok := placeKeyOf(netnsFd, "masq"); ok {
+		inPlace.Delete(key) // a table deleted on purpose is not repaired by a later Ensure
+	}
 	c, err := conn(netnsFd)
 	if err != nil {
 		return err

@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/google/nftables"
 
@@ -206,5 +207,96 @@ func TestEnsureInvalid(t *testing.T) {
 	err := Ensure(0, Rules{Network: netip.MustParsePrefix("10.244.0.0/16")}, slog.New(slog.DiscardHandler))
 	if !errors.Is(err, ErrInvalid) {
 		t.Fatalf("Ensure without a subnet = %v, want ErrInvalid", err)
+	}
+}
+
+// TestEnsureRepairs: what the agent's resync relies on. Ensure with the rules in
+// place writes and logs nothing (above Debug); every kind of damage is repaired and
+// logged once at Warn with what was wrong.
+func TestEnsureRepairs(t *testing.T) {
+	nettest.Privileged(t)
+	n := nettest.NewNS(t, "masq")
+	fd := int(n.Fd())
+	log, logs := captureLog(t)
+	want := podRules
+	want.VXLANPort = 8472
+
+	if err := Ensure(fd, podRules, log); err != nil {
+		t.Fatalf("Ensure: %v", err)
+	}
+	if l := logs.take(); !strings.Contains(l, `level=INFO msg="masquerade rules installed"`) {
+		t.Fatalf("first Ensure logged %q, want an Info install", l)
+	}
+	start := time.Now()
+	const calls = 20
+	for range calls {
+		if err := Ensure(fd, podRules, log); err != nil {
+			t.Fatalf("Ensure with the rules in place: %v", err)
+		}
+	}
+	t.Logf("Ensure with the rules in place: %v per call", time.Since(start)/calls)
+	if l := logs.take(); l != "" {
+		t.Fatalf("Ensure with the rules in place logged %q", l)
+	}
+
+	for _, tc := range []struct {
+		name   string
+		damage func() []string // nft arguments
+		reason string
+	}{
+		{"deleted table", func() []string { return []string{"delete table ip weft"} }, "table weft missing"},
+		{"deleted chain", func() []string { return []string{"delete chain ip weft postrouting"} }, `chain \"postrouting\" missing`},
+		{"flushed chain", func() []string { return []string{"flush chain ip weft postrouting"} }, "0 rules, want 6"},
+		{"changed rule", func() []string {
+			h := ruleHandles(t, fd)[2]
+			return []string{"replace rule ip weft postrouting handle " + strconv.FormatUint(h, 10) +
+				" ip saddr 10.244.0.0/16 ip daddr 10.0.0.0/8 counter return"}
+		}, "rule 3 (handle"}, // nft writes 10.0.0.0/8 as a 1-byte load, which no weft rule has
+		{"deleted rule", func() []string {
+			return []string{"delete rule ip weft postrouting handle " + strconv.FormatUint(ruleHandles(t, fd)[0], 10)}
+		}, "5 rules, want 6"},
+		{"added rule", func() []string {
+			return []string{"add rule ip weft postrouting ip daddr 203.0.113.0/24 accept"}
+		}, "rule 7 (handle"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			for _, cmd := range tc.damage() {
+				nft(t, n, strings.Fields(cmd)...)
+			}
+			if got, err := Current(fd); err == nil && got != nil && *got == want {
+				t.Fatalf("the damage did not change what Current reads: %+v", got)
+			}
+			if err := Ensure(fd, podRules, log); err != nil {
+				t.Fatalf("Ensure after %s: %v", tc.name, err)
+			}
+			if got, err := Current(fd); err != nil || got == nil || *got != want {
+				t.Fatalf("Current after repair = %+v, %v; want %+v", got, err, want)
+			}
+			l := logs.take()
+			if strings.Count(l, "\n") != 0 || !strings.Contains(l, `level=WARN msg="masquerade rules repaired"`) || !strings.Contains(l, tc.reason) {
+				t.Fatalf("repair logged %q, want one Warn with %q", l, tc.reason)
+			}
+			before := ruleHandles(t, fd)
+			if err := Ensure(fd, podRules, log); err != nil {
+				t.Fatalf("Ensure after the repair: %v", err)
+			}
+			if after := ruleHandles(t, fd); !equal(before, after) {
+				t.Fatalf("rule handles %v changed to %v by an Ensure with nothing to do", before, after)
+			}
+			if l := logs.take(); l != "" {
+				t.Fatalf("Ensure after the repair logged %q", l)
+			}
+		})
+	}
+
+	// A table deleted on purpose (Delete) is installed again without a repair warning.
+	if err := Delete(fd); err != nil {
+		t.Fatalf("Delete: %v", err)
+	}
+	if err := Ensure(fd, podRules, log); err != nil {
+		t.Fatalf("Ensure after Delete: %v", err)
+	}
+	if l := logs.take(); !strings.Contains(l, `level=INFO msg="masquerade rules installed"`) {
+		t.Fatalf("Ensure after Delete logged %q, want an Info install", l)
 	}
 }
