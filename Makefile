@@ -36,9 +36,15 @@ deps:
 	@modprobe vxlan 2>/dev/null || true
 	@modprobe br_netfilter 2>/dev/null || true
 
+# Packages that start goroutines run under the race detector (which needs
+# cgo, so only that run has it on); every other package runs without it.
+MODULE    := github.com/weftnet/weft
+RACE_PKGS := ./agent ./backend ./cmd/weftd ./lease ./lease/etcdstore
+
 # Unit, privileged (root) and end-to-end tests. Run as root for the full suite.
 test: deps lint
-	$(GO) test -count=1 -timeout 12m ./...
+	CGO_ENABLED=1 $(GO) test -race -count=1 -timeout 12m $(RACE_PKGS)
+	$(GO) test -count=1 -timeout 12m $(filter-out $(RACE_PKGS:./%=$(MODULE)/%),$(shell $(GO) list ./...))
 
 test-unit:
 	$(GO) test -short -count=1 ./...

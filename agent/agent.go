@@ -15,7 +15,6 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/weftnet/weft/backend"
-	"github.com/weftnet/weft/backend/masq"
 	"github.com/weftnet/weft/backend/underlay"
 	"github.com/weftnet/weft/lease"
 )
@@ -56,7 +55,7 @@ func New(cfg Config, store lease.Store, nl Netlink, metrics *Metrics, log *slog.
 func (a *Agent) Lease() lease.Lease { return a.lease }
 
 // Ready reports readiness as /readyz does.
-func (a *Agent) Ready() (bool, string) { return a.ready.ready() }
+func (a *Agent) Ready() (bool, string) { return a.readyz() }
 
 // Run starts the agent and blocks until ctx ends or a loop fails. It leaves
 // the lease, device, entries and rules in place when it returns.
@@ -127,7 +126,8 @@ func (a *Agent) run(ctx context.Context, g *errgroup.Group) error {
 	if err := be.SetAddress(l.Subnet); err != nil {
 		return fmt.Errorf("set device address: %w", err)
 	}
-	if err := a.ensureMasq(nw, l); err != nil {
+	rs, err := a.ensureRules(nw, l)
+	if err != nil {
 		return err
 	}
 	if err := a.writeSubnetEnv(nw, l, dev.MTU); err != nil {
@@ -141,6 +141,7 @@ func (a *Agent) run(ctx context.Context, g *errgroup.Group) error {
 	g.Go(func() error { return a.keepAlive(ctx, l) })
 	g.Go(func() error { return w.run(ctx) })
 	g.Go(func() error { return be.Run(ctx) })
+	g.Go(func() error { return a.rulesLoop(ctx, rs) })
 	return nil
 }
 
@@ -199,25 +200,6 @@ func (a *Agent) acquire(ctx context.Context, ul underlay.Underlay, dev backend.D
 	a.log.Info("lease acquired", "subnet", l.Subnet, "public_ip", l.Attrs.PublicIP,
 		"vtep_mac", dev.MAC.String(), "reservation", l.Reservation, "previous", req.Prev)
 	return l, nil
-}
-
-func (a *Agent) ensureMasq(nw *lease.Network, l lease.Lease) error {
-	fd, closeFd, err := a.netnsFd()
-	if err != nil {
-		return err
-	}
-	defer closeFd()
-	if !a.cfg.IPMasq {
-		// A previous run with --ip-masq may have left rules for another Network.
-		if err := masq.Delete(fd); err != nil {
-			a.log.Warn("remove masquerade rules", "err", err)
-		}
-		return nil
-	}
-	if err := masq.Ensure(fd, masq.Rules{Network: nw.Network, Subnet: l.Subnet, VXLANPort: nw.Backend.Port}, a.log); err != nil {
-		return fmt.Errorf("ensure masquerade rules: %w", err)
-	}
-	return nil
 }
 
 // netnsFd opens cfg.NetNSPath for the nftables connection (0 = current netns).

@@ -33,7 +33,11 @@ type Config struct {
 	SubnetFile     string
 	SubnetLeaseTTL time.Duration
 	IPMasq         bool
-	NeighMode      backend.Mode
+	// ForwardRules accepts the Network in iptables' FORWARD chain
+	// (flannel's --iptables-forward-rules), so a DROP policy (Docker sets
+	// one) does not drop pod traffic.
+	ForwardRules bool
+	NeighMode    backend.Mode
 
 	HealthzIP   string
 	HealthzPort int // 0 disables the health server
@@ -58,6 +62,7 @@ func DefaultConfig() Config {
 		SubnetFile:     lease.DefaultSubnetFile,
 		SubnetLeaseTTL: lease.DefaultTTL,
 		NeighMode:      backend.ModeProactive,
+		ForwardRules:   true,
 		HealthzIP:      "0.0.0.0",
 		ResyncInterval: time.Minute,
 		ConfigRetry:    time.Second,

@@ -20,11 +20,15 @@ type readiness struct {
 	subnetEnv atomic.Bool
 	datapath  atomic.Pointer[func() bool] // set once the device exists
 	conflict  atomic.Pointer[string]      // set when another node took our lease
+	blocked   atomic.Pointer[string]      // set while a firewall drops pod traffic
 }
 
 func (r *readiness) ready() (bool, string) {
 	if c := r.conflict.Load(); c != nil {
 		return false, *c
+	}
+	if b := r.blocked.Load(); b != nil {
+		return false, *b
 	}
 	switch {
 	case !r.leaseHeld.Load():
@@ -37,13 +41,27 @@ func (r *readiness) ready() (bool, string) {
 	return true, "ok"
 }
 
+// readyz is what /readyz and Ready report. While the lease was never held
+// and etcd does not answer, the reason says so ("etcd unreachable: <endpoints>:
+// <cause>") rather than "lease not held". Once the lease is held an etcd
+// outage leaves the node ready: the datapath keeps serving; weft_etcd_up shows it.
+func (a *Agent) readyz() (bool, string) {
+	ok, why := a.ready.ready()
+	if !ok && !a.ready.leaseHeld.Load() && a.ready.conflict.Load() == nil {
+		if down := a.metrics.etcdDown(); down != "" {
+			return false, down
+		}
+	}
+	return ok, why
+}
+
 func (a *Agent) handler(metrics bool) http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
 		_, _ = fmt.Fprintln(w, "ok")
 	})
 	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
-		ok, why := a.ready.ready()
+		ok, why := a.readyz()
 		if !ok {
 			w.WriteHeader(http.StatusServiceUnavailable)
 		}

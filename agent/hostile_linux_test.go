@@ -118,3 +118,76 @@ func TestConflistWithdrawnUntilSubnetEnv(t *testing.T) {
 		return nil
 	})
 }
+
+// Rules flushed under a running agent (an operator, a firewall reload, an
+// iptables-restore) come back within the resync interval, and a FORWARD
+// chain made after the agent started (Docker starting later) gets weft's
+// accepts too.
+func TestRulesComeBackWithinResync(t *testing.T) {
+	nettest.Privileged(t)
+	c := newCluster(t, etcdtest.Start(t))
+	n := c.addNode(backend.ModeProactive)
+	n.cfg.ResyncInterval = 300 * time.Millisecond
+	n.start()
+	if out, err := n.exec("nft", "list", "table", "ip", "weft"); err != nil {
+		t.Fatalf("no ip weft table with --ip-masq: %v\n%s", err, out)
+	}
+	if out, err := n.exec("nft", "delete", "table", "ip", "weft"); err != nil {
+		t.Fatalf("delete table: %v\n%s", err, out)
+	}
+	if out, err := n.exec("iptables", "-P", "FORWARD", "DROP"); err != nil {
+		t.Fatalf("iptables -P FORWARD DROP: %v\n%s", err, out)
+	}
+	eventually(t, 5*time.Second, "masquerade table and forward accepts back", func() error {
+		if out, err := n.exec("nft", "list", "table", "ip", "weft"); err != nil {
+			return fmt.Errorf("ip weft: %v: %s", err, out)
+		}
+		out, err := n.exec("iptables", "-S", "FORWARD")
+		if err != nil || !strings.Contains(out, "-s 10.244.0.0/16") || !strings.Contains(out, "-d 10.244.0.0/16") {
+			return fmt.Errorf("FORWARD: %v: %s", err, out)
+		}
+		return nil
+	})
+	if ok, why := n.ag.Ready(); !ok {
+		t.Errorf("not ready after the repair: %s", why)
+	}
+}
+
+// A base chain of another table on the forward hook with policy drop
+// (firewalld's shape) drops pod traffic whatever weft accepts in its own
+// table or in iptables' FORWARD: /readyz says which chain, a gauge counts it,
+// and readiness returns when it is gone.
+func TestForeignForwardDropIsNamed(t *testing.T) {
+	nettest.Privileged(t)
+	c := newCluster(t, etcdtest.Start(t))
+	n := c.addNode(backend.ModeProactive)
+	n.cfg.ResyncInterval = 300 * time.Millisecond
+	n.start()
+	for _, args := range [][]string{
+		{"nft", "add", "table", "inet", "fwtest"},
+		{"nft", "add", "chain", "inet", "fwtest", "filter_FORWARD", "{ type filter hook forward priority 10 ; policy drop ; }"},
+	} {
+		if out, err := n.exec(args...); err != nil {
+			t.Fatalf("%v: %v\n%s", args, err, out)
+		}
+	}
+	eventually(t, 5*time.Second, "the drop chain named on /readyz", func() error {
+		ok, why := n.ag.Ready()
+		if ok || !strings.Contains(why, "inet fwtest") || !strings.Contains(why, "filter_FORWARD") {
+			return fmt.Errorf("ready=%v %q", ok, why)
+		}
+		return nil
+	})
+	if got := counter(t, n.metrics, "weft_forward_blockers"); got != 1 {
+		t.Errorf("weft_forward_blockers = %v, want 1", got)
+	}
+	if out, err := n.exec("nft", "delete", "table", "inet", "fwtest"); err != nil {
+		t.Fatalf("delete table: %v\n%s", err, out)
+	}
+	eventually(t, 5*time.Second, "ready again", func() error {
+		if ok, why := n.ag.Ready(); !ok {
+			return fmt.Errorf("%s", why)
+		}
+		return nil
+	})
+}

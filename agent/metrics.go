@@ -2,6 +2,7 @@ package agent
 
 import (
 	"fmt"
+	"sync/atomic"
 	"time"
 
 	dto "github.com/prometheus/client_model/go"
@@ -24,7 +25,10 @@ type Metrics struct {
 	reconcileErrors prometheus.Counter
 	etcdLatency     *prometheus.HistogramVec
 	etcdErrors      *prometheus.CounterVec
+	etcdHealth      etcdHealth // weft_etcd_up, weft_etcd_failures_total, why etcd is down
 	leaseConflicts  prometheus.Counter
+	forwardBlockers prometheus.Gauge
+	rulesErrors     prometheus.Counter
 }
 
 // NewMetrics creates and registers every metric.
@@ -57,11 +61,18 @@ func NewMetrics() *Metrics {
 		leaseConflicts: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "weft_lease_conflicts_total",
 			Help: "Times another node took over our lease under the same --node-name."}),
+		forwardBlockers: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "weft_forward_blockers",
+			Help: "Firewall chains weft cannot override that drop forwarded pod traffic."}),
+		rulesErrors: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "weft_rules_errors_total",
+			Help: "Periodic nftables rule passes (masquerade, forward accepts) that failed."}),
 	}
 	m.Registry.MustRegister(m.leasesKnown, m.freeSubnets, m.peersProgrammed, m.missesAnswered,
 		m.missesIgnored, m.missLatency, m.reconcileRuns, m.reconcileErrors, m.etcdLatency, m.etcdErrors,
-		m.leaseConflicts,
+		m.leaseConflicts, m.forwardBlockers, m.rulesErrors,
 		prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}))
+	m.etcdHealth.register(m.Registry)
 	return m
 }
 
@@ -71,6 +82,49 @@ func (m *Metrics) ObserveEtcd(op string, d time.Duration, err error) {
 	if err != nil {
 		m.etcdErrors.WithLabelValues(op).Inc()
 	}
+}
+
+// etcdHealth is etcd's reachability as the store sees it (EtcdHealth).
+type etcdHealth struct {
+	up       prometheus.Gauge
+	failures prometheus.Counter
+	down     atomic.Pointer[string] // why, while etcd does not answer
+}
+
+func (h *etcdHealth) register(r *prometheus.Registry) {
+	h.up = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "weft_etcd_up",
+		Help: "1 while etcd answers, 0 while it does not (and before its first answer)."})
+	h.failures = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "weft_etcd_failures_total",
+		Help: "Times etcd became unreachable (weft_etcd_up went to 0), the first failed connection included."})
+	r.MustRegister(h.up, h.failures)
+}
+
+// EtcdHealth records etcd's reachability; pass it to the etcd store
+// (etcdstore.WithHealth). It is called on each change: up, or down with why.
+func (m *Metrics) EtcdHealth(up bool, err error) {
+	h := &m.etcdHealth
+	if up {
+		h.up.Set(1)
+		h.down.Store(nil)
+		return
+	}
+	h.up.Set(0)
+	h.failures.Inc()
+	why := "etcd unreachable"
+	if err != nil {
+		why = err.Error()
+	}
+	h.down.Store(&why)
+}
+
+// etcdDown says why etcd does not answer; "" while it does.
+func (m *Metrics) etcdDown() string {
+	if why := m.etcdHealth.down.Load(); why != nil {
+		return *why
+	}
+	return ""
 }
 
 // observer adapts the metrics to the datapath's hooks.

@@ -38,7 +38,7 @@ Without --etcd-endpoints an embedded single-node etcd is started in --data-dir.`
 				return err
 			}
 			metrics := agent.NewMetrics()
-			conn, err := g.openEtcd(cmd.Context(), log, cmd.ErrOrStderr(), metrics.ObserveEtcd)
+			conn, err := g.openEtcd(cmd.Context(), log, cmd.ErrOrStderr(), etcdHooks{observe: metrics.ObserveEtcd, health: metrics.EtcdHealth})
 			if err != nil {
 				return err
 			}
@@ -86,6 +86,7 @@ Without --etcd-endpoints an embedded single-node etcd is started in --data-dir.`
 	f.StringVar(&cfg.SubnetFile, "subnet-file", cfg.SubnetFile, "file the subnet and MTU are written to")
 	f.DurationVar(&cfg.SubnetLeaseTTL, "subnet-lease-ttl", cfg.SubnetLeaseTTL, "lease lifetime; renewed with etcd keepalive")
 	f.BoolVar(&cfg.IPMasq, "ip-masq", false, "masquerade traffic from the pod network to destinations outside it")
+	f.BoolVar(&cfg.ForwardRules, "iptables-forward-rules", cfg.ForwardRules, "accept the pod network in iptables' FORWARD chain, so a DROP policy (Docker's) does not drop pod traffic")
 	f.StringVar(&cfg.HealthzIP, "healthz-ip", cfg.HealthzIP, "address of the /healthz, /readyz and /metrics server")
 	f.IntVar(&cfg.HealthzPort, "healthz-port", 0, "port of the health server (0 disables it)")
 	f.IntVar(&cfg.MetricsPort, "metrics-port", 0, "separate port for /metrics (0: only on the health port)")

@@ -1,0 +1,134 @@
+package agent
+
+import (
+	"context"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/weftnet/weft/backend/masq"
+	"github.com/weftnet/weft/lease"
+)
+
+// The nftables side of the node: masquerade (--ip-masq), the FORWARD accepts
+// (--iptables-forward-rules) and the diagnosis of firewalls that drop pod
+// traffic where weft cannot help. Firewalls get reloaded and tables flushed
+// under a running agent, so rulesLoop re-ensures everything every resync
+// interval; the masq package makes a pass that finds everything in place
+// cost one listing and log nothing.
+
+// rules is what rulesLoop keeps in place.
+type rules struct {
+	masq     masq.Rules
+	blockers []masq.Blocker // as last logged
+	errMsg   string         // last error logged
+	errAt    time.Time
+}
+
+// errorEvery bounds how often one unchanged error of the loop is logged again.
+const errorEvery = 5 * time.Minute
+
+// ensureRules is the start-up pass; its errors stop the agent.
+func (a *Agent) ensureRules(nw *lease.Network, l lease.Lease) (*rules, error) {
+	r := &rules{masq: masq.Rules{Network: nw.Network, Subnet: l.Subnet, VXLANPort: nw.Backend.Port}}
+	fd, closeFd, err := a.netnsFd()
+	if err != nil {
+		return nil, err
+	}
+	defer closeFd()
+	// A previous run with the flag set may have left rules behind.
+	if !a.cfg.IPMasq {
+		if err := masq.Delete(fd); err != nil {
+			a.log.Warn("remove masquerade rules", "err", err)
+		}
+	}
+	if !a.cfg.ForwardRules {
+		if err := masq.DeleteForward(fd); err != nil {
+			a.log.Warn("remove forward rules", "err", err)
+		}
+	}
+	if err := a.ensureOnce(fd, r); err != nil {
+		return nil, err
+	}
+	return r, nil
+}
+
+// ensureOnce puts masquerade and forward rules in place and checks for
+// blockers; it logs the blockers when they change.
+func (a *Agent) ensureOnce(fd int, r *rules) error {
+	// The masq package's errors name the step already.
+	if a.cfg.IPMasq {
+		if err := masq.Ensure(fd, r.masq, a.log); err != nil {
+			return err
+		}
+	}
+	if a.cfg.ForwardRules {
+		if err := masq.EnsureForward(fd, r.masq.Network, a.log); err != nil {
+			return err
+		}
+	}
+	bs, err := masq.ForwardBlockers(fd, r.masq.Network)
+	if err != nil {
+		// Only a diagnosis: the rules above are in place, so go on.
+		a.log.Warn("could not check for firewalls dropping pod traffic", "err", err)
+		return nil
+	}
+	a.metrics.forwardBlockers.Set(float64(len(bs)))
+	if slices.Equal(bs, r.blockers) {
+		return nil
+	}
+	r.blockers = bs
+	if len(bs) == 0 {
+		a.ready.blocked.Store(nil)
+		a.log.Info("no firewall chain drops forwarded pod traffic any more")
+		return nil
+	}
+	names := make([]string, len(bs))
+	for i, b := range bs {
+		names[i] = b.String()
+	}
+	reason := "forwarded pod traffic is dropped by " + strings.Join(names, "; ") +
+		": weft cannot let it through there; accept " + r.masq.Network.String() + " as source and as destination before that drop"
+	a.ready.blocked.Store(&reason)
+	a.log.Error("a firewall drops forwarded pod traffic", "chains", names, "network", r.masq.Network,
+		"fix", "accept the pod network as source and as destination before that drop")
+	return nil
+}
+
+// rulesLoop re-ensures the rules every resync interval until ctx ends. Its
+// errors are logged (one unchanged error at most every errorEvery) and
+// counted, never fatal: the rules in place keep working.
+func (a *Agent) rulesLoop(ctx context.Context, r *rules) error {
+	t := time.NewTicker(a.cfg.ResyncInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+		err := a.withNetns(func(fd int) error { return a.ensureOnce(fd, r) })
+		if err == nil {
+			if r.errMsg != "" {
+				a.log.Info("nftables rules in place again")
+				r.errMsg = ""
+			}
+			continue
+		}
+		a.metrics.rulesErrors.Inc()
+		if msg := err.Error(); msg != r.errMsg || time.Since(r.errAt) > errorEvery {
+			a.log.Error("keep nftables rules in place (will retry)", "err", err, "in", a.cfg.ResyncInterval)
+			r.errMsg, r.errAt = msg, time.Now()
+		}
+	}
+}
+
+// withNetns runs f with the netns fd for nftables.
+func (a *Agent) withNetns(f func(fd int) error) error {
+	fd, closeFd, err := a.netnsFd()
+	if err != nil {
+		return err
+	}
+	defer closeFd()
+	return f(fd)
+}
