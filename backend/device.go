@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 
 	"github.com/containernetworking/plugins/pkg/ns"
 	"github.com/vishvananda/netlink"
@@ -241,19 +242,84 @@ func (v *VXLAN) deviceSysctls(link netlink.Link) error {
 	if err := v.nl.LinkSetIP6AddrGenMode(link, nl.IN6_ADDR_GEN_MODE_NONE); err != nil {
 		v.log.Debug("cannot set IPv6 addrgen mode", "err", err)
 	}
-	// accept_ra has no netlink setter. With addrgen mode none the device has no
-	// link-local address to act on an RA anyway, so a read-only /proc/sys (a
-	// container that is not privileged) is only worth a warning.
-	if err := v.writeSysctl("net/ipv6/conf/"+name+"/accept_ra", "0"); err != nil && !errors.Is(err, os.ErrNotExist) {
-		if !errors.Is(err, unix.EROFS) && !errors.Is(err, unix.EACCES) && !errors.Is(err, unix.EPERM) {
-			return err
-		}
-		v.log.Warn("cannot disable IPv6 router advertisements on the device", "err", err)
+	if err := v.refuseRouterAdverts(name); err != nil {
+		return err
 	}
 	if _, fake := v.nl.(SysctlWriter); fake {
 		return v.writeSysctl("net/ipv4/neigh/"+name+"/app_solicit", strconv.Itoa(appSolicit))
 	}
 	return v.setAppSolicit(link.Attrs().Index, appSolicit)
+}
+
+// refuseRouterAdverts sets accept_ra=0 on the device.
+//
+// It matters even with addrgen mode none. Without a link-local address the
+// device still joins ff02::1 and the kernel still acts on a router
+// advertisement from any link-local source, and a VXLAN device takes every
+// packet with its VNI on its UDP port, whoever sends it. So one UDP datagram
+// to <node>:8472 carrying an RA, from anything that reaches that port (a
+// node, a pod), gives the device a SLAAC address and the node a default IPv6
+// route through flannel.1 when accept_ra is 2, or 1 (the default) with IPv6
+// forwarding off; seen on Linux 6.18.
+//
+// netlink cannot set it: under IFLA_AF_SPEC/AF_INET6, RTM_SETLINK takes only
+// IFLA_INET6_TOKEN and IFLA_INET6_ADDR_GEN_MODE (IFLA_INET6_CONF is refused
+// with EINVAL), and there is no RTM_SETNETCONF. So it is written to
+// /proc/sys, which is read-only in a container that is not privileged (the
+// DaemonSet's). Then the device's settings are read (reads still work): only
+// if the kernel would act on an RA is that worth a warning, once per
+// datapath (a reconcile re-applies the settings every ResyncInterval); all
+// else is logged at Debug.
+func (v *VXLAN) refuseRouterAdverts(name string) error {
+	dir := "net/ipv6/conf/" + name + "/"
+	err := v.writeSysctl(dir+"accept_ra", "0")
+	switch {
+	case err == nil, errors.Is(err, os.ErrNotExist): // no IPv6 in this kernel
+		return nil
+	case !errors.Is(err, unix.EROFS) && !errors.Is(err, unix.EACCES) && !errors.Is(err, unix.EPERM):
+		return err
+	}
+	accepted, rerr := v.routerAdvertsAccepted(dir)
+	if !accepted || v.raWarned {
+		v.log.Debug("cannot set accept_ra on the device", "err", err, "router_adverts_accepted", accepted)
+		return nil
+	}
+	v.raWarned = true
+	v.log.Warn("cannot stop IPv6 router advertisements on the device: /proc/sys is read-only",
+		"risk", "anything that reaches the VXLAN port can give this node an IPv6 address and default route through the device",
+		"fix", "net.ipv6.conf."+strings.ReplaceAll(name, ".", "/")+".accept_ra=0 in the node's sysctl.d (systemd applies it when the device appears)",
+		"err", errors.Join(err, rerr))
+	return nil
+}
+
+// routerAdvertsAccepted reads the device's IPv6 settings under dir and
+// reports whether the kernel acts on a router advertisement it receives. A
+// setting that cannot be read counts as accepting (with the error).
+func (v *VXLAN) routerAdvertsAccepted(dir string) (bool, error) {
+	var vals [3]int
+	for i, key := range []string{"disable_ipv6", "accept_ra", "forwarding"} {
+		s, err := v.readSysctl(dir + key)
+		if err == nil {
+			vals[i], err = strconv.Atoi(strings.TrimSpace(s))
+		}
+		if err != nil {
+			return true, fmt.Errorf("read sysctl %s%s: %w", dir, key, err)
+		}
+	}
+	return raAccepted(vals[0], vals[1], vals[2]), nil
+}
+
+// raAccepted is the kernel's rule (ipv6_accept_ra in include/net/ipv6.h):
+// with forwarding on only accept_ra 2 accepts, else any accept_ra but 0;
+// disable_ipv6 drops all IPv6 input first.
+func raAccepted(disableIPv6, acceptRA, forwarding int) bool {
+	switch {
+	case disableIPv6 != 0:
+		return false
+	case forwarding != 0:
+		return acceptRA == 2
+	}
+	return acceptRA != 0
 }
 
 // writeSysctl writes /proc/sys/<key> in the datapath's netns. /proc/sys/net
@@ -263,17 +329,33 @@ func (v *VXLAN) writeSysctl(key, value string) error {
 	if w, ok := v.nl.(SysctlWriter); ok {
 		return w.WriteSysctl(key, value)
 	}
-	write := func() error { return os.WriteFile(filepath.Join("/proc/sys", key), []byte(value), 0o644) }
-	var err error
-	if v.cfg.NetNSPath == "" {
-		err = write()
-	} else {
-		err = ns.WithNetNSPath(v.cfg.NetNSPath, func(ns.NetNS) error { return write() })
-	}
+	err := v.inNetNS(func() error { return os.WriteFile(filepath.Join("/proc/sys", key), []byte(value), 0o644) })
 	if err != nil {
 		return fmt.Errorf("sysctl %s=%s: %w", key, value, err)
 	}
 	return nil
+}
+
+// readSysctl reads /proc/sys/<key> in the datapath's netns, as writeSysctl
+// writes it.
+func (v *VXLAN) readSysctl(key string) (string, error) {
+	if w, ok := v.nl.(SysctlWriter); ok {
+		return w.ReadSysctl(key)
+	}
+	var b []byte
+	err := v.inNetNS(func() (err error) {
+		b, err = os.ReadFile(filepath.Join("/proc/sys", key))
+		return err
+	})
+	return string(b), err
+}
+
+// inNetNS runs f in Config.NetNSPath (or where it is, without one).
+func (v *VXLAN) inNetNS(f func() error) error {
+	if v.cfg.NetNSPath == "" {
+		return f()
+	}
+	return ns.WithNetNSPath(v.cfg.NetNSPath, func(ns.NetNS) error { return f() })
 }
 
 // randomMAC returns a random locally administered unicast MAC.

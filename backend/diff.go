@@ -36,7 +36,7 @@ type peerWant struct {
 func newDesired(t *peerTable, network netip.Prefix, active map[netip.Prefix]bool) desired {
 	d := desired{t: t, active: active}
 	if t.mode == ModeOnDemand && network.IsValid() {
-		d.routes = append(d.routes, routeEntry{Dst: network})
+		d.routes = append(d.routes, routeEntry{Dst: network, Proto: RouteProtocol})
 	}
 	return d
 }
@@ -51,11 +51,11 @@ func (d desired) want(p *tablePeer) peerWant {
 	w := peerWant{subnet: p.Subnet}
 	switch {
 	case p.direct:
-		w.route, w.hasRoute = routeEntry{Dst: p.Subnet, Gw: p.PublicIP, Underlay: true, Metric: peerMetric(p.Subnet)}, true
+		w.route, w.hasRoute = routeEntry{Dst: p.Subnet, Gw: p.PublicIP, Underlay: true, Metric: peerMetric(p.Subnet), Proto: RouteProtocol}, true
 	case d.programmed(p):
 		w.neigh, w.hasNeigh = neighEntry{IP: p.gw, MAC: p.mac, Permanent: true}, true
 		w.fdb, w.hasFDB = fdbEntry{MAC: p.mac, Dst: p.PublicIP}, true
-		w.route, w.hasRoute = routeEntry{Dst: p.Subnet, Gw: p.gw, Onlink: true, Metric: peerMetric(p.Subnet)}, true
+		w.route, w.hasRoute = routeEntry{Dst: p.Subnet, Gw: p.gw, Onlink: true, Metric: peerMetric(p.Subnet), Proto: RouteProtocol}, true
 	}
 	return w
 }

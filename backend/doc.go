@@ -12,6 +12,12 @@
 // permanent: a neighbour <peer .0> → VtepMAC, an FDB entry VtepMAC → PublicIP
 // and a route <peer subnet> via <peer .0> onlink. With DirectRouting a peer on
 // the same L2 segment gets <subnet> via <PublicIP> on the underlay instead.
+// Every route weft writes has route protocol 119 (RouteProtocol; see Routes).
+// IPv6 stays off the device: addrgen mode none (no link-local address) and
+// accept_ra=0, since without it a router advertisement sent to the VXLAN
+// port by anyone would configure IPv6 on the node through the device
+// (refuseRouterAdverts explains, and what happens when /proc/sys is
+// read-only).
 //
 // One deliberate difference from flannel (and FORMATS.md): a peer route is
 // at metric peerMetric(subnet), the subnet's number at its length (10.244.2.0/24
@@ -24,6 +30,43 @@
 // changes. A node that ran flannel has its routes at metric 0: they are not
 // the wanted routes, so a reconcile adds ours and then deletes them.
 //
+// # Routes
+//
+// weft marks its routes with route protocol 119 (RouteProtocol). The number
+// is unassigned: not one the kernel interprets (0–4: unspec, redirect,
+// kernel, boot, static), nor one rtnetlink.h or iproute2's rt_protos names
+// for a routing daemon (8–18, 42, 99, 186–192), nor FRR's 193–198.
+// `ip route` prints it as "proto 119" and `ip route show proto 119` lists
+// exactly weft's routes; the line "119 weft" in a file under
+// /etc/iproute2/rt_protos.d/ makes iproute2 print the name instead.
+//
+// Of the main-table routes on the device, and (with a Network) on the
+// underlay, a reconcile rewrites or deletes only these (ownsRoute):
+//
+//   - protocol 119: weft's own. On the underlay weft only writes
+//     DirectRouting routes, so there they must also be through a gateway to
+//     a subnet strictly inside the Network.
+//   - Peer routes an earlier agent left, which weft takes over: protocol
+//     boot, through a gateway, to a subnet strictly inside the Network, at
+//     metric 0 (flannel's) or peerMetric (weft's before it marked its
+//     routes), and on the device via the subnet's .0. Weft's replacement
+//     goes in before the old route goes, so traffic keeps flowing. This
+//     needs Config.Network; without it nothing is taken over.
+//
+// Everything else is left alone: a route outside the Network (an operator's
+// `ip route add 192.0.2.0/24 dev flannel.1`), one with another protocol
+// (static, a routing daemon's), one without a gateway, one at another metric
+// or, on the device, via another gateway. `ip route add` writes protocol boot
+// too, so a route that an operator adds inside the Network in exactly
+// flannel's shape (via the subnet's .0, metric 0) is taken for flannel's and
+// removed unless a peer wants it: the Network belongs to the cluster. Deletes
+// name the route's protocol, so the kernel removes that route only; a replace
+// is keyed by destination and metric whatever the protocol, so a foreign
+// route at exactly the destination and metric of a route weft wants is
+// overwritten. That is also how a route of weft's changed by hand comes
+// back: the next reconcile finds weft's missing and replaces whatever is at
+// its destination and metric (a deleted one is simply added again).
+//
 // # Invariants
 //
 //   - All kernel work goes through the Netlink given to New (a
@@ -31,13 +74,15 @@
 //     runs: when that Netlink is a *netlink.Handle, they go through a second
 //     handle opened in the same namespace (Config.NetNSPath, or the current
 //     one), so an answer never queues behind a bulk SetPeers on the shared
-//     socket. Subscriptions and /proc/sys writes happen in Config.NetNSPath.
+//     socket. Subscriptions and /proc/sys reads and writes happen in
+//     Config.NetNSPath.
 //     Nothing here calls package-level netlink functions for writes or
 //     changes the thread's namespace outside ns.Do.
 //   - Ownership: on the device, every IPv4 neighbour with a link-layer
-//     address, every FDB entry with a remote and every main-table route are
-//     ours; on the underlay, routes to a subnet strictly inside the Network
-//     through a gateway (DirectRouting). Anything else is never touched.
+//     address and every FDB entry with a remote are ours; of the main-table
+//     routes on the device and on the underlay, those with protocol 119 and
+//     the peer routes flannel left (see Routes). Anything else is never
+//     deleted.
 //   - Programming is declarative: a pure diff from the current view to the
 //     wanted state, adds before deletes, and per peer neighbour → FDB → route.
 //     The route comes last because a route whose gateway has no neighbour
@@ -110,6 +155,12 @@
 // index, writes, and hands what it wrote to Run's control loop, which records
 // it in the in-memory view and (on demand) activates the peer. Every goroutine
 // Run starts ends with its context.
+//
+// Run subscribes before it lists, as an informer does: its first reconcile
+// waits until the link and neighbour subscriptions have been tried, and
+// every later successful subscription asks for another, so a change made
+// while no subscription existed is always seen by a kernel dump taken after
+// one did. Observer.Subscribed reports each subscription (tests wait on it).
 //
 // # Logs
 //

@@ -20,11 +20,14 @@ import (
 // Subscriber, so a VXLAN over a Fake never touches the host.
 //
 // Only what this package uses is modelled: links are *netlink.Vxlan or
-// *netlink.Device, routes live in the main table with metric 0.
+// *netlink.Device; routes live in the main table, keyed by destination and
+// metric, with a protocol, which Lines and Ops show as iproute2 does ("proto
+// 119"; nothing for boot).
 type Fake struct {
 	// Fail, when set, is called with the rendered line of every write
 	// (e.g. "route replace 10.244.2.0/24 via 10.244.2.0 dev flannel.1
-	// onlink") before it is applied; a non-nil error fails the call.
+	// proto 119 onlink metric 717826") before it is applied; a non-nil error
+	// fails the call.
 	Fail func(op string) error
 	// InterruptDumps makes the next n dumps return a partial result and
 	// netlink.ErrDumpInterrupted, as the kernel does when the table

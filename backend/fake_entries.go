@@ -212,6 +212,9 @@ func (f *Fake) routeLine(verb string, r *netlink.Route) string {
 		s += " via " + r.Gw.String()
 	}
 	s += " dev " + f.name(r.LinkIndex)
+	if r.Protocol != unix.RTPROT_BOOT { // as iproute2 shows it
+		s += " proto " + protoName(uint8(r.Protocol))
+	}
 	if r.Scope == netlink.SCOPE_LINK {
 		s += " scope link"
 	}
@@ -225,8 +228,9 @@ func (f *Fake) routeLine(verb string, r *netlink.Route) string {
 }
 
 // RouteReplace implements Netlink: it replaces the main-table route to the
-// same destination at the same metric. A gateway must be on-link: through a connected prefix of
-// the link, or flagged onlink.
+// same destination at the same metric, whatever its protocol. A route given
+// without a protocol gets boot, as the netlink library sends it. A gateway
+// must be on-link: through a connected prefix of the link, or flagged onlink.
 func (f *Fake) RouteReplace(r *netlink.Route) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -242,10 +246,13 @@ func (f *Fake) RouteReplace(r *netlink.Route) error {
 			return fmt.Errorf("route %s via %s: %w", dst, gw, unix.ENETUNREACH)
 		}
 	}
-	if err := f.begin(f.routeLine("replace ", r)); err != nil {
+	c := *r
+	if c.Protocol == 0 {
+		c.Protocol = unix.RTPROT_BOOT
+	}
+	if err := f.begin(f.routeLine("replace ", &c)); err != nil {
 		return err
 	}
-	c := *r
 	c.Dst = prefixIPNet(dst)
 	c.Gw = slices.Clone(r.Gw)
 	c.Table = unix.RT_TABLE_MAIN
@@ -256,16 +263,17 @@ func (f *Fake) RouteReplace(r *netlink.Route) error {
 }
 
 // RouteDel implements Netlink: it matches the destination and, when given,
-// the gateway and the link, like the kernel; among the matches, the one with
-// the lowest metric at or above the given one (the kernel walks a
-// destination's routes in metric order from there).
+// the gateway, the link and the protocol, like the kernel; among the
+// matches, the one with the lowest metric at or above the given one (the
+// kernel walks a destination's routes in metric order from there).
 func (f *Fake) RouteDel(r *netlink.Route) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	i := -1
 	for j, o := range f.routes {
 		if sameIPNet(o.Dst, r.Dst) && (r.Gw == nil || o.Gw.Equal(r.Gw)) &&
-			(r.LinkIndex == 0 || o.LinkIndex == r.LinkIndex) && o.Priority >= r.Priority &&
+			(r.LinkIndex == 0 || o.LinkIndex == r.LinkIndex) && (r.Protocol == 0 || o.Protocol == r.Protocol) &&
+			o.Priority >= r.Priority &&
 			(i < 0 || o.Priority < f.routes[i].Priority) {
 			i = j
 		}
@@ -344,21 +352,58 @@ func (f *Fake) RouteGet(dst net.IP) ([]netlink.Route, error) {
 }
 
 // WriteSysctl implements SysctlWriter. Per-device keys fail with ENOENT for a
-// link that does not exist, as /proc/sys does.
+// link that does not exist, as /proc/sys does ("default" is not a link, but
+// exists).
 func (f *Fake) WriteSysctl(key, value string) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	parts := strings.Split(key, "/")
-	if len(parts) == 5 && (parts[2] == "neigh" || parts[2] == "conf") {
-		if _, ok := f.byName(parts[3]); !ok {
-			return fmt.Errorf("sysctl %s: %w", key, unix.ENOENT)
-		}
+	if !f.sysctlExists(key) {
+		return fmt.Errorf("sysctl %s: %w", key, unix.ENOENT)
 	}
 	if err := f.begin(fmt.Sprintf("sysctl %s = %s", key, value)); err != nil {
 		return err
 	}
 	f.sysctls[key] = value
 	return nil
+}
+
+// newDeviceIPv6 is how the kernel configures IPv6 on a new device
+// (net/ipv6/conf/default/<key> unless that was changed).
+var newDeviceIPv6 = map[string]string{"accept_ra": "1", "forwarding": "0", "disable_ipv6": "0"}
+
+// ReadSysctl implements SysctlWriter. A key never written reads as the
+// kernel has it: a per-device IPv6 key in newDeviceIPv6 as the "default"
+// device's; any other unwritten key fails with ENOENT, as do keys of links
+// that do not exist.
+func (f *Fake) ReadSysctl(key string) (string, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if !f.sysctlExists(key) {
+		return "", fmt.Errorf("sysctl %s: %w", key, unix.ENOENT)
+	}
+	if v, ok := f.sysctls[key]; ok {
+		return v, nil
+	}
+	if parts := strings.Split(key, "/"); len(parts) == 5 && parts[1] == "ipv6" && parts[2] == "conf" {
+		if v, ok := f.sysctls["net/ipv6/conf/default/"+parts[4]]; ok {
+			return v, nil
+		}
+		if v, ok := newDeviceIPv6[parts[4]]; ok {
+			return v, nil
+		}
+	}
+	return "", fmt.Errorf("sysctl %s: %w", key, unix.ENOENT)
+}
+
+// sysctlExists reports whether the device a per-device key names exists;
+// callers hold f.mu.
+func (f *Fake) sysctlExists(key string) bool {
+	parts := strings.Split(key, "/")
+	if len(parts) != 5 || (parts[2] != "neigh" && parts[2] != "conf") || parts[3] == "default" {
+		return true
+	}
+	_, ok := f.byName(parts[3])
+	return ok
 }
 
 // NeighSubscribe implements Subscriber; events come from EmitNeigh.

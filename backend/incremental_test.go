@@ -55,7 +55,7 @@ func TestSetPeersIncrementalOverFake(t *testing.T) {
 		want: []string{
 			"neigh replace 10.244.110.0 lladdr 0a:00:00:01:00:65 dev flannel.1 permanent",
 			"fdb replace 0a:00:00:01:00:65 dev flannel.1 self dst 198.18.1.101 permanent",
-			"route replace 10.244.110.0/24 via 10.244.110.0 dev flannel.1 onlink metric 717934",
+			"route replace 10.244.110.0/24 via 10.244.110.0 dev flannel.1 proto 119 onlink metric 717934",
 		},
 	}, {
 		name:  "new VtepMAC: new entries, then the stale FDB entry goes",
@@ -75,7 +75,7 @@ func TestSetPeersIncrementalOverFake(t *testing.T) {
 		name:  "remove one: route, neighbour, FDB entry",
 		peers: slices.Delete(replaced(replaced(append(slices.Clone(cur), peers[100]), 50, newMAC), 51, newIP), 10, 11),
 		want: []string{
-			"route del 10.244.20.0/24 via 10.244.20.0 dev flannel.1 onlink metric 717844",
+			"route del 10.244.20.0/24 via 10.244.20.0 dev flannel.1 proto 119 onlink metric 717844",
 			"neigh del 10.244.20.0 dev flannel.1",
 			"fdb del 0a:00:00:01:00:0b dev flannel.1 self dst 198.18.1.11",
 		},
@@ -296,9 +296,9 @@ func TestAnswersCoalesced(t *testing.T) {
 		}
 	}
 	want := []string{
-		"route replace 10.244.11.0/24 via 10.244.11.0 dev flannel.1 onlink metric 717835",
-		"route replace 10.244.12.0/24 via 10.244.12.0 dev flannel.1 onlink metric 717836",
-		"route replace 10.244.13.0/24 via 10.244.13.0 dev flannel.1 onlink metric 717837",
+		"route replace 10.244.11.0/24 via 10.244.11.0 dev flannel.1 proto 119 onlink metric 717835",
+		"route replace 10.244.12.0/24 via 10.244.12.0 dev flannel.1 proto 119 onlink metric 717836",
+		"route replace 10.244.13.0/24 via 10.244.13.0 dev flannel.1 proto 119 onlink metric 717837",
 	}
 	// Per peer the permanent .0 neighbour and the route: the answer
 	// already wrote the FDB entry.

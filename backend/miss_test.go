@@ -152,7 +152,7 @@ func TestHandleMissOverFake(t *testing.T) {
 	if err := v.SetPeers(nil); err != nil {
 		t.Fatal(err)
 	}
-	if got := f.Lines("neigh", "fdb", "route"); got != "route 10.244.0.0/16 dev flannel.1 scope link" {
+	if got := f.Lines("neigh", "fdb", "route"); got != "route 10.244.0.0/16 dev flannel.1 proto 119 scope link" {
 		t.Errorf("after the peers left:\n%s", got)
 	}
 }

@@ -36,12 +36,14 @@ type Netlink interface {
 var _ Netlink = (*netlink.Handle)(nil)
 
 // SysctlWriter is implemented by a Netlink that also owns the sysctls of its
-// namespace (the Fake). For any other Netlink, sysctls are written under
-// /proc/sys/net inside Config.NetNSPath.
+// namespace (the Fake). For any other Netlink, sysctls are written and read
+// under /proc/sys/net inside Config.NetNSPath.
 type SysctlWriter interface {
 	// WriteSysctl sets key (relative to /proc/sys, e.g.
 	// "net/ipv4/neigh/flannel.1/app_solicit") to value.
 	WriteSysctl(key, value string) error
+	// ReadSysctl returns the value of key, as /proc/sys shows it.
+	ReadSysctl(key string) (string, error)
 }
 
 // Subscriber is implemented by a Netlink that delivers its own events (the

@@ -98,7 +98,10 @@ func fdbMsg(dev int, f fdbEntry) *netlink.Neigh {
 }
 
 func (v *VXLAN) routeMsg(dev int, r routeEntry) *netlink.Route {
-	m := &netlink.Route{LinkIndex: dev, Dst: prefixIPNet(r.Dst), Table: unix.RT_TABLE_MAIN, Scope: netlink.SCOPE_UNIVERSE, Priority: int(r.Metric)}
+	// The protocol makes a delete precise: the kernel removes only a route
+	// with that protocol (a delete of flannel's route never takes ours).
+	m := &netlink.Route{LinkIndex: dev, Dst: prefixIPNet(r.Dst), Table: unix.RT_TABLE_MAIN, Scope: netlink.SCOPE_UNIVERSE,
+		Priority: int(r.Metric), Protocol: netlink.RouteProtocol(r.Proto)}
 	if r.Underlay {
 		m.LinkIndex = v.cfg.Device.UnderlayIndex
 	}
@@ -116,10 +119,9 @@ func (v *VXLAN) routeMsg(dev int, r routeEntry) *netlink.Route {
 }
 
 // listState dumps the entries the datapath owns: every IPv4 neighbour with a
-// link-layer address and every FDB entry with a remote on the device, every
-// main-table route on the device, and (with a Network) the routes on the
-// underlay to a subnet strictly inside the Network through a gateway (the
-// DirectRouting routes).
+// link-layer address and every FDB entry with a remote on the device, and the
+// main-table routes on the device and (with a Network) on the underlay that
+// ownsRoute accepts.
 func (v *VXLAN) listState() (state, error) {
 	dev := int(v.devIndex.Load())
 	neighs, err := listRetry("neighbours", func() ([]netlink.Neigh, error) { return v.nl.NeighList(dev, unix.AF_INET) })
@@ -173,16 +175,46 @@ func (v *VXLAN) listRoutes(s state, link int, underlay bool) error {
 		if !ok {
 			continue
 		}
-		e := routeEntry{Dst: dst, Underlay: underlay, Onlink: r.Flags&int(netlink.FLAG_ONLINK) != 0, Metric: uint32(r.Priority)}
+		e := routeEntry{Dst: dst, Underlay: underlay, Onlink: r.Flags&int(netlink.FLAG_ONLINK) != 0,
+			Metric: uint32(r.Priority), Proto: uint8(r.Protocol)}
 		if gw, ok := netip.AddrFromSlice(r.Gw); ok {
 			e.Gw = gw.Unmap()
 		}
-		if underlay && (!e.Gw.IsValid() || !v.cfg.Network.Contains(dst.Addr()) || dst.Bits() <= v.cfg.Network.Bits()) {
-			continue // not one of our DirectRouting routes
+		if v.ownsRoute(e) {
+			s.addRoute(e)
 		}
-		s.addRoute(e)
 	}
 	return nil
+}
+
+// ownsRoute decides whether a main-table route found on the device (or, with
+// Underlay, on the underlay link) is the datapath's to keep, rewrite or
+// delete. It is when
+//
+//   - it has protocol RouteProtocol: weft wrote it (on the underlay only
+//     weft's DirectRouting routes are, so there it must also be a peer
+//     route: through a gateway to a subnet strictly inside the Network);
+//   - or it is a peer route an earlier agent left: protocol boot, through a
+//     gateway, to a subnet strictly inside the Network, at metric 0 (flannel)
+//     or peerMetric (weft before it marked its routes), and on the device
+//     via the subnet's .0 (the peer's flannel.1 address). A reconcile
+//     replaces it with weft's own (added first) or deletes it.
+//
+// Anything else is an operator's or another program's, and is left alone: a
+// route outside the Network, one with another protocol, one without a
+// gateway, one at another metric. A reconcile may still overwrite a foreign
+// route that has the destination and metric of one it wants, since a
+// replace is keyed by those, whatever the protocol.
+func (v *VXLAN) ownsRoute(r routeEntry) bool {
+	n := v.cfg.Network
+	peerRoute := n.IsValid() && r.Gw.IsValid() && r.Dst.Bits() > n.Bits() && n.Contains(r.Dst.Addr())
+	switch r.Proto {
+	case RouteProtocol:
+		return !r.Underlay || peerRoute
+	case unix.RTPROT_BOOT:
+		return peerRoute && (r.Metric == 0 || r.Metric == peerMetric(r.Dst)) && (r.Underlay || r.Gw == r.Dst.Addr())
+	}
+	return false
 }
 
 // linkRef is a minimal Link naming the device by index, for calls that only

@@ -14,18 +14,47 @@ const (
 	maxRetry = 30 * time.Second
 )
 
+// Subscription kinds, as reported to Observer.Subscribed.
+const (
+	SubscriptionLink  = "link"
+	SubscriptionNeigh = "neigh"
+)
+
 // Run keeps the datapath converged until ctx ends: it answers misses, watches
 // the device (recreating and reprogramming it when it disappears) and
-// reconciles against a kernel dump at start, every ResyncInterval and after a
-// lost subscription. Call it once. It returns nil when ctx ends; every
+// reconciles against a kernel dump at start, every ResyncInterval and after
+// every resubscription. Call it once. It returns nil when ctx ends; every
 // goroutine it starts has ended by then.
+//
+// It subscribes first and lists second, as an informer does: the first
+// reconcile starts only once both subscriptions have been tried, and every
+// subscription made later (after a failed first try, or after one ended)
+// asks for a reconcile. So whatever changes while no subscription exists is
+// seen by a kernel dump that starts after the subscription does.
 func (v *VXLAN) Run(ctx context.Context) error {
-	var wg sync.WaitGroup
-	wg.Go(func() { v.missLoop(ctx) })
-	wg.Go(func() { v.linkLoop(ctx) })
+	var wg, tried sync.WaitGroup
+	tried.Add(2)
+	wg.Go(func() { v.missLoop(ctx, sync.OnceFunc(tried.Done)) })
+	wg.Go(func() { v.linkLoop(ctx, sync.OnceFunc(tried.Done)) })
+	tried.Wait()
 	v.controlLoop(ctx)
 	wg.Wait()
 	return nil
+}
+
+// subscribed reports one successful subscription of kind: the Observer hears
+// of it, and then either the first try is over (tried: the first reconcile
+// follows) or a reconcile is asked for, since events may have been missed
+// while there was no subscription.
+func (v *VXLAN) subscribed(kind string, first bool, tried func()) {
+	if f := v.cfg.Observer.Subscribed; f != nil {
+		f(kind)
+	}
+	if first {
+		tried()
+	} else {
+		v.requestReconcile()
+	}
 }
 
 // controlLoop serialises reconciles and on-demand activations.
@@ -173,8 +202,10 @@ func (v *VXLAN) drainAnswersLocked(changes []peerChange) []peerChange {
 }
 
 // missLoop answers misses until ctx ends, resubscribing (and asking for a full
-// resync, since events were lost) whenever the subscription ends.
-func (v *VXLAN) missLoop(ctx context.Context) {
+// resync, since events were lost) whenever the subscription ends. tried is
+// called once the first subscription attempt is over (or ctx ended).
+func (v *VXLAN) missLoop(ctx context.Context, tried func()) {
+	defer tried()
 	nl, closeNL := v.missNetlink()
 	defer closeNL()
 	delay := minRetry
@@ -182,6 +213,7 @@ func (v *VXLAN) missLoop(ctx context.Context) {
 		ch, stop, err := v.subscribeNeigh(ctx)
 		if err != nil {
 			v.log.Warn("neighbour subscription failed; retrying", "err", err, "in", delay)
+			tried() // the first reconcile does not wait for a retry
 			if !sleepCtx(ctx, delay) {
 				return
 			}
@@ -189,9 +221,7 @@ func (v *VXLAN) missLoop(ctx context.Context) {
 			continue
 		}
 		delay = minRetry
-		if !first {
-			v.requestReconcile()
-		}
+		v.subscribed(SubscriptionNeigh, first, tried)
 		unhook := context.AfterFunc(ctx, stop)
 		for u := range ch {
 			if ctx.Err() != nil {
@@ -211,13 +241,16 @@ func (v *VXLAN) missLoop(ctx context.Context) {
 
 // linkLoop asks for a reconcile when the device disappears, is replaced, goes
 // down or changes its MAC (flannel#2247: the device vanished with a NIC flap
-// and was never recreated).
-func (v *VXLAN) linkLoop(ctx context.Context) {
+// and was never recreated), and after every resubscription. tried works as
+// for missLoop.
+func (v *VXLAN) linkLoop(ctx context.Context, tried func()) {
+	defer tried()
 	delay := minRetry
-	for ctx.Err() == nil {
+	for first := true; ctx.Err() == nil; first = false {
 		ch, stop, err := v.subscribeLink(ctx)
 		if err != nil {
 			v.log.Warn("link subscription failed; retrying", "err", err, "in", delay)
+			tried()
 			if !sleepCtx(ctx, delay) {
 				return
 			}
@@ -225,6 +258,7 @@ func (v *VXLAN) linkLoop(ctx context.Context) {
 			continue
 		}
 		delay = minRetry
+		v.subscribed(SubscriptionLink, first, tried)
 		unhook := context.AfterFunc(ctx, stop)
 		for u := range ch {
 			if ctx.Err() == nil && v.linkNeedsRepair(u.Header.Type, u.Attrs().Index, u.Attrs().Name, u.Attrs().Flags, u.Attrs().HardwareAddr) {
@@ -234,8 +268,7 @@ func (v *VXLAN) linkLoop(ctx context.Context) {
 		unhook()
 		stop()
 		if ctx.Err() == nil {
-			v.log.Warn("link subscription ended; resubscribing")
-			v.requestReconcile()
+			v.log.Warn("link subscription ended; resubscribing and resyncing")
 		}
 	}
 }

@@ -8,7 +8,10 @@ import (
 	"net"
 	"net/netip"
 	"slices"
+	"strconv"
 	"strings"
+
+	"golang.org/x/sys/unix"
 )
 
 // This file is the model of the kernel entries the datapath owns and of the
@@ -33,7 +36,12 @@ type routeEntry struct {
 	Gw       netip.Addr // invalid for a via-less route
 	Underlay bool       // on the underlay link (DirectRouting), else on the VXLAN device
 	Onlink   bool
-	Metric   uint32 // a peer route's is peerMetric(Dst); see the package doc
+	// Proto is the route protocol: RouteProtocol for every route the
+	// datapath writes; unix.RTPROT_BOOT for a route flannel (or an older
+	// weft) left, which a reconcile takes over (see ownsRoute). (Next to
+	// the bools, it takes no room: the struct stays 64 bytes.)
+	Proto  uint8
+	Metric uint32 // a peer route's is peerMetric(Dst); see the package doc
 }
 
 // peerMetric is the metric of the route to a peer's subnet: the subnet's
@@ -208,8 +216,33 @@ func (r routeEntry) String() string {
 	if r.Metric != 0 {
 		fmt.Fprintf(&b, " metric %d", r.Metric)
 	}
+	if r.Proto != RouteProtocol {
+		b.WriteString(" proto " + protoName(r.Proto))
+	}
 	return b.String()
 }
+
+// protoName names a route protocol as iproute2 does without its
+// configuration files: the kernel's own by name, any other by number.
+func protoName(p uint8) string {
+	switch p {
+	case unix.RTPROT_UNSPEC:
+		return "unspec"
+	case unix.RTPROT_REDIRECT:
+		return "redirect"
+	case unix.RTPROT_KERNEL:
+		return "kernel"
+	case unix.RTPROT_BOOT:
+		return "boot"
+	case unix.RTPROT_STATIC:
+		return "static"
+	case RouteProtocol:
+		return routeProtocolName
+	}
+	return strconv.Itoa(int(p))
+}
+
+var routeProtocolName = strconv.Itoa(RouteProtocol)
 
 // routeKey drops the flags that a replace changes in place.
 func routeKey(r routeEntry) routeEntry {

@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
+	"golang.org/x/sys/unix"
 )
 
 var (
@@ -28,7 +29,8 @@ func peerC() Peer {
 // stateOf builds a state from lines in op notation without the verb:
 // "neigh 10.244.2.0 0a:00:00:00:00:02 permanent", "fdb 0a:.. 198.18.0.2",
 // "route 10.244.2.0/24 10.244.2.0 onlink", "route 10.244.0.0/16 - ",
-// "route 10.244.4.0/24 198.18.0.4 underlay", "... metric 717826".
+// "route 10.244.4.0/24 198.18.0.4 underlay", "... metric 717826"; a route is
+// weft's (RouteProtocol) unless it says "proto boot".
 func stateOf(t *testing.T, lines ...string) state {
 	t.Helper()
 	s := newState(0)
@@ -41,19 +43,25 @@ func stateOf(t *testing.T, lines ...string) state {
 		case "fdb":
 			s.addFDB(fdbEntry{MAC: f[1], Dst: netip.MustParseAddr(f[2])})
 		case "route":
-			r := routeEntry{Dst: netip.MustParsePrefix(f[1])}
+			r := routeEntry{Dst: netip.MustParsePrefix(f[1]), Proto: RouteProtocol}
 			if f[2] != "-" {
 				r.Gw = netip.MustParseAddr(f[2])
 			}
 			for i, flag := range f[3:] {
 				r.Onlink = r.Onlink || flag == "onlink"
 				r.Underlay = r.Underlay || flag == "underlay"
-				if flag == "metric" {
+				switch flag {
+				case "metric":
 					m, err := strconv.ParseUint(f[3+i+1], 10, 32)
 					if err != nil {
 						t.Fatalf("bad metric in %q", l)
 					}
 					r.Metric = uint32(m)
+				case "proto":
+					if f[3+i+1] != "boot" {
+						t.Fatalf("bad protocol in %q", l)
+					}
+					r.Proto = unix.RTPROT_BOOT
 				}
 			}
 			s.addRoute(r)
@@ -89,6 +97,9 @@ func stateLines(s state) []string {
 			}
 			if r.Metric != 0 {
 				l += " metric " + strconv.FormatUint(uint64(r.Metric), 10)
+			}
+			if r.Proto != RouteProtocol {
+				l += " proto " + protoName(r.Proto)
 			}
 			res = append(res, l)
 		}
@@ -213,14 +224,26 @@ func TestDiff(t *testing.T) {
 		peers: []Peer{peerB()},
 		want:  []string{"route del 10.244.0.0/16 dev vxlan"},
 	}, {
-		// A node that ran flannel: its peer routes are at metric 0. Ours
-		// (metric peerMetric) goes in first, then flannel's goes.
+		// A node that ran flannel: its peer routes are at metric 0, with
+		// protocol boot. Ours (metric peerMetric) goes in first, then
+		// flannel's goes (the delete names its protocol, so never ours).
 		name:  "flannel's metric-0 route: ours added, then flannel's deleted",
-		have:  append(bEntries[:2:2], "route 10.244.2.0/24 10.244.2.0 onlink"),
+		have:  append(bEntries[:2:2], "route 10.244.2.0/24 10.244.2.0 onlink proto boot"),
 		peers: []Peer{peerB()},
 		want: []string{
 			"route replace 10.244.2.0/24 via 10.244.2.0 dev vxlan onlink metric 717826",
-			"route del 10.244.2.0/24 via 10.244.2.0 dev vxlan onlink",
+			"route del 10.244.2.0/24 via 10.244.2.0 dev vxlan onlink proto boot",
+		},
+	}, {
+		// Changed behind our back at our metric (`ip route replace`
+		// writes protocol boot): ours replaces it in place, and the delete
+		// of the old one (by its protocol) finds nothing.
+		name:  "weft's route rewritten by hand at its metric: replaced",
+		have:  append(bEntries[:2:2], "route 10.244.2.0/24 10.244.2.0 onlink metric 717826 proto boot"),
+		peers: []Peer{peerB()},
+		want: []string{
+			"route replace 10.244.2.0/24 via 10.244.2.0 dev vxlan onlink metric 717826",
+			"route del 10.244.2.0/24 via 10.244.2.0 dev vxlan onlink metric 717826 proto boot",
 		},
 	}}
 	for _, tc := range tests {
@@ -262,6 +285,50 @@ func desiredOf(t *testing.T, mode Mode, network netip.Prefix, active map[netip.P
 	return newDesired(tbl, network, active)
 }
 
+// TestOwnsRoute: which routes found in the kernel a reconcile may rewrite or
+// delete (see "Routes" in the package doc).
+func TestOwnsRoute(t *testing.T) {
+	v := &VXLAN{cfg: Config{Network: netip.MustParsePrefix("10.244.0.0/16")}}
+	none := &VXLAN{}
+	boot := uint8(unix.RTPROT_BOOT)
+	r := func(dst, gw string, underlay bool, metric uint32, proto uint8) routeEntry {
+		e := routeEntry{Dst: netip.MustParsePrefix(dst), Underlay: underlay, Metric: metric, Proto: proto}
+		if gw != "" {
+			e.Gw = netip.MustParseAddr(gw)
+		}
+		return e
+	}
+	for _, tc := range []struct {
+		name string
+		v    *VXLAN
+		r    routeEntry
+		want bool
+	}{
+		{"weft's peer route", v, r("10.244.2.0/24", "10.244.2.0", false, 717826, RouteProtocol), true},
+		{"weft's Network route (on demand)", v, r("10.244.0.0/16", "", false, 0, RouteProtocol), true},
+		{"weft's route outside the Network, on the device", v, r("192.0.2.0/24", "", false, 0, RouteProtocol), true},
+		{"weft's DirectRouting route", v, r("10.244.2.0/24", "198.18.0.2", true, 717826, RouteProtocol), true},
+		{"protocol 119 on the underlay, outside the Network", v, r("192.0.2.0/24", "198.18.0.2", true, 0, RouteProtocol), false},
+		{"protocol 119 on the underlay, no gateway", v, r("10.244.2.0/24", "", true, 0, RouteProtocol), false},
+		{"flannel's peer route", v, r("10.244.2.0/24", "10.244.2.0", false, 0, boot), true},
+		{"an older weft's peer route", v, r("10.244.2.0/24", "10.244.2.0", false, 717826, boot), true},
+		{"flannel's DirectRouting route", v, r("10.244.2.0/24", "198.18.0.2", true, 0, boot), true},
+		{"boot, outside the Network", v, r("192.0.2.0/24", "192.0.2.0", false, 0, boot), false},
+		{"boot, the whole Network", v, r("10.244.0.0/16", "10.244.0.0", false, 0, boot), false},
+		{"boot, no gateway", v, r("10.244.2.0/24", "", false, 0, boot), false},
+		{"boot, another metric", v, r("10.244.2.0/24", "10.244.2.0", false, 100, boot), false},
+		{"boot, via another address than the subnet's .0", v, r("10.244.2.0/24", "10.244.2.1", false, 0, boot), false},
+		{"static, flannel's shape", v, r("10.244.2.0/24", "10.244.2.0", false, 0, unix.RTPROT_STATIC), false},
+		{"a routing daemon's (bird)", v, r("10.244.2.0/24", "10.244.2.0", false, 0, unix.RTPROT_BIRD), false},
+		{"no Network: flannel's shape is not taken over", none, r("10.244.2.0/24", "10.244.2.0", false, 0, boot), false},
+		{"no Network: weft's own on the device", none, r("10.244.2.0/24", "10.244.2.0", false, 717826, RouteProtocol), true},
+	} {
+		if got := tc.v.ownsRoute(tc.r); got != tc.want {
+			t.Errorf("%s (%s): ownsRoute = %t, want %t", tc.name, tc.r, got, tc.want)
+		}
+	}
+}
+
 func TestValidatePeer(t *testing.T) {
 	for _, bad := range []Peer{
 		{Subnet: netip.MustParsePrefix("fd00::/64"), PublicIP: peerB().PublicIP, VtepMAC: macB},
@@ -288,9 +355,9 @@ func TestRecord(t *testing.T) {
 		{kind: opFDBDel, fdb: fdbEntry{MAC: "0a:00:00:00:00:03", Dst: netip.MustParseAddr("198.18.0.3")}},
 		// A route replace overwrites the route to its destination at its
 		// metric; the one at another metric stays.
-		{kind: opRouteSet, route: routeEntry{Dst: netip.MustParsePrefix("10.244.2.0/24"), Gw: netip.MustParseAddr("10.244.2.0")}},
-		{kind: opRouteSet, route: routeEntry{Dst: netip.MustParsePrefix("10.244.3.0/24"), Gw: netip.MustParseAddr("10.244.3.0")}},
-		{kind: opRouteDel, route: routeEntry{Dst: netip.MustParsePrefix("10.244.3.0/24"), Gw: netip.MustParseAddr("10.244.3.0")}},
+		{kind: opRouteSet, route: routeEntry{Dst: netip.MustParsePrefix("10.244.2.0/24"), Gw: netip.MustParseAddr("10.244.2.0"), Proto: RouteProtocol}},
+		{kind: opRouteSet, route: routeEntry{Dst: netip.MustParsePrefix("10.244.3.0/24"), Gw: netip.MustParseAddr("10.244.3.0"), Proto: RouteProtocol}},
+		{kind: opRouteDel, route: routeEntry{Dst: netip.MustParsePrefix("10.244.3.0/24"), Gw: netip.MustParseAddr("10.244.3.0"), Proto: RouteProtocol}},
 	} {
 		s.record(o)
 	}

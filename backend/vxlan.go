@@ -36,6 +36,12 @@ const (
 	vxlanOverheadV6       = 70 // outer IPv6 header is 20 bytes longer
 )
 
+// RouteProtocol is the route protocol (rtm_protocol) of every route the
+// datapath writes: `ip route` shows "proto 119", and `ip route show proto 119`
+// lists weft's routes. It is the mark reconciles go by: see "Routes" in the
+// package doc.
+const RouteProtocol = 119
+
 // DeviceConfig describes the VXLAN device.
 type DeviceConfig struct {
 	VNI           int        // 0 → 1; the device is named "flannel.<VNI>"
@@ -62,6 +68,12 @@ type Observer struct {
 	MissIgnored     func(kind string)                        // unknown destination
 	Reconciled      func(err error)
 	PeersProgrammed func(n int)
+	// Subscribed is called by Run each time it has subscribed to the
+	// kernel's events (kind SubscriptionLink or SubscriptionNeigh), at start
+	// and after every resubscription. Events from then on are delivered,
+	// and a reconcile follows (at start, the first one), so a change made
+	// before is repaired too.
+	Subscribed func(kind string)
 }
 
 // Config configures a VXLAN datapath.
@@ -117,6 +129,7 @@ type VXLAN struct {
 	adoptPending bool
 	direct       map[netip.Addr]bool // DirectRouting decisions by PublicIP (cleared on reconcile)
 	newMAC       func() (net.HardwareAddr, error)
+	raWarned     bool // the warning that the device accepts router advertisements was given
 }
 
 // New validates cfg, applies its defaults and returns a datapath that has not

@@ -65,6 +65,25 @@ func TestEnsureDeviceOverFake(t *testing.T) {
 	}
 }
 
+func TestRAAccepted(t *testing.T) {
+	for _, tc := range []struct {
+		disable, accept, forwarding int
+		want                        bool
+	}{
+		{0, 1, 0, true}, // a new device's default
+		{0, 0, 0, false},
+		{0, 1, 1, false}, // forwarding: only accept_ra 2 accepts
+		{0, 2, 1, true},
+		{0, 2, 0, true},
+		{1, 2, 0, false}, // IPv6 off on the device
+	} {
+		if got := raAccepted(tc.disable, tc.accept, tc.forwarding); got != tc.want {
+			t.Errorf("raAccepted(disable_ipv6 %d, accept_ra %d, forwarding %d) = %t, want %t",
+				tc.disable, tc.accept, tc.forwarding, got, tc.want)
+		}
+	}
+}
+
 func TestIncompatibleDeviceRecreated(t *testing.T) {
 	f := NewFake()
 	eth0 := f.AddUnderlay("eth0", 9000, netip.MustParsePrefix("198.18.0.1/24"))
@@ -117,8 +136,8 @@ func TestSetPeersOverFake(t *testing.T) {
 fdb 0a:00:00:00:00:03 dev flannel.1 self dst 198.18.1.3 permanent
 neigh 10.244.2.0 lladdr 0a:00:00:00:00:02 dev flannel.1 permanent
 neigh 10.244.3.0 lladdr 0a:00:00:00:00:03 dev flannel.1 permanent
-route 10.244.2.0/24 via 10.244.2.0 dev flannel.1 onlink metric 717826
-route 10.244.3.0/24 via 10.244.3.0 dev flannel.1 onlink metric 717827`
+route 10.244.2.0/24 via 10.244.2.0 dev flannel.1 proto 119 onlink metric 717826
+route 10.244.3.0/24 via 10.244.3.0 dev flannel.1 proto 119 onlink metric 717827`
 	if d := cmp.Diff(lines(want), lines(f.Lines("neigh", "fdb", "route"))); d != "" {
 		t.Errorf("state (-want +got):\n%s", d)
 	}
@@ -138,7 +157,7 @@ route 10.244.3.0/24 via 10.244.3.0 dev flannel.1 onlink metric 717827`
 		t.Fatal(err)
 	}
 	if d := cmp.Diff([]string{
-		"route del 10.244.3.0/24 via 10.244.3.0 dev flannel.1 onlink metric 717827",
+		"route del 10.244.3.0/24 via 10.244.3.0 dev flannel.1 proto 119 onlink metric 717827",
 		"neigh del 10.244.3.0 dev flannel.1",
 		"fdb del 0a:00:00:00:00:03 dev flannel.1 self dst 198.18.1.3",
 	}, f.Ops()); d != "" {
@@ -219,7 +238,7 @@ func TestRestartOverFake(t *testing.T) {
 	want := []string{
 		"sysctl net/ipv6/conf/flannel.1/accept_ra = 0",
 		"sysctl net/ipv4/neigh/flannel.1/app_solicit = 3",
-		"route del 10.244.3.0/24 via 10.244.3.0 dev flannel.1 onlink metric 717827",
+		"route del 10.244.3.0/24 via 10.244.3.0 dev flannel.1 proto 119 onlink metric 717827",
 		"neigh del 10.244.3.0 dev flannel.1",
 		"fdb del 0a:00:00:00:00:03 dev flannel.1 self dst 198.18.1.3",
 	}
@@ -243,9 +262,11 @@ func TestRunOverFake(t *testing.T) {
 	f := NewFake()
 	reconciled := make(chan error, 100)
 	answered := make(chan string, 100)
+	subscribed := make(chan string, 10)
 	v := newFakeVXLAN(t, f, ModeOnDemand, Observer{
 		Reconciled:   func(err error) { reconciled <- err },
 		MissAnswered: func(kind string, _ time.Duration) { answered <- kind },
+		Subscribed:   func(kind string) { subscribed <- kind },
 	})
 	dev, err := v.EnsureDevice()
 	if err != nil {
@@ -258,12 +279,14 @@ func TestRunOverFake(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer startRun(t, v)()
+	expectSubscriptions(t, subscribed)
 	expect(t, reconciled, "initial reconcile")
 
 	// A miss through the subscription activates the peer.
 	miss := l3Miss("10.244.2.5")
 	miss.LinkIndex = dev.Index
-	emitUntil(t, f, miss, answered)
+	f.EmitNeigh(miss)
+	expect(t, answered, "the L3 miss answered")
 	waitFor(t, "activation", func() bool {
 		return strings.Contains(f.Lines("route"), "10.244.2.0/24 via 10.244.2.0")
 	})
@@ -274,31 +297,26 @@ func TestRunOverFake(t *testing.T) {
 		l, err := f.LinkByName("flannel.1")
 		return err == nil && l.Attrs().HardwareAddr.String() == dev.MAC.String() &&
 			strings.Contains(f.Lines("addr"), "10.244.1.0/32 dev flannel.1") &&
-			strings.Contains(f.Lines("route"), "10.244.0.0/16 dev flannel.1 scope link")
+			strings.Contains(f.Lines("route"), "10.244.0.0/16 dev flannel.1 proto 119 scope link")
 	})
 
-	// The subscription ends (ENOBUFS): Run resubscribes and resyncs.
+	// The subscriptions end (ENOBUFS): Run resubscribes and resyncs.
 	f.EndSubscriptions()
+	expectSubscriptions(t, subscribed)
 	miss2 := l2Miss(macB)
 	l, _ := f.LinkByName("flannel.1")
 	miss2.LinkIndex = l.Attrs().Index
-	emitUntil(t, f, miss2, answered)
+	f.EmitNeigh(miss2)
+	expect(t, answered, "the L2 miss answered after resubscribing")
 }
 
-// emitUntil re-emits u until a miss is answered (the subscription may not
-// be there yet).
-func emitUntil(t *testing.T, f *Fake, u netlink.NeighUpdate, answered <-chan string) {
+// expectSubscriptions waits until Run reports both subscriptions made.
+func expectSubscriptions(t *testing.T, subscribed <-chan string) {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for time.Now().Before(deadline) {
-		f.EmitNeigh(u)
-		select {
-		case <-answered:
-			return
-		case <-time.After(20 * time.Millisecond):
-		}
+	got := map[string]bool{}
+	for !got[SubscriptionLink] || !got[SubscriptionNeigh] {
+		got[expect(t, subscribed, "link and neighbour subscriptions")] = true
 	}
-	t.Fatalf("miss %+v never answered", u.Neigh)
 }
 
 func expect[T any](t *testing.T, ch <-chan T, what string) T {
