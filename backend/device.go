@@ -260,16 +260,19 @@ func (v *VXLAN) deviceSysctls(link netlink.Link) error {
 // to <node>:8472 carrying an RA, from anything that reaches that port (a
 // node, a pod), gives the device a SLAAC address and the node a default IPv6
 // route through flannel.1 when accept_ra is 2, or 1 (the default) with IPv6
-// forwarding off; seen on Linux 6.18.
+// forwarding off; seen on Linux 6.18 (masq's TestRADropTraffic does it).
 //
 // netlink cannot set it: under IFLA_AF_SPEC/AF_INET6, RTM_SETLINK takes only
 // IFLA_INET6_TOKEN and IFLA_INET6_ADDR_GEN_MODE (IFLA_INET6_CONF is refused
 // with EINVAL), and there is no RTM_SETNETCONF. So it is written to
 // /proc/sys, which is read-only in a container that is not privileged (the
-// DaemonSet's). Then the device's settings are read (reads still work): only
-// if the kernel would act on an RA is that worth a warning, once per
-// datapath (a reconcile re-applies the settings every ResyncInterval); all
-// else is logged at Debug.
+// DaemonSet's). There the agent guards the device with nftables instead:
+// masq.EnsureRADrop drops RAs (and redirects) arriving on it in the input
+// hook, before neighbour discovery sees them, and Config.RAGuarded says so;
+// then the failed write is logged at Debug only. Unguarded, the device's
+// settings are read (reads still work): only if the kernel would act on an
+// RA is that worth a warning, once per datapath (a reconcile re-applies the
+// settings every ResyncInterval); all else is logged at Debug.
 func (v *VXLAN) refuseRouterAdverts(name string) error {
 	dir := "net/ipv6/conf/" + name + "/"
 	err := v.writeSysctl(dir+"accept_ra", "0")
@@ -280,8 +283,9 @@ func (v *VXLAN) refuseRouterAdverts(name string) error {
 		return err
 	}
 	accepted, rerr := v.routerAdvertsAccepted(dir)
-	if !accepted || v.raWarned {
-		v.log.Debug("cannot set accept_ra on the device", "err", err, "router_adverts_accepted", accepted)
+	if !accepted || v.raWarned || v.cfg.RAGuarded {
+		v.log.Debug("cannot set accept_ra on the device", "err", err,
+			"router_adverts_accepted", accepted, "guarded_by_nftables", v.cfg.RAGuarded)
 		return nil
 	}
 	v.raWarned = true

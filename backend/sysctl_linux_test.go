@@ -21,12 +21,14 @@ import (
 const (
 	roNetNSEnv   = "WEFT_TEST_RO_NETNS"    // the netns to build the device in
 	roWarningEnv = "WEFT_TEST_RO_WARNINGS" // warnings expected from two EnsureDevice calls
+	roGuardedEnv = "WEFT_TEST_RO_GUARDED"  // "true": Config.RAGuarded
 )
 
 // TestReadOnlyProcSys runs EnsureDevice in a child process whose /proc/sys
 // is mounted read-only (in a private mount namespace), as in the DaemonSet's
 // unprivileged container: no warning when the device already ignores router
-// advertisements (IPv6 forwarding on), one when it would act on them.
+// advertisements (IPv6 forwarding on), one when it would act on them, none
+// when the agent drops them with nftables (RAGuarded).
 func TestReadOnlyProcSys(t *testing.T) {
 	if path := os.Getenv(roNetNSEnv); path != "" {
 		readOnlyProcSysChild(t, path)
@@ -39,10 +41,12 @@ func TestReadOnlyProcSys(t *testing.T) {
 	for _, tc := range []struct {
 		name       string
 		forwarding string // net.ipv6.conf.default.forwarding, inherited by the new device
+		guarded    bool   // Config.RAGuarded
 		warnings   int
 	}{
-		{"RAs accepted", "0", 1},
-		{"RAs ignored (IPv6 forwarding)", "1", 0},
+		{"RAs accepted", "0", false, 1},
+		{"RAs ignored (IPv6 forwarding)", "1", false, 0},
+		{"RAs accepted but guarded by nftables", "0", true, 0},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			n := nettest.NewNS(t, "bkro")
@@ -66,7 +70,8 @@ func TestReadOnlyProcSys(t *testing.T) {
 			cmd := exec.Command("unshare", "--mount", "--propagation", "private", "sh", "-c",
 				`mount --bind /proc/sys /proc/sys && mount -o remount,bind,ro /proc/sys && exec "$@"`, "sh",
 				os.Args[0], "-test.run", "^TestReadOnlyProcSys$", "-test.count", "1", "-test.v")
-			cmd.Env = append(os.Environ(), roNetNSEnv+"="+n.Path, roWarningEnv+"="+strconv.Itoa(tc.warnings))
+			cmd.Env = append(os.Environ(), roNetNSEnv+"="+n.Path, roWarningEnv+"="+strconv.Itoa(tc.warnings),
+				roGuardedEnv+"="+strconv.FormatBool(tc.guarded))
 			out, err := cmd.CombinedOutput()
 			t.Logf("child:\n%s", out)
 			if err != nil {
@@ -81,6 +86,10 @@ func readOnlyProcSysChild(t *testing.T, path string) {
 	want, err := strconv.Atoi(os.Getenv(roWarningEnv))
 	if err != nil {
 		t.Fatalf("%s: %v", roWarningEnv, err)
+	}
+	guarded, err := strconv.ParseBool(os.Getenv(roGuardedEnv))
+	if err != nil {
+		t.Fatalf("%s: %v", roGuardedEnv, err)
 	}
 	var st unix.Statfs_t
 	if err := unix.Statfs("/proc/sys", &st); err != nil || st.Flags&unix.ST_RDONLY == 0 {
@@ -107,6 +116,7 @@ func readOnlyProcSysChild(t *testing.T, path string) {
 		Network:        netip.MustParsePrefix("10.244.0.0/16"),
 		ResyncInterval: time.Hour,
 		NetNSPath:      path,
+		RAGuarded:      guarded,
 	}, log)
 	if err != nil {
 		t.Fatal(err)

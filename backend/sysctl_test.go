@@ -44,16 +44,24 @@ func (b *logBuf) lines(subs ...string) []string {
 // newLoggedVXLAN is newFakeVXLAN (proactive) logging at Debug into a logBuf.
 func newLoggedVXLAN(t *testing.T, f *Fake, port int) (*VXLAN, *logBuf) {
 	t.Helper()
+	return newLoggedVXLANWith(t, f, func(c *Config) { c.Device.Port = port })
+}
+
+// newLoggedVXLANWith is newLoggedVXLAN with the Config changed by edit.
+func newLoggedVXLANWith(t *testing.T, f *Fake, edit func(*Config)) (*VXLAN, *logBuf) {
+	t.Helper()
 	idx, ok := f.byName("eth0")
 	if !ok {
 		idx = f.AddUnderlay("eth0", 1500, netip.MustParsePrefix("198.18.0.1/24"))
 	}
 	lb := &logBuf{}
 	log := slog.New(slog.NewTextHandler(lb, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	v, err := New(f, Config{
-		Device:  DeviceConfig{LocalIP: netip.MustParseAddr("198.18.0.1"), UnderlayIndex: idx, Port: port},
+	cfg := Config{
+		Device:  DeviceConfig{LocalIP: netip.MustParseAddr("198.18.0.1"), UnderlayIndex: idx},
 		Network: netip.MustParsePrefix("10.244.0.0/16"),
-	}, log)
+	}
+	edit(&cfg)
+	v, err := New(f, cfg, log)
 	if err != nil {
 		t.Fatalf("New: %v", err)
 	}
@@ -73,7 +81,8 @@ func readOnlyIPv6(op string) error {
 
 // TestReadOnlyProcSysOverFake: with /proc/sys read-only, a device that
 // already ignores router advertisements gives no warning; one that would
-// act on them gives one warning, not one per EnsureDevice or reconcile.
+// act on them gives one warning, not one per EnsureDevice or reconcile,
+// unless the agent drops them with nftables (RAGuarded): then none.
 func TestReadOnlyProcSysOverFake(t *testing.T) {
 	t.Run("RAs already ignored", func(t *testing.T) {
 		f := NewFake()
@@ -109,6 +118,25 @@ func TestReadOnlyProcSysOverFake(t *testing.T) {
 		}
 		if w := log.lines("level=WARN"); len(w) != 1 || !strings.Contains(w[0], "accept_ra") {
 			t.Errorf("warnings with /proc/sys read-only and the device accepting RAs:\n%s\nwant one, naming accept_ra", strings.Join(w, "\n"))
+		}
+	})
+	t.Run("RAs accepted but guarded by nftables", func(t *testing.T) {
+		f := NewFake()
+		f.Fail = readOnlyIPv6
+		v, log := newLoggedVXLANWith(t, f, func(c *Config) { c.RAGuarded = true })
+		for range 2 {
+			if _, err := v.EnsureDevice(); err != nil {
+				t.Fatalf("EnsureDevice with /proc/sys read-only: %v", err)
+			}
+		}
+		if err := v.reconcile(); err != nil {
+			t.Fatalf("reconcile: %v", err)
+		}
+		if w := log.lines("level=WARN"); len(w) != 0 {
+			t.Errorf("warnings with /proc/sys read-only and RAs dropped by nftables:\n%s", strings.Join(w, "\n"))
+		}
+		if d := log.lines("level=DEBUG", "cannot set accept_ra", "router_adverts_accepted=true", "guarded_by_nftables=true"); len(d) == 0 {
+			t.Errorf("no Debug record of the unwritable accept_ra; log:\n%s", strings.Join(log.lines(), "\n"))
 		}
 	})
 }

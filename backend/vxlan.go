@@ -85,6 +85,10 @@ type Config struct {
 	ResyncInterval time.Duration // periodic list-and-diff reconcile (0 → 1m)
 	NetNSPath      string        // netns the handle points into ("" = current): subscriptions and /proc/sys
 	Observer       Observer
+	// RAGuarded: router advertisements on the device are dropped by the agent's
+	// nftables rule (masq.EnsureRADrop), so an accept_ra=0 that cannot be written
+	// (read-only /proc/sys) is logged at Debug, not warned about.
+	RAGuarded bool
 }
 
 // Device is the VXLAN device as ensured.

@@ -1,8 +1,9 @@
 // Package masq installs weft's --ip-masq rules in an nftables table of its own
 // ("weft", family ip, or ip6 for an IPv6 Network), through netlink (google/nftables),
 // never by running the nft binary. It also keeps the cluster Network forwardable
-// under a FORWARD policy of DROP (--iptables-forward-rules) and names the firewall
-// chains it cannot make passable.
+// under a FORWARD policy of DROP (--iptables-forward-rules), names the firewall
+// chains it cannot make passable, and drops IPv6 router advertisements arriving on
+// the VXLAN device where accept_ra=0 cannot be written (table ip6 weft-ra).
 //
 // # Masquerade
 //
@@ -99,4 +100,63 @@
 // ForwardBlockers does not follow jumps, sets or interface matches: a chain that jumps
 // to a chain accepting pod traffic can be reported although it passes it, and a rule
 // that drops only part of pod traffic is not reported. It is a diagnosis to log.
+//
+// # Router advertisements on the VXLAN device: EnsureRADrop
+//
+// A VXLAN device takes every datagram to its UDP port, whoever sends it, and the
+// kernel acts on a router advertisement (RA) arriving on it even with addrgen mode
+// none: the node gets a SLAAC address and a default IPv6 route through flannel.1
+// when the device's accept_ra is 2, or 1 (the default) with IPv6 forwarding off
+// (backend's refuseRouterAdverts; TestRADropTraffic does it). The backend writes
+// accept_ra=0, but /proc/sys is read-only in the DaemonSet's unprivileged container
+// and netlink cannot set it. EnsureRADrop is the guard that needs only NET_ADMIN:
+//
+//	table ip6 weft-ra {
+//		chain input {
+//			type filter hook input priority filter; policy accept;
+//			iifname "flannel.1" icmpv6 type nd-router-advert counter drop comment "..."
+//			iifname "flannel.1" icmpv6 type nd-redirect counter drop comment "..."
+//		}
+//	}
+//
+// Why so:
+//   - Its own table, not "weft": the masquerade code owns the table named "weft" in
+//     both ip and ip6 (an IPv6 Network's rules live in ip6 weft), and would report an
+//     ip6 weft table of other rules as drift, then delete it. "weft-ra" is never
+//     touched by Ensure or Delete, and DeleteRADrop touches nothing else.
+//   - The input hook: neighbour discovery runs in icmpv6_rcv, which ip6_input_finish
+//     calls after NF_INET_LOCAL_IN, for unicast and multicast (ff02::1) alike. Only
+//     locally delivered packets pass the input hook, so forwarded pod traffic never
+//     runs the rule. The forward hook would not see an RA to ff02::1 at all
+//     (TestRADropTraffic fails with it). A drop in any base chain is final, so an
+//     accept in another table cannot undo it.
+//   - meta l4proto, not the IPv6 header's next-header field: an RA behind a
+//     hop-by-hop options header is acted on too, and only l4proto (which skips
+//     extension headers) matches it (TestRADropTraffic sends one). A fragmented RA
+//     is caught as well: the first fragment carries the ICMPv6 type and is dropped,
+//     so reassembly never completes (and the kernel ignores fragmented neighbour
+//     discovery anyway, suppress_frag_ndisc=1).
+//   - iifname, not iif: the rule is by device name, so the agent can put it in place
+//     before the device exists and it still holds after the device is recreated
+//     (new index). Another device name (another VNI) replaces the rules (Info).
+//   - Redirects (type 137) too: ndisc acts on them under accept_redirects (1 by
+//     default with forwarding off), another sysctl weft cannot write there. weft
+//     never needs one on the overlay (its neighbours and routes are static), so the
+//     drop costs nothing. Other neighbour discovery (router solicitations, neighbour
+//     solicitations and advertisements) passes: it configures nothing on a host, and
+//     an IPv6 overlay could need neighbour discovery. Each rule has its own counter:
+//     `nft list table ip6 weft-ra` shows what was dropped.
+//
+// Invariants, as for Ensure: idempotent and cheap when in place (three netlink
+// requests: the ip6 table listing, the chain and its rules, about 0.4 ms, none of
+// them a dump of other tables' chains, so a large kube-proxy ruleset costs nothing)
+// and then nothing is logged above Debug, so the agent calls it every resync
+// interval. A deleted table or chain, a flushed chain, a changed, added or deleted
+// rule, a changed hook, priority or policy, an added chain or set, or a dormant
+// table is replaced in one atomic batch (delete and re-create the table) and logged
+// once at Warn with what was wrong; a table that was in place earlier in this
+// process and has vanished is a repair too (state.go). It is never removed on
+// shutdown: the device outlives the agent. When the agent keeps it in place it sets
+// backend.Config.RAGuarded, and the backend logs an unwritable accept_ra at Debug
+// instead of warning.
 package masq
