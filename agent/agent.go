@@ -94,6 +94,8 @@ func (a *Agent) run(ctx context.Context, g *errgroup.Group) error {
 		return fmt.Errorf("choose underlay interface: %w", err)
 	}
 	a.log.Info("using underlay", "iface", ul.Name, "ip", ul.IP, "public_ip", ul.PublicIP, "mtu", ul.MTU)
+	// Before the device exists, so that it is never up unguarded.
+	rs := a.guardRouterAdverts(backend.DeviceName(nw.Backend.VNI))
 
 	be, err := backend.New(a.nl, backend.Config{
 		Device: backend.DeviceConfig{
@@ -106,6 +108,7 @@ func (a *Agent) run(ctx context.Context, g *errgroup.Group) error {
 		ResyncInterval: a.cfg.ResyncInterval,
 		NetNSPath:      a.cfg.NetNSPath,
 		Observer:       a.metrics.observer(),
+		RAGuarded:      rs.raGuarded,
 	}, a.log.With("component", "vxlan"))
 	if err != nil {
 		return fmt.Errorf("create vxlan backend: %w", err)
@@ -126,8 +129,7 @@ func (a *Agent) run(ctx context.Context, g *errgroup.Group) error {
 	if err := be.SetAddress(l.Subnet); err != nil {
 		return fmt.Errorf("set device address: %w", err)
 	}
-	rs, err := a.ensureRules(nw, l)
-	if err != nil {
+	if err := a.ensureRules(rs, nw, l); err != nil {
 		return err
 	}
 	if err := a.writeSubnetEnv(nw, l, dev.MTU); err != nil {

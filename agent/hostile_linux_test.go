@@ -120,7 +120,8 @@ func TestConflistWithdrawnUntilSubnetEnv(t *testing.T) {
 }
 
 // Rules flushed under a running agent (an operator, a firewall reload, an
-// iptables-restore) come back within the resync interval, and a FORWARD
+// iptables-restore) come back within the resync interval (masquerade and the
+// router-advertisement guard on flannel.1), and a FORWARD
 // chain made after the agent started (Docker starting later) gets weft's
 // accepts too.
 func TestRulesComeBackWithinResync(t *testing.T) {
@@ -132,8 +133,10 @@ func TestRulesComeBackWithinResync(t *testing.T) {
 	if out, err := n.exec("nft", "list", "table", "ip", "weft"); err != nil {
 		t.Fatalf("no ip weft table with --ip-masq: %v\n%s", err, out)
 	}
-	if out, err := n.exec("nft", "delete", "table", "ip", "weft"); err != nil {
-		t.Fatalf("delete table: %v\n%s", err, out)
+	for _, table := range [][]string{{"ip", "weft"}, {"ip6", "weft-ra"}} {
+		if out, err := n.exec("nft", "delete", "table", table[0], table[1]); err != nil {
+			t.Fatalf("delete table %v: %v\n%s", table, err, out)
+		}
 	}
 	if out, err := n.exec("iptables", "-P", "FORWARD", "DROP"); err != nil {
 		t.Fatalf("iptables -P FORWARD DROP: %v\n%s", err, out)
@@ -141,6 +144,9 @@ func TestRulesComeBackWithinResync(t *testing.T) {
 	eventually(t, 5*time.Second, "masquerade table and forward accepts back", func() error {
 		if out, err := n.exec("nft", "list", "table", "ip", "weft"); err != nil {
 			return fmt.Errorf("ip weft: %v: %s", err, out)
+		}
+		if out, err := n.exec("nft", "list", "table", "ip6", "weft-ra"); err != nil || !strings.Contains(out, `iifname "flannel.1"`) {
+			return fmt.Errorf("ip6 weft-ra: %v: %s", err, out)
 		}
 		out, err := n.exec("iptables", "-S", "FORWARD")
 		if err != nil || !strings.Contains(out, "-s 10.244.0.0/16") || !strings.Contains(out, "-d 10.244.0.0/16") {

@@ -19,21 +19,40 @@ import (
 
 // rules is what rulesLoop keeps in place.
 type rules struct {
-	masq     masq.Rules
-	blockers []masq.Blocker // as last logged
-	errMsg   string         // last error logged
-	errAt    time.Time
+	device    string // the VXLAN device
+	raGuarded bool   // the router-advertisement drop for device is in place
+	masq      masq.Rules
+	blockers  []masq.Blocker // as last logged
+	errMsg    string         // last error logged
+	errAt     time.Time
+}
+
+// guardRouterAdverts drops router advertisements and redirects arriving on
+// the VXLAN device (masq.EnsureRADrop): anything that reaches the VXLAN port
+// could otherwise give the node IPv6 addresses and routes through it, and
+// accept_ra cannot be set where /proc/sys is read-only (the DaemonSet). A
+// failure is logged, never fatal: the datapath then warns if the kernel
+// would act on RAs.
+func (a *Agent) guardRouterAdverts(device string) *rules {
+	r := &rules{device: device}
+	err := a.withNetns(func(fd int) error { return masq.EnsureRADrop(fd, device, a.log) })
+	if err != nil {
+		a.log.Warn("cannot drop router advertisements on the vxlan device", "device", device, "err", err)
+		return r
+	}
+	r.raGuarded = true
+	return r
 }
 
 // errorEvery bounds how often one unchanged error of the loop is logged again.
 const errorEvery = 5 * time.Minute
 
 // ensureRules is the start-up pass; its errors stop the agent.
-func (a *Agent) ensureRules(nw *lease.Network, l lease.Lease) (*rules, error) {
-	r := &rules{masq: masq.Rules{Network: nw.Network, Subnet: l.Subnet, VXLANPort: nw.Backend.Port}}
+func (a *Agent) ensureRules(r *rules, nw *lease.Network, l lease.Lease) error {
+	r.masq = masq.Rules{Network: nw.Network, Subnet: l.Subnet, VXLANPort: nw.Backend.Port}
 	fd, closeFd, err := a.netnsFd()
 	if err != nil {
-		return nil, err
+		return err
 	}
 	defer closeFd()
 	// A previous run with the flag set may have left rules behind.
@@ -47,10 +66,7 @@ func (a *Agent) ensureRules(nw *lease.Network, l lease.Lease) (*rules, error) {
 			a.log.Warn("remove forward rules", "err", err)
 		}
 	}
-	if err := a.ensureOnce(fd, r); err != nil {
-		return nil, err
-	}
-	return r, nil
+	return a.ensureOnce(fd, r)
 }
 
 // ensureOnce puts masquerade and forward rules in place and checks for
@@ -64,6 +80,11 @@ func (a *Agent) ensureOnce(fd int, r *rules) error {
 	}
 	if a.cfg.ForwardRules {
 		if err := masq.EnsureForward(fd, r.masq.Network, a.log); err != nil {
+			return err
+		}
+	}
+	if r.raGuarded {
+		if err := masq.EnsureRADrop(fd, r.device, a.log); err != nil {
 			return err
 		}
 	}

@@ -204,7 +204,15 @@ func applyDefaults(cfg *Config) error {
 	return nil
 }
 
-func (c Config) deviceName() string { return fmt.Sprintf("flannel.%d", c.Device.VNI) }
+func (c Config) deviceName() string { return DeviceName(c.Device.VNI) }
+
+// DeviceName is the VXLAN device of VNI vni (0 = DefaultVNI): flannel.<VNI>.
+func DeviceName(vni int) string {
+	if vni == 0 {
+		vni = DefaultVNI
+	}
+	return fmt.Sprintf("flannel.%d", vni)
+}
 
 // Ready reports whether the device is up and the last SetPeers (or reconcile)
 // programmed every valid peer. Invalid peers are reported by SetPeers but do
