@@ -70,10 +70,21 @@ func (c *etcdConn) childExited() <-chan struct{} {
 	return c.child.exited
 }
 
+// etcdHooks connect the store to the agent's metrics. Both may be nil.
+type etcdHooks struct {
+	// observe gets the latency and result of every etcd operation.
+	observe func(op string, d time.Duration, err error)
+	// health gets etcd's reachability on each change. With it, openEtcd runs
+	// the store's health prober (Monitor) and the store logs the changes:
+	// that is `weftd run`. Without it (one-shot commands) the store stays
+	// quiet and the command's error says what failed.
+	health func(up bool, err error)
+}
+
 // openEtcd connects to etcd, first starting weft-etcd on --data-dir and
 // --embedded-etcd-url when no endpoints are given. Its logs go to stderr, in
 // weftd's --log-format.
-func (g *globalFlags) openEtcd(ctx context.Context, log *slog.Logger, stderr io.Writer, observe func(string, time.Duration, error)) (*etcdConn, error) {
+func (g *globalFlags) openEtcd(ctx context.Context, log *slog.Logger, stderr io.Writer, hooks etcdHooks) (*etcdConn, error) {
 	e := &g.etcd
 	c := &etcdConn{}
 	endpoints := e.endpoints
@@ -96,11 +107,23 @@ func (g *globalFlags) openEtcd(ctx context.Context, log *slog.Logger, stderr io.
 	}
 	c.cli = cli
 	c.closers = append(c.closers, func() { _ = cli.Close() })
-	var opts []etcdstore.Option
-	if observe != nil {
-		opts = append(opts, etcdstore.WithObserver(observe))
+	opts := []etcdstore.Option{etcdstore.WithHealthLog(hooks.health != nil)}
+	if hooks.observe != nil {
+		opts = append(opts, etcdstore.WithObserver(hooks.observe))
+	}
+	if hooks.health != nil {
+		opts = append(opts, etcdstore.WithHealth(hooks.health))
 	}
 	c.store = etcdstore.New(cli, e.prefix, log, opts...)
+	if hooks.health != nil {
+		mctx, cancel := context.WithCancel(ctx)
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			c.store.Monitor(mctx)
+		}()
+		c.closers = append(c.closers, func() { cancel(); <-done })
+	}
 	return c, nil
 }
 
@@ -120,13 +143,18 @@ func newInitNetworkCmd(g *globalFlags) *cobra.Command {
 				return err
 			}
 			if _, err := lease.ParseNetwork(raw); err != nil {
-				return fmt.Errorf("invalid network config: %w", err)
+				// lease's errors already say "invalid network config" or
+				// "decode network config"; name the file they come from.
+				if file != "" {
+					return fmt.Errorf("%s: %w", file, err)
+				}
+				return err
 			}
 			log, err := g.logger(cmd.ErrOrStderr())
 			if err != nil {
 				return err
 			}
-			conn, err := g.openEtcd(cmd.Context(), log, cmd.ErrOrStderr(), nil)
+			conn, err := g.openEtcd(cmd.Context(), log, cmd.ErrOrStderr(), etcdHooks{})
 			if err != nil {
 				return err
 			}

@@ -91,7 +91,7 @@ func (s *Store) acquireOnce(ctx context.Context, cfg *lease.Network, req lease.R
 // create writes key with value under lease id if the key does not exist.
 func (s *Store) create(ctx context.Context, key, value string, id clientv3.LeaseID) (bool, error) {
 	var resp *clientv3.TxnResponse
-	err := s.timed("txn", func() (err error) {
+	err := s.timed(ctx, "txn", func(ctx context.Context) (err error) {
 		resp, err = s.cli.Txn(ctx).
 			If(clientv3.Compare(clientv3.Version(key), "=", 0)).
 			Then(clientv3.OpPut(key, value, clientv3.WithLease(id))).
@@ -110,7 +110,7 @@ func (s *Store) create(ctx context.Context, key, value string, id clientv3.Lease
 func (s *Store) reuse(ctx context.Context, l lease.Lease, attrs lease.Attrs, value string) (lease.Lease, error) {
 	key := s.subnetsDir() + l.Key()
 	var resp *clientv3.GetResponse
-	if err := s.timed("get", func() (err error) { resp, err = s.cli.Get(ctx, key); return err }); err != nil {
+	if err := s.timed(ctx, "get", func(ctx context.Context) (err error) { resp, err = s.cli.Get(ctx, key); return err }); err != nil {
 		return lease.Lease{}, fmt.Errorf("read %s: %w", key, err)
 	}
 	if len(resp.Kvs) == 0 || resp.Kvs[0].Lease != l.LeaseID {
@@ -123,7 +123,7 @@ func (s *Store) reuse(ctx context.Context, l lease.Lease, attrs lease.Attrs, val
 			opts = append(opts, clientv3.WithLease(clientv3.LeaseID(kv.Lease)))
 		}
 		var tr *clientv3.TxnResponse
-		err := s.timed("txn", func() (err error) {
+		err := s.timed(ctx, "txn", func(ctx context.Context) (err error) {
 			tr, err = s.cli.Txn(ctx).
 				If(clientv3.Compare(clientv3.ModRevision(key), "=", kv.ModRevision)).
 				Then(clientv3.OpPut(key, value, opts...)).
@@ -157,7 +157,7 @@ func (s *Store) reuse(ctx context.Context, l lease.Lease, attrs lease.Attrs, val
 // for peers' leases); zero when unknown.
 func (s *Store) expiration(ctx context.Context, id clientv3.LeaseID) time.Time {
 	var resp *clientv3.LeaseTimeToLiveResponse
-	err := s.timed("ttl", func() (err error) { resp, err = s.cli.TimeToLive(ctx, id); return err })
+	err := s.timed(ctx, "ttl", func(ctx context.Context) (err error) { resp, err = s.cli.TimeToLive(ctx, id); return err })
 	if err != nil || resp.TTL <= 0 {
 		return time.Time{}
 	}
@@ -168,7 +168,7 @@ func (s *Store) expiration(ctx context.Context, id clientv3.LeaseID) time.Time {
 // key is unchanged since listed, and revokes its etcd lease.
 func (s *Store) deleteOwn(ctx context.Context, l lease.Lease) error {
 	key := s.subnetsDir() + l.Key()
-	err := s.timed("txn", func() error {
+	err := s.timed(ctx, "txn", func(ctx context.Context) error {
 		_, err := s.cli.Txn(ctx).
 			If(clientv3.Compare(clientv3.LeaseValue(key), "=", clientv3.LeaseID(l.LeaseID))).
 			Then(clientv3.OpDelete(key)).
@@ -197,7 +197,7 @@ func (g *grant) get(ctx context.Context) (clientv3.LeaseID, error) {
 	}
 	secs := max(int64(g.ttl/time.Second), 1)
 	var resp *clientv3.LeaseGrantResponse
-	err := g.s.timed("grant", func() (err error) { resp, err = g.s.cli.Grant(ctx, secs); return err })
+	err := g.s.timed(ctx, "grant", func(ctx context.Context) (err error) { resp, err = g.s.cli.Grant(ctx, secs); return err })
 	if err != nil {
 		return 0, fmt.Errorf("grant lease of %ds: %w", secs, err)
 	}
@@ -212,12 +212,10 @@ func (g *grant) revokeUnused() {
 	g.s.revoke(g.id)
 }
 
-// revoke drops an etcd lease we granted; it runs on its own short context so
-// that it also happens after the caller's ctx ended.
+// revoke drops an etcd lease we granted; it runs on its own context (with the
+// operation deadline) so that it also happens after the caller's ctx ended.
 func (s *Store) revoke(id clientv3.LeaseID) {
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	err := s.timed("revoke", func() error { _, err := s.cli.Revoke(ctx, id); return err })
+	err := s.timed(context.Background(), "revoke", func(ctx context.Context) error { _, err := s.cli.Revoke(ctx, id); return err })
 	if err != nil {
 		s.log.Warn("revoke unused etcd lease (it will expire by itself)", "lease_id", int64(id), "err", err)
 	}

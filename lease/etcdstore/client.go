@@ -36,7 +36,9 @@ type ClientConfig struct {
 var ErrTLSMismatch = errors.New("etcd endpoints and TLS settings disagree")
 
 // NewClient builds an etcd client. It does not wait for a connection (weftd
-// keeps retrying while etcd is down); the first request reports a failure.
+// keeps retrying while etcd is down); the first request reports a failure,
+// after its deadline, with the cause the Store finds by dialling the
+// endpoints with the same TLS settings (ErrUnreachable).
 func NewClient(c ClientConfig) (*clientv3.Client, error) {
 	tlsCfg, err := c.tlsConfig()
 	if err != nil {
@@ -71,6 +73,7 @@ func NewClient(c ClientConfig) (*clientv3.Client, error) {
 	if err != nil {
 		return nil, fmt.Errorf("create etcd client for %s: %w", strings.Join(c.Endpoints, ","), err)
 	}
+	rememberTLS(cli, tlsCfg) // for the diagnosis of a failure (diagnose.go)
 	return cli, nil
 }
 

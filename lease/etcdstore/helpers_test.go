@@ -152,3 +152,25 @@ func slogText(w *syncBuffer) *slog.Logger { return slog.New(slog.NewTextHandler(
 // tctx is the context of one test step: generous, so that a hung etcd call
 // fails the test instead of hanging the run.
 func tctx(t *testing.T) context.Context { return withTimeout(t, 60*time.Second) }
+
+// eachRestartable runs f against a restartable embedded server and, when
+// installed, the Debian etcd binary; both start stopped.
+func eachRestartable(t *testing.T, f func(t *testing.T, r *etcdtest.Restartable)) {
+	t.Run("embedded", func(t *testing.T) { f(t, etcdtest.NewEmbedded(t)) })
+	t.Run("etcd-binary", func(t *testing.T) { f(t, etcdtest.NewBinary(t)) })
+}
+
+// countLines counts the log lines containing every one of subs.
+func countLines(out string, subs ...string) int {
+	n := 0
+	for line := range strings.Lines(out) {
+		all := true
+		for _, s := range subs {
+			all = all && strings.Contains(line, s)
+		}
+		if all {
+			n++
+		}
+	}
+	return n
+}

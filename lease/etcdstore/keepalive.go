@@ -37,7 +37,11 @@ func (s *Store) KeepAlive(ctx context.Context, l lease.Lease) error {
 	id := clientv3.LeaseID(l.LeaseID)
 	var delay time.Duration
 	for ctx.Err() == nil {
+		start := time.Now()
 		err := s.renew(ctx, l, id, &ttl)
+		if time.Since(start) > s.backoff.max {
+			delay = 0 // it worked for a while: the next failure starts the backoff afresh
+		}
 		if err == errGone {
 			s.log.Warn("our etcd lease is gone (revoked or expired): re-creating the same key", "key", l.Key(), "lease_id", int64(id))
 			var nid clientv3.LeaseID
@@ -49,11 +53,16 @@ func (s *Store) KeepAlive(ctx context.Context, l lease.Lease) error {
 		if errors.Is(err, lease.ErrLeaseLost) {
 			return fmt.Errorf("keep lease %s alive: %w", l.Key(), err)
 		}
-		if err != nil && ctx.Err() == nil {
-			delay = s.backoff.next(delay)
-			s.log.Warn("keepalive failed, retrying", "key", l.Key(), "lease_id", int64(id), "err", err, "retry_in", delay)
-			sleep(ctx, delay)
+		if err == nil || ctx.Err() != nil {
+			continue
 		}
+		delay = s.backoff.next(delay)
+		// etcd not answering is logged by the health state (at most every
+		// 30 s); the retry waits for etcd to answer again.
+		if !errors.Is(err, ErrUnreachable) && !errors.Is(err, errEtcdDown) {
+			s.log.Warn("keepalive failed, retrying", "key", l.Key(), "lease_id", int64(id), "err", err, "retry_in", delay)
+		}
+		s.health.wait(ctx, delay)
 	}
 	return nil
 }
@@ -61,13 +70,14 @@ func (s *Store) KeepAlive(ctx context.Context, l lease.Lease) error {
 // renew keeps lease id alive while watching our key. It returns nil when ctx
 // ends, errGone when the lease or key is gone (or re-created by another
 // process of ours), lease.ErrLeaseLost when the key holds another node's
-// value, and other errors for retry. ttl is updated from etcd's answers.
+// value, errEtcdDown when the health state says etcd is down, and other
+// errors for retry. ttl is updated from etcd's answers.
 func (s *Store) renew(ctx context.Context, l lease.Lease, id clientv3.LeaseID, ttl *time.Duration) error {
 	kctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	key := s.subnetsDir() + l.Key()
 	var resp *clientv3.GetResponse
-	if err := s.timed("get", func() (err error) { resp, err = s.cli.Get(kctx, key); return err }); err != nil {
+	if err := s.timed(kctx, "get", func(ctx context.Context) (err error) { resp, err = s.cli.Get(ctx, key); return err }); err != nil {
 		return fmt.Errorf("read %s: %w", key, err)
 	}
 	if len(resp.Kvs) == 0 {
@@ -86,6 +96,7 @@ func (s *Store) renew(ctx context.Context, l lease.Lease, id clientv3.LeaseID, t
 	// the key watch above still notices a lost lease at once.
 	timer := time.NewTimer(0) // renew at once: confirms the lease and learns its TTL
 	defer timer.Stop()
+	_, changed := s.health.current()
 	for {
 		select {
 		case <-ctx.Done():
@@ -100,6 +111,13 @@ func (s *Store) renew(ctx context.Context, l lease.Lease, id clientv3.LeaseID, t
 			}
 			*ttl = next
 			timer.Reset(renewEvery(next))
+		case <-changed:
+			// etcd went down: the key watch may resume silently after a
+			// compaction; start over (read, watch, renew) once it answers.
+			if st, _ := s.health.current(); st == stateDown {
+				return errEtcdDown
+			}
+			_, changed = s.health.current()
 		case wr, ok := <-wch:
 			if !ok || wr.Err() != nil {
 				if ctx.Err() != nil {
@@ -128,7 +146,7 @@ func (s *Store) renew(ctx context.Context, l lease.Lease, id clientv3.LeaseID, t
 // longer knows the lease.
 func (s *Store) renewOnce(ctx context.Context, id clientv3.LeaseID) (time.Duration, error) {
 	var r *clientv3.LeaseKeepAliveResponse
-	err := s.timed("keepalive", func() (err error) { r, err = s.cli.KeepAliveOnce(ctx, id); return err })
+	err := s.timed(ctx, "keepalive", func(ctx context.Context) (err error) { r, err = s.cli.KeepAliveOnce(ctx, id); return err })
 	switch {
 	case errors.Is(err, rpctypes.ErrLeaseNotFound):
 		return 0, errGone
@@ -179,7 +197,7 @@ func (s *Store) recreate(ctx context.Context, l lease.Lease, value string, ttl t
 	}
 	key := s.subnetsDir() + l.Key()
 	var resp *clientv3.TxnResponse
-	err = s.timed("txn", func() (err error) {
+	err = s.timed(ctx, "txn", func(ctx context.Context) (err error) {
 		resp, err = s.cli.Txn(ctx).
 			If(clientv3.Compare(clientv3.Version(key), "=", 0)).
 			Then(clientv3.OpPut(key, value, clientv3.WithLease(id))).
@@ -214,7 +232,7 @@ func (s *Store) Release(ctx context.Context, l lease.Lease) error {
 	}
 	key := s.subnetsDir() + l.Key()
 	var resp *clientv3.GetResponse
-	if err := s.timed("get", func() (err error) { resp, err = s.cli.Get(ctx, key); return err }); err != nil {
+	if err := s.timed(ctx, "get", func(ctx context.Context) (err error) { resp, err = s.cli.Get(ctx, key); return err }); err != nil {
 		return fmt.Errorf("release %s: %w", key, err)
 	}
 	if len(resp.Kvs) == 0 || resp.Kvs[0].Lease == 0 {
@@ -225,7 +243,7 @@ func (s *Store) Release(ctx context.Context, l lease.Lease) error {
 	if err != nil || !lease.Owns(cur.Attrs, l.Attrs) {
 		return nil
 	}
-	err = s.timed("revoke", func() error { _, err := s.cli.Revoke(ctx, clientv3.LeaseID(kv.Lease)); return err })
+	err = s.timed(ctx, "revoke", func(ctx context.Context) error { _, err := s.cli.Revoke(ctx, clientv3.LeaseID(kv.Lease)); return err })
 	if err != nil && !errors.Is(err, rpctypes.ErrLeaseNotFound) {
 		return fmt.Errorf("release %s: revoke lease %x: %w", key, kv.Lease, err)
 	}

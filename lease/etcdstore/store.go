@@ -11,8 +11,6 @@ import (
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
 
 	"github.com/weftnet/weft/lease"
 )
@@ -26,6 +24,12 @@ type Store struct {
 	retries int
 	backoff backoff
 
+	opTimeout    time.Duration // deadline of every unary etcd call
+	probeEvery   time.Duration // Monitor's period while etcd answers
+	probeTimeout time.Duration // deadline of one probe
+	health       *health
+	diag         diagnosis
+
 	warnMu sync.Mutex
 	warned map[string]int64 // key -> ModRevision already warned about
 }
@@ -36,8 +40,9 @@ var _ lease.Store = (*Store)(nil)
 type Option func(*Store)
 
 // WithObserver reports the latency and result of every etcd operation (op is
-// "get", "txn", "grant", "revoke", "keepalive", "put", "ttl"). The agent
-// exports it as a histogram. f must be safe for concurrent use and fast.
+// "get", "txn", "grant", "revoke", "keepalive", "put", "ttl", and "probe" for
+// Monitor's health probe). The agent exports it as a histogram. f must be
+// safe for concurrent use and fast.
 func WithObserver(f func(op string, d time.Duration, err error)) Option {
 	return func(s *Store) { s.observe = f }
 }
@@ -48,6 +53,40 @@ func WithAcquireRetries(n int) Option {
 	return func(s *Store) {
 		if n > 0 {
 			s.retries = n
+		}
+	}
+}
+
+// WithHealth reports whether etcd answers: f(false, err) when an operation
+// or a probe gets no answer (err matches ErrUnreachable and names the
+// endpoints and the cause), f(true, nil) when etcd answers again (and on the
+// first answer). It is called on transitions only, in order, and must be
+// fast. The agent wires it to weft_etcd_up and weft_etcd_failures_total.
+func WithHealth(f func(up bool, err error)) Option {
+	return func(s *Store) { s.health.notify = f }
+}
+
+// WithHealthLog turns the store's log lines about etcd's reachability
+// ("connected to etcd", "etcd unreachable", "etcd still unreachable" at most
+// every 30 s, "etcd reachable again") on (the default) or off. One-shot
+// commands turn them off: their error says it.
+func WithHealthLog(on bool) Option {
+	return func(s *Store) { s.health.logOn = on }
+}
+
+// WithTimeouts sets the deadline of every unary etcd call (default 5s), the
+// period of Monitor's probe while etcd answers (default 5s) and the deadline
+// of one probe (default 2s). Zero keeps a default.
+func WithTimeouts(op, probeEvery, probeTimeout time.Duration) Option {
+	return func(s *Store) {
+		if op > 0 {
+			s.opTimeout = op
+		}
+		if probeEvery > 0 {
+			s.probeEvery = probeEvery
+		}
+		if probeTimeout > 0 {
+			s.probeTimeout = probeTimeout
 		}
 	}
 }
@@ -72,12 +111,16 @@ func New(cli *clientv3.Client, prefix string, log *slog.Logger, opts ...Option) 
 		log = slog.New(slog.DiscardHandler)
 	}
 	s := &Store{
-		cli:     cli,
-		prefix:  strings.TrimRight(prefix, "/"),
-		log:     log,
-		retries: 32,
-		backoff: backoff{first: 200 * time.Millisecond, max: 10 * time.Second},
-		warned:  map[string]int64{},
+		cli:          cli,
+		prefix:       strings.TrimRight(prefix, "/"),
+		log:          log,
+		retries:      32,
+		backoff:      backoff{first: 200 * time.Millisecond, max: 10 * time.Second},
+		opTimeout:    defaultOpTimeout,
+		probeEvery:   defaultProbeEvery,
+		probeTimeout: defaultProbeTimeout,
+		health:       newHealth(log, cli.Endpoints()),
+		warned:       map[string]int64{},
 	}
 	for _, o := range opts {
 		o(s)
@@ -88,24 +131,14 @@ func New(cli *clientv3.Client, prefix string, log *slog.Logger, opts ...Option) 
 func (s *Store) configKey() string  { return s.prefix + "/config" }
 func (s *Store) subnetsDir() string { return s.prefix + "/subnets/" }
 
-// timed runs f and reports it to the observer.
-func (s *Store) timed(op string, f func() error) error {
-	start := time.Now()
-	err := f()
-	if s.observe != nil {
-		s.observe(op, time.Since(start), err)
-	}
-	return err
-}
-
 // NetworkConfig reads, defaults and validates <prefix>/config. Notices are
 // logged at info level.
 func (s *Store) NetworkConfig(ctx context.Context) (*lease.Network, error) {
 	key := s.configKey()
 	var resp *clientv3.GetResponse
-	err := s.timed("get", func() (err error) { resp, err = s.cli.Get(ctx, key); return err })
+	err := s.timed(ctx, "get", func(ctx context.Context) (err error) { resp, err = s.cli.Get(ctx, key); return err })
 	if err != nil {
-		return nil, fmt.Errorf("read network config %s: %w", key, s.hint(err))
+		return nil, fmt.Errorf("read network config %s: %w", key, err)
 	}
 	if len(resp.Kvs) == 0 {
 		return nil, fmt.Errorf("read network config: key %s not found; create it with: etcdctl put %s '{\"Network\":\"10.244.0.0/16\",\"Backend\":{\"Type\":\"vxlan\"}}' (etcd v3 API): %w",
@@ -128,7 +161,7 @@ func (s *Store) PutConfig(ctx context.Context, raw []byte) error {
 		return fmt.Errorf("put network config: %w", err)
 	}
 	key := s.configKey()
-	err := s.timed("put", func() error { _, err := s.cli.Put(ctx, key, string(raw)); return err })
+	err := s.timed(ctx, "put", func(ctx context.Context) error { _, err := s.cli.Put(ctx, key, string(raw)); return err })
 	if err != nil {
 		return fmt.Errorf("put network config %s: %w", key, err)
 	}
@@ -148,12 +181,12 @@ func (s *Store) List(ctx context.Context) ([]lease.Lease, error) {
 // backend): those blocks are taken all the same.
 func (s *Store) list(ctx context.Context) (leases []lease.Lease, blocked []lease.Lease, rev int64, err error) {
 	var resp *clientv3.GetResponse
-	err = s.timed("get", func() (err error) {
+	err = s.timed(ctx, "get", func(ctx context.Context) (err error) {
 		resp, err = s.cli.Get(ctx, s.subnetsDir(), clientv3.WithPrefix(), clientv3.WithSort(clientv3.SortByKey, clientv3.SortAscend))
 		return err
 	})
 	if err != nil {
-		return nil, nil, 0, fmt.Errorf("list leases under %s: %w", s.subnetsDir(), s.hint(err))
+		return nil, nil, 0, fmt.Errorf("list leases under %s: %w", s.subnetsDir(), err)
 	}
 	leases = make([]lease.Lease, 0, len(resp.Kvs))
 	for _, kv := range resp.Kvs {
@@ -214,16 +247,6 @@ func (s *Store) warnOnce(key string, modRev int64, err error) {
 		msg = "skipping lease of another backend"
 	}
 	s.log.Warn(msg, "key", key, "revision", modRev, "err", err)
-}
-
-// hint adds the endpoints and the usual causes to an error that means etcd
-// did not answer (wrong address, or http to a TLS server and vice versa).
-func (s *Store) hint(err error) error {
-	if errors.Is(err, context.DeadlineExceeded) || status.Code(err) == codes.Unavailable {
-		return fmt.Errorf("%w (no answer from etcd at %s: check the address and that http/https matches the server's TLS setting)",
-			err, strings.Join(s.cli.Endpoints(), ","))
-	}
-	return err
 }
 
 // backoff is an exponential delay with full jitter in [d/2, d].

@@ -1,6 +1,7 @@
 package etcdstore_test
 
 import (
+	"fmt"
 	"log/slog"
 	"slices"
 	"sort"
@@ -175,4 +176,87 @@ func checkOneWarningEach(t *testing.T, out, dir string, keys ...string) {
 	if !strings.Contains(out, "another backend") {
 		t.Errorf("no 'another backend' warning:\n%s", out)
 	}
+}
+
+// Issue 11.3, item 4 (flannel#2470: a watch resumed at a compacted revision
+// spins there forever). The watcher's etcd stops; while the watcher cannot
+// reconnect (its proxy is paused) etcd starts again on the same data, a lease
+// is added and the history is compacted past the watcher's revision. Once the
+// watcher can reconnect, the new lease arrives within 5 s, and the whole
+// episode costs the watcher's store only a few log lines.
+func TestWatchResumesAfterRestartAndCompaction(t *testing.T) {
+	eachRestartable(t, func(t *testing.T, r *etcdtest.Restartable) {
+		r.Start()
+		cli, s := setup(t, r.Endpoints(), testConfig)
+		keep, err := s.Acquire(tctx(t), req("198.18.0.1", "keep"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		proxy := etcdtest.NewProxy(t, r.Endpoints()[0])
+		logs := &syncBuffer{}
+		ws := etcdstore.New(etcdtest.Client(t, []string{proxy.Endpoint()}), "", slogText(logs))
+		w, err := ws.Watch(tctx(t))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := collect(t, w, 1); !slices.Equal(got, []string{"added " + keep.Key()}) {
+			t.Fatalf("snapshot %q", got)
+		}
+		r.Stop()
+		proxy.Pause()
+		time.Sleep(3 * time.Second) // an outage the watcher's client sees
+		r.Start()
+		added, err := s.Acquire(tctx(t), req("198.18.0.2", "new")) // s's client reconnects directly
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i := range 20 { // history the watcher never saw
+			if _, err := cli.Put(tctx(t), "/other/key", fmt.Sprint(i)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		resp, err := cli.Get(tctx(t), "/")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := cli.Compact(tctx(t), resp.Header.Revision, clientv3.WithCompactPhysical()); err != nil {
+			t.Fatal(err)
+		}
+		proxy.Resume()
+		resumed := time.Now()
+		got := collectWithin(t, w, 1, 30*time.Second)
+		took := time.Since(resumed)
+		if !slices.Equal(got, []string{"added " + added.Key()}) {
+			t.Fatalf("after restart and compaction: %q, want the new lease", got)
+		}
+		if took >= 5*time.Second {
+			t.Errorf("new lease delivered %s after the watcher could reconnect, want within 5s", took)
+		}
+		quiet(t, w, 2*time.Second) // and nothing else: no replay, no spin
+		if n := countLines(logs.String(), "level="); n > 3 {
+			t.Errorf("%d log lines for one restart with compaction, want at most 3:\n%s", n, logs)
+		}
+		t.Logf("delivered %s after resume; log:\n%s", took.Round(time.Millisecond), logs)
+	})
+}
+
+// collectWithin is collect with its own limit.
+func collectWithin(t *testing.T, ch <-chan []lease.Event, want int, limit time.Duration) []string {
+	t.Helper()
+	var got []string
+	deadline := time.After(limit)
+	for len(got) < want {
+		select {
+		case b, ok := <-ch:
+			if !ok {
+				t.Fatal("watch channel closed")
+			}
+			for _, ev := range b {
+				got = append(got, ev.Type.String()+" "+ev.Lease.Key())
+			}
+		case <-deadline:
+			t.Fatalf("only %q within %s", got, limit)
+		}
+	}
+	return got
 }

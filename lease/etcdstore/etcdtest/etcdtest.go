@@ -2,6 +2,7 @@
 // (Start, StartTLS) and the Debian etcd binary as a child process
 // (StartBinary). Every server listens on 127.0.0.1 on free ports, keeps its
 // data in t.TempDir() and is stopped in t.Cleanup, also when the test fails.
+// Restartable is one a test can stop and start again on the same data and URL.
 // Proxy sits between a client and a server so that a test can cut the
 // connection (an etcd outage for one client only).
 package etcdtest
@@ -11,11 +12,9 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
-	"syscall"
 	"testing"
 	"time"
 
@@ -89,39 +88,10 @@ func StartBinary(tb testing.TB) []string {
 }
 
 func startBinary(tb testing.TB, bin string) (string, error) {
-	dir := tb.TempDir()
 	client, peer := "http://"+FreeAddr(tb), "http://"+FreeAddr(tb)
-	cmd := exec.Command(bin,
-		"--name", "weft-test", "--data-dir", filepath.Join(dir, "data"),
-		"--listen-client-urls", client, "--advertise-client-urls", client,
-		"--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
-		"--initial-cluster", "weft-test="+peer,
-		"--logger", "zap", "--log-level", "error")
-	logf, err := os.Create(filepath.Join(dir, "etcd.log"))
+	stop, err := runBinary(bin, tb.TempDir(), client, peer)
 	if err != nil {
-		return "", fmt.Errorf("create log file: %w", err)
-	}
-	defer logf.Close()
-	cmd.Stdout, cmd.Stderr = logf, logf
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
-		return "", fmt.Errorf("run %s: %w", bin, err)
-	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
-	stop := func() {
-		_ = cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-exited:
-		case <-time.After(5 * time.Second):
-			_ = cmd.Process.Kill()
-			<-exited
-		}
-	}
-	if err := waitReady(client, exited); err != nil {
-		stop()
-		out, _ := os.ReadFile(logf.Name())
-		return "", fmt.Errorf("etcd on %s: %w; log:\n%s", client, err, out)
+		return "", err
 	}
 	tb.Cleanup(stop)
 	return client, nil
