@@ -10,7 +10,6 @@ import (
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
-	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/weftnet/weft/lease"
 	"github.com/weftnet/weft/lease/etcdstore"
@@ -49,12 +48,11 @@ func (e *etcdFlags) register(f *pflag.FlagSet) {
 // weft-etcd process it started.
 type etcdConn struct {
 	store   *etcdstore.Store
-	cli     *clientv3.Client
 	child   *etcdChild // nil with --etcd-endpoints
 	closers []func()
 }
 
-// Close closes the client, then stops the child etcd.
+// Close stops the health prober, closes the client, then stops the child etcd.
 func (c *etcdConn) Close() {
 	for _, f := range slices.Backward(c.closers) {
 		f()
@@ -105,7 +103,6 @@ func (g *globalFlags) openEtcd(ctx context.Context, log *slog.Logger, stderr io.
 		c.Close()
 		return nil, fmt.Errorf("connect to etcd: %w", err)
 	}
-	c.cli = cli
 	c.closers = append(c.closers, func() { _ = cli.Close() })
 	opts := []etcdstore.Option{etcdstore.WithHealthLog(hooks.health != nil)}
 	if hooks.observe != nil {

@@ -10,7 +10,9 @@ import (
 
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/connectivity"
 	"google.golang.org/grpc/status"
 )
 
@@ -40,8 +42,10 @@ func (e *unreachableError) Is(target error) bool { return target == ErrUnreachab
 
 // Health timing defaults (see WithTimeouts).
 const (
-	defaultOpTimeout    = 5 * time.Second
-	defaultProbeEvery   = 5 * time.Second
+	defaultOpTimeout = 5 * time.Second
+	// A probe every 8 s with a 2 s deadline: a hung etcd is reported within
+	// 10 s; a stopped one at once (the connection leaves READY).
+	defaultProbeEvery   = 8 * time.Second
 	defaultProbeTimeout = 2 * time.Second
 	// downProbeEvery is the pause between probes while etcd is down: the
 	// watch and keepalive loops resume within about that much of etcd's
@@ -161,13 +165,6 @@ func (h *health) current() (healthState, <-chan struct{}) {
 	return h.state, h.changed
 }
 
-// answeredSince reports whether etcd answered an operation since t.
-func (h *health) answeredSince(t time.Time) bool {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	return h.lastOKEnd.After(t)
-}
-
 // lastAnswer is when etcd last answered (zero if never).
 func (h *health) lastAnswer() time.Time {
 	h.mu.Lock()
@@ -260,15 +257,27 @@ func (s *Store) judge(ctx context.Context, start time.Time, err error) error {
 }
 
 // Monitor probes etcd until ctx ends, so that an outage is noticed (and
-// logged, and passed to the WithHealth hook) within the probe period plus the
-// probe timeout even when nothing else talks to etcd, and so that the watch
-// and keepalive loops resume as soon as etcd is back. The probe is a
-// linearizable count-only read of <prefix>/config: it needs a leader and a
-// quorum, like every write. While etcd answers, a probe is skipped if another
-// operation got an answer within the probe period; while it is down, the
-// probe runs every second (each one waits up to the probe timeout). weftd run
-// starts it; one-shot commands do not need it.
+// logged, and passed to the WithHealth hook) even when nothing else talks to
+// etcd, and so that the watch and keepalive loops resume as soon as etcd is
+// back. The probe is a linearizable count-only read of <prefix>/config: it
+// needs a leader and a quorum, like every write. While etcd answers, a probe
+// runs at once when the client's gRPC connection leaves READY (etcd stopped
+// or killed: reported within the probe timeout), and otherwise every probe
+// period (a hung etcd or a silent network: reported within the period plus
+// the timeout, 10 s by default), skipped when another operation got an answer
+// within the period. While etcd is down, a probe runs every second (each one
+// waits up to the probe timeout). weftd run starts it; one-shot commands do
+// not need it.
 func (s *Store) Monitor(ctx context.Context) {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	left := make(chan struct{}, 1) // the connection left READY
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		watchConnState(ctx, s.cli.ActiveConnection(), left)
+	}()
+	defer func() { cancel(); <-done }()
 	next := time.Duration(0) // probe at once: a bad address is reported within the probe timeout
 	for {
 		t := time.NewTimer(next)
@@ -276,12 +285,14 @@ func (s *Store) Monitor(ctx context.Context) {
 		case <-ctx.Done():
 			t.Stop()
 			return
+		case <-left:
+			t.Stop()
 		case <-t.C:
-		}
-		if st, _ := s.health.current(); st == stateUp {
-			if last := s.health.lastAnswer(); time.Since(last) < s.probeEvery {
-				next = s.probeEvery - time.Since(last)
-				continue
+			if st, _ := s.health.current(); st == stateUp {
+				if idle := time.Since(s.health.lastAnswer()); idle < s.probeEvery {
+					next = s.probeEvery - idle
+					continue
+				}
 			}
 		}
 		_ = s.timedWithin(ctx, "probe", s.probeTimeout, func(ctx context.Context) error {
@@ -291,6 +302,26 @@ func (s *Store) Monitor(ctx context.Context) {
 		next = s.probeEvery
 		if st, _ := s.health.current(); st != stateUp {
 			next = downProbeEvery
+		}
+	}
+}
+
+// watchConnState signals left (without blocking) each time conn leaves READY,
+// until ctx ends. It costs nothing while the state does not change.
+func watchConnState(ctx context.Context, conn *grpc.ClientConn, left chan<- struct{}) {
+	if conn == nil {
+		return
+	}
+	for {
+		st := conn.GetState()
+		if !conn.WaitForStateChange(ctx, st) {
+			return // ctx ended
+		}
+		if st == connectivity.Ready {
+			select {
+			case left <- struct{}{}:
+			default:
+			}
 		}
 	}
 }

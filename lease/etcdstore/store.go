@@ -75,7 +75,7 @@ func WithHealthLog(on bool) Option {
 }
 
 // WithTimeouts sets the deadline of every unary etcd call (default 5s), the
-// period of Monitor's probe while etcd answers (default 5s) and the deadline
+// period of Monitor's probe while etcd answers (default 8s) and the deadline
 // of one probe (default 2s). Zero keeps a default.
 func WithTimeouts(op, probeEvery, probeTimeout time.Duration) Option {
 	return func(s *Store) {

@@ -49,6 +49,7 @@ var figures = []figure{
 	{"miss-answer", benchMiss},
 	{"scale", benchScale},
 	{"idle", benchIdle},
+	{"etcd-outage", benchOutage},
 	{"data-plane", benchDataPlane},
 }
 
