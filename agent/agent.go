@@ -164,9 +164,13 @@ func (a *Agent) waitNetworkConfig(ctx context.Context) (*lease.Network, error) {
 			return nil, ctx.Err()
 		}
 		if msg := err.Error(); msg != logged {
-			if errors.Is(err, lease.ErrNoConfig) {
+			switch {
+			case errors.Is(err, lease.ErrNoConfig):
 				a.log.Warn("waiting for the network config; create it with `weftd init-network` or `etcdctl put <prefix>/config '{\"Network\":\"10.244.0.0/16\",\"Backend\":{\"Type\":\"vxlan\"}}'`", "err", err)
-			} else {
+			case a.metrics.etcdDown() != "":
+				// etcd does not answer: the store logs that (at most every 30 s) and /readyz names it.
+				a.log.Debug("waiting for etcd to read the network config", "err", err)
+			default:
 				a.log.Warn("waiting for a usable network config", "err", err)
 			}
 			logged = msg
