@@ -194,20 +194,7 @@ func wantLines(t *testing.T, what, text string, want ...string) {
 // forwardHandles lists the handles of the rules in ip filter FORWARD.
 func forwardHandles(t *testing.T, fd int) []uint64 {
 	t.Helper()
-	c, err := nftables.New(nftables.WithNetNSFd(fd))
-	if err != nil {
-		t.Fatal(err)
-	}
-	tbl := &nftables.Table{Name: ForwardTable, Family: nftables.TableFamilyIPv4}
-	rules, err := c.GetRules(tbl, &nftables.Chain{Name: ForwardChain, Table: tbl})
-	if err != nil {
-		t.Fatalf("get rules: %v", err)
-	}
-	var hs []uint64
-	for _, r := range rules {
-		hs = append(hs, r.Handle)
-	}
-	return hs
+	return chainHandles(t, fd, nftables.TableFamilyIPv4, ForwardTable, ForwardChain)
 }
 
 const (

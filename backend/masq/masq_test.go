@@ -37,14 +37,20 @@ func nft(t *testing.T, n *nettest.NS, args ...string) string {
 // ruleHandles lists the handles of the rules in weft's chain.
 func ruleHandles(t *testing.T, fd int) []uint64 {
 	t.Helper()
+	return chainHandles(t, fd, nftables.TableFamilyIPv4, TableName, ChainName)
+}
+
+// chainHandles lists the handles of the rules in table/chain of family.
+func chainHandles(t *testing.T, fd int, family nftables.TableFamily, table, chain string) []uint64 {
+	t.Helper()
 	c, err := nftables.New(nftables.WithNetNSFd(fd))
 	if err != nil {
 		t.Fatal(err)
 	}
-	tbl := &nftables.Table{Name: TableName, Family: nftables.TableFamilyIPv4}
-	rules, err := c.GetRules(tbl, &nftables.Chain{Name: ChainName, Table: tbl})
+	tbl := &nftables.Table{Name: table, Family: family}
+	rules, err := c.GetRules(tbl, &nftables.Chain{Name: chain, Table: tbl})
 	if err != nil {
-		t.Fatalf("get rules: %v", err)
+		t.Fatalf("get rules of %s %s: %v", table, chain, err)
 	}
 	var hs []uint64
 	for _, r := range rules {

@@ -350,20 +350,7 @@ func TestEnsureRADrop(t *testing.T) {
 
 	handles := func() []uint64 {
 		t.Helper()
-		c, err := nftables.New(nftables.WithNetNSFd(fd))
-		if err != nil {
-			t.Fatal(err)
-		}
-		tbl := &nftables.Table{Name: RATableName, Family: nftables.TableFamilyIPv6}
-		rules, err := c.GetRules(tbl, &nftables.Chain{Name: RAChainName, Table: tbl})
-		if err != nil {
-			t.Fatalf("get rules: %v", err)
-		}
-		var hs []uint64
-		for _, r := range rules {
-			hs = append(hs, r.Handle)
-		}
-		return hs
+		return chainHandles(t, fd, nftables.TableFamilyIPv6, RATableName, RAChainName)
 	}
 
 	// The masquerade table (IPv6 Network: also table ... weft in family ip6) and
