@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"os"
 	"strings"
 	"testing"
 
@@ -53,4 +54,28 @@ func TestSharedHostname(t *testing.T) {
 		t.Errorf("subnet after restart %s, want %s", after, before)
 	}
 	agentsHealthy(t, nodes)
+}
+
+// TestAgentLogLines: what an operator reads at start and stop. The VXLAN
+// port is logged as the port in use (a config's Port 0 means 8472, not 0),
+// and SIGTERM leaves a line saying the agent stopped and what it left.
+func TestAgentLogLines(t *testing.T) {
+	l := newLab(t, lab.Options{Nodes: 1})
+	n := l.Nodes()[0]
+	if err := n.StopAgent(); err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(n.LogFile())
+	if err != nil {
+		t.Fatal(err)
+	}
+	log := string(b)
+	for _, want := range []string{`msg="network config"`, "port=8472", `msg="weftd stopped`} {
+		if !strings.Contains(log, want) {
+			t.Errorf("agent log lacks %q:\n%s", want, log)
+		}
+	}
+	if strings.Contains(log, "port=0") {
+		t.Errorf("agent log says port=0 for the default port:\n%s", log)
+	}
 }
