@@ -136,7 +136,7 @@ func TestInitContainerScriptRuns(t *testing.T) {
 	_, script := installScript(t, m)
 	const imageDir = "/opt/weft/cni"
 	if !strings.Contains(script, imageDir) {
-		t.Fatalf("init script does not copy from %s (where the Dockerfile puts them)", imageDir)
+		t.Fatalf("init script does not copy from %s (where the image puts them: test/image)", imageDir)
 	}
 	src, dst := t.TempDir(), t.TempDir()
 	script = strings.ReplaceAll(script, imageDir, src)
