@@ -16,11 +16,14 @@ import (
 	corev1 "k8s.io/api/core/v1"
 
 	"github.com/weftnet/weft/test/kube/cluster"
+	"github.com/weftnet/weft/test/lab"
 )
 
 // tier is the running cluster the checks share.
 type tier struct {
-	c *cluster.Cluster
+	c   *cluster.Cluster
+	web []corev1.Pod // the web Deployment's pods, one per node, in node order
+	dns []corev1.Pod // the CoreDNS pods, one per node, in node order
 }
 
 // newCluster starts a cluster for t and removes it in t.Cleanup; on failure
@@ -56,9 +59,16 @@ func dumpLogs(t *testing.T, c *cluster.Cluster) {
 		t.Logf("error lines: %v", err)
 	}
 	for _, name := range slices.Sorted(maps.Keys(lines)) {
-		l := lines[name]
-		if len(l) > 40 {
-			l = append(l[:40:40], fmt.Sprintf("... %d more", len(lines[name])-40))
+		var l []string
+		for i, line := range lines[name] {
+			if i == 15 {
+				l = append(l, fmt.Sprintf("... %d more", len(lines[name])-i))
+				break
+			}
+			if len(line) > 400 {
+				line = line[:400] + "..."
+			}
+			l = append(l, line)
 		}
 		t.Logf("---- %s: %d unexpected error lines ----\n%s", name, len(lines[name]), strings.Join(l, "\n"))
 	}
@@ -237,4 +247,17 @@ func subnetOf(n *cluster.Node) (netip.Prefix, error) {
 		}
 	}
 	return netip.Prefix{}, fmt.Errorf("%s: no FLANNEL_SUBNET in %s", n.Name, n.SubnetEnv())
+}
+
+// pingFrom sends count echo requests from the node's network namespace to
+// ip, 100 ms apart, and returns the result once the replies are in.
+func pingFrom(ctx context.Context, n *cluster.Node, ip netip.Addr, count int) (lab.PingResult, error) {
+	p, err := lab.StartPing(ctx, n.NS, ip, count, 100*time.Millisecond)
+	if err != nil {
+		return lab.PingResult{}, err
+	}
+	for p.Sent() < count && ctx.Err() == nil {
+		time.Sleep(20 * time.Millisecond)
+	}
+	return p.Stop()
 }

@@ -21,4 +21,18 @@ func TestKube(t *testing.T) {
 	if !t.Run("1-ready-after-subnet-env", k.checkReadyAfterSubnetEnv) {
 		t.FailNow()
 	}
+	k.deployWorkloads(t)
+	for _, mode := range []string{"iptables", "nftables"} {
+		t.Run("4-kube-proxy-"+mode, func(t *testing.T) {
+			k.useProxyMode(t, mode)
+			t.Run("2-pod-to-pod", k.checkPodToPod)
+			t.Run("3-services", k.checkServices)
+		})
+	}
+	t.Run("8-mtu", k.checkMTU)
+	t.Run("9-dns", k.checkDNS)
+	t.Run("7-pod-ips-freed", k.checkIPsFreed)
+	t.Run("5-rollout-restart", k.checkRolloutRestart)
+	t.Run("6-weftd-stopped", k.checkWeftdStopped)
+	t.Logf("checks done %s after start", time.Since(start).Round(100*time.Millisecond))
 }

@@ -38,6 +38,9 @@ imports = []
       bin_dirs = ['/opt/cni/bin']
       conf_dir = '/etc/cni/net.d'
       max_conf_num = 1
+      # lo of a pod is set up by containerd itself: the node has no
+      # loopback CNI plugin (weft installs only weft and portmap).
+      use_internal_loopback = true
 
   [plugins.'io.containerd.grpc.v1.cri']
     stream_server_address = '127.0.0.1'

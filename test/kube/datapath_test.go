@@ -1,0 +1,158 @@
+package kube
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/containernetworking/plugins/pkg/ns"
+	corev1 "k8s.io/api/core/v1"
+
+	"github.com/weftnet/weft/test/lab"
+)
+
+// Largest ICMP payload that fits the overlay: underlay MTU 1500 − 50 (VXLAN)
+// = 1450 for the pod's IP packet, − 20 (IP) − 8 (ICMP).
+const maxPing = 1450 - 28
+
+// checkMTU (check 8): the pods' MTU is the overlay's, end to end: an echo
+// of the largest size that fits (DF set) crosses VXLAN, one byte more is
+// refused in the pod already, and 10 MB cross in both directions over HTTP.
+func (k *tier) checkMTU(t *testing.T) {
+	ctx := t.Context()
+	for _, n := range k.c.Nodes() {
+		b, err := os.ReadFile(n.SubnetEnv())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !strings.Contains(string(b), "FLANNEL_MTU=1450\n") {
+			t.Errorf("%s: subnet.env without FLANNEL_MTU=1450:\n%s", n.Name, b)
+		}
+	}
+	for i, from := range k.web {
+		to := k.web[1-i]
+		out, err := k.exec(ctx, "default", from.Name, "testpod", "ping", "-c", "3", "-i", "100ms", "-s", strconv.Itoa(maxPing), to.Status.PodIP)
+		if err != nil {
+			t.Errorf("%s → %s: ping -s %d (DF): %v", from.Name, to.Name, maxPing, err)
+		} else {
+			t.Logf("%s → %s: ping -s %d (DF): %s", from.Name, to.Name, maxPing, strings.TrimSpace(out))
+		}
+		out, err = k.exec(ctx, "default", from.Name, "testpod", "ping", "-c", "1", "-s", strconv.Itoa(maxPing+1), to.Status.PodIP)
+		if err == nil || !strings.Contains(out, "message too long") {
+			t.Errorf("%s → %s: ping -s %d (DF) should not fit the pod's MTU: %v: %s", from.Name, to.Name, maxPing+1, err, out)
+		}
+		url := fmt.Sprintf("http://%s", net.JoinHostPort(to.Status.PodIP, strconv.Itoa(webPort)))
+		out, err = k.exec(ctx, "default", from.Name, "testpod", "fetch", "-bytes", strconv.Itoa(10<<20), url)
+		if err != nil {
+			t.Errorf("%s ← %s: 10 MB over HTTP: %v", from.Name, to.Name, err)
+		} else {
+			t.Logf("%s ← %s: %s", from.Name, to.Name, strings.TrimSpace(out))
+		}
+	}
+}
+
+// dnsLine is one answer of `testpod dns`.
+type dnsLine struct {
+	server, nsid, rcode, a string
+}
+
+func parseDNS(out string) ([]dnsLine, error) {
+	var ls []dnsLine
+	for _, l := range strings.Split(strings.TrimSpace(out), "\n") {
+		var d dnsLine
+		for _, f := range strings.Fields(l) {
+			k, v, _ := strings.Cut(f, "=")
+			switch k {
+			case "server":
+				d.server = v
+			case "nsid":
+				d.nsid = v
+			case "rcode":
+				d.rcode = v
+			case "a":
+				d.a = v
+			}
+		}
+		if d.server == "" || d.rcode == "" {
+			return nil, fmt.Errorf("dns answer %q", l)
+		}
+		ls = append(ls, d)
+	}
+	return ls, nil
+}
+
+// checkDNS (check 9): a pod on each node resolves the Service web through
+// the name server in its resolv.conf (the kubelet's clusterDNS, the kube-dns
+// Service), over UDP and over TCP; every answer is right, and at least one
+// comes from the CoreDNS pod on the other node (NSID), i.e. through the
+// ClusterIP across VXLAN.
+func (k *tier) checkDNS(t *testing.T) {
+	ctx := t.Context()
+	web, err := k.service(ctx, "default", "web")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, from := range k.web {
+		other := k.dns[1-i]
+		for _, proto := range []string{"udp", "tcp"} {
+			argv := []string{"testpod", "dns", "-n", "16", "web"}
+			if proto == "tcp" {
+				argv = []string{"testpod", "dns", "-tcp", "-n", "16", "web"}
+			}
+			out, err := k.exec(ctx, "default", from.Name, argv...)
+			if err != nil {
+				t.Errorf("%s: resolve web over %s: %v", from.Name, proto, err)
+				continue
+			}
+			ls, err := parseDNS(out)
+			if err != nil {
+				t.Fatal(err)
+			}
+			fromOther := 0
+			for _, l := range ls {
+				if l.server != clusterDNS() || l.rcode != "NOERROR" || l.a != web.Spec.ClusterIP {
+					t.Errorf("%s over %s: answer server=%s rcode=%s a=%s, want server=%s NOERROR a=%s",
+						from.Name, proto, l.server, l.rcode, l.a, clusterDNS(), web.Spec.ClusterIP)
+				}
+				if l.nsid == other.Name {
+					fromOther++
+				}
+			}
+			if fromOther == 0 {
+				t.Errorf("%s over %s: no answer from %s (the CoreDNS pod on %s) in %d queries:\n%s",
+					from.Name, proto, other.Name, other.Spec.NodeName, len(ls), out)
+			} else {
+				t.Logf("%s (%s) over %s: %d answers right, %d of them from %s on %s", from.Name, from.Spec.NodeName, proto, len(ls), fromOther, other.Name, other.Spec.NodeName)
+			}
+		}
+	}
+}
+
+// podNetNS opens the network namespace of the pod's first container, for
+// sockets the test opens in it (the Pinger).
+func (k *tier) podNetNS(ctx context.Context, p *corev1.Pod) (*lab.NetNS, error) {
+	n := k.c.Node(p.Spec.NodeName)
+	if n == nil || len(p.Status.ContainerStatuses) == 0 {
+		return nil, fmt.Errorf("pod %s: no node or container", p.Name)
+	}
+	_, cid, _ := strings.Cut(p.Status.ContainerStatuses[0].ContainerID, "://")
+	out, err := n.Output(ctx, "crictl", "--runtime-endpoint", "unix:///run/containerd/containerd.sock",
+		"inspect", "--output", "go-template", "--template", "{{.info.pid}}", cid)
+	if err != nil {
+		return nil, fmt.Errorf("pod %s: %w", p.Name, err)
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(out))
+	if err != nil {
+		return nil, fmt.Errorf("pod %s: container pid %q: %w", p.Name, out, err)
+	}
+	path := fmt.Sprintf("/proc/%d/ns/net", pid)
+	h, err := ns.GetNS(path)
+	if err != nil {
+		return nil, fmt.Errorf("pod %s: %w", p.Name, err)
+	}
+	return &lab.NetNS{Name: p.Name, Path: path, NetNS: h}, nil
+}

@@ -1,0 +1,304 @@
+package kube
+
+import (
+	"fmt"
+	"net/netip"
+	"os"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/vishvananda/netlink"
+	corev1 "k8s.io/api/core/v1"
+
+	"github.com/weftnet/weft/test/kube/cluster"
+	"github.com/weftnet/weft/test/lab"
+)
+
+// scalePods is how many pods check 7 creates and deletes on one node.
+const scalePods = 50
+
+func scaleYAML(node string) string {
+	var b strings.Builder
+	for i := range scalePods {
+		fmt.Fprintf(&b, `---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: scale-%02d
+  namespace: default
+  labels:
+    batch: scale
+spec:
+  nodeName: %s
+  terminationGracePeriodSeconds: 1
+  containers:
+    - name: testpod
+      image: %s
+      imagePullPolicy: Never
+      args: ["wait"]
+`, i, node, testpodImage)
+	}
+	return b.String()
+}
+
+// reservations lists the IPs with a reservation file in the node's IPAM
+// directory.
+func reservations(n *cluster.Node) ([]netip.Addr, error) {
+	ents, err := os.ReadDir(n.IPAMDir())
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", n.Name, err)
+	}
+	var ips []netip.Addr
+	for _, e := range ents {
+		if ip, err := netip.ParseAddr(e.Name()); err == nil {
+			ips = append(ips, ip)
+		}
+	}
+	slices.SortFunc(ips, netip.Addr.Compare)
+	return ips, nil
+}
+
+// podIPsOn lists the IPs of the pod-network pods on node that are not
+// being deleted.
+func (k *tier) podIPsOn(t *testing.T, node string) []netip.Addr {
+	t.Helper()
+	var l corev1.PodList
+	if err := k.c.Get(t.Context(), "/api/v1/pods?fieldSelector=spec.nodeName="+node, &l); err != nil {
+		t.Fatal(err)
+	}
+	var ips []netip.Addr
+	for _, p := range l.Items {
+		if !p.Spec.HostNetwork && p.DeletionTimestamp == nil && p.Status.PodIP != "" {
+			ips = append(ips, podIP(&p))
+		}
+	}
+	slices.SortFunc(ips, netip.Addr.Compare)
+	return ips
+}
+
+// veths counts the veth links in the node's network namespace (one per pod
+// on the pod network).
+func veths(n *cluster.Node) (int, error) {
+	h, err := n.NS.Handle()
+	if err != nil {
+		return 0, err
+	}
+	defer h.Close()
+	links, err := h.LinkList()
+	if err != nil {
+		return 0, fmt.Errorf("%s: list links: %w", n.Name, err)
+	}
+	c := 0
+	for _, l := range links {
+		if _, ok := l.(*netlink.Veth); ok && l.Attrs().Name != "eth0" {
+			c++
+		}
+	}
+	return c, nil
+}
+
+// checkIPsFreed (check 7): 50 pods created on node1 and deleted again leave
+// no reservation file and no veth behind; the IPAM directory then holds
+// exactly the IPs of the pods still running there.
+func (k *tier) checkIPsFreed(t *testing.T) {
+	n := k.c.Nodes()[0]
+	start := time.Now()
+	k.kubectl(t, scaleYAML(n.Name), "apply", "-f", "-")
+	pods := k.readyPods(t, "default", "batch=scale", scalePods, 3*time.Minute)
+	created := time.Since(start)
+	var ips []netip.Addr
+	for i := range pods {
+		ips = append(ips, podIP(&pods[i]))
+	}
+	res, err := reservations(n)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, ip := range ips {
+		if !slices.Contains(res, ip) {
+			t.Errorf("pod IP %s has no reservation file", ip)
+		}
+	}
+
+	start = time.Now()
+	k.kubectl(t, "", "-n", "default", "delete", "pods", "-l", "batch=scale", "--wait=true", "--timeout=120s")
+	err = k.c.WaitFor(t.Context(), "reservations of the deleted pods gone", 60*time.Second, func() (bool, string) {
+		res, err := reservations(n)
+		if err != nil {
+			return false, err.Error()
+		}
+		left := 0
+		for _, ip := range ips {
+			if slices.Contains(res, ip) {
+				left++
+			}
+		}
+		return left == 0, fmt.Sprintf("%d of %d left", left, len(ips))
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("%d pods on %s: running in %s, deleted and their IPs freed in %s", scalePods, n.Name,
+		created.Round(100*time.Millisecond), time.Since(start).Round(100*time.Millisecond))
+	res, err = reservations(n)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := k.podIPsOn(t, n.Name); !slices.Equal(res, want) {
+		t.Errorf("%s: reservations %v, want the running pods' IPs %v", n.Name, res, want)
+	}
+	v, err := veths(n)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := len(k.podIPsOn(t, n.Name)); v != want {
+		t.Errorf("%s: %d veths, want %d (one per running pod)", n.Name, v, want)
+	}
+}
+
+// checkRolloutRestart (check 5): `kubectl rollout restart ds/weft` while a
+// pod pings the pod on the other node every 20 ms: no echo is lost, every
+// weftd pod is replaced and every node keeps its subnet.
+func (k *tier) checkRolloutRestart(t *testing.T) {
+	ctx := t.Context()
+	before := map[string]netip.Prefix{}
+	for _, n := range k.c.Nodes() {
+		s, err := subnetOf(n)
+		if err != nil {
+			t.Fatal(err)
+		}
+		before[n.Name] = s
+	}
+	old, err := k.pods(ctx, "kube-weft", "app.kubernetes.io/name=weft")
+	if err != nil {
+		t.Fatal(err)
+	}
+	from, to := k.web[0], k.web[1]
+	pns, err := k.podNetNS(ctx, &from)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pns.Close()
+	p, err := lab.StartPing(ctx, pns, podIP(&to), 0, 20*time.Millisecond)
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	k.kubectl(t, "", "-n", "kube-weft", "rollout", "restart", "ds/weft")
+	k.kubectl(t, "", "-n", "kube-weft", "rollout", "status", "ds/weft", "--timeout=120s")
+	took := time.Since(start)
+	time.Sleep(time.Second)
+	res, err := p.Stop()
+	if err != nil {
+		t.Fatalf("ping %s → %s: %v", from.Name, to.Name, err)
+	}
+	t.Logf("rollout restart took %s; ping %s → %s: %s", took.Round(100*time.Millisecond), from.Name, to.Name, res)
+	if res.Loss() != 0 || res.Sent < 50 {
+		t.Errorf("ping %s → %s during the rollout: %s, want no loss", from.Name, to.Name, res)
+	}
+	cur, err := k.pods(ctx, "kube-weft", "app.kubernetes.io/name=weft")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, o := range old {
+		if slices.ContainsFunc(cur, func(c corev1.Pod) bool { return c.UID == o.UID }) {
+			t.Errorf("weft pod %s on %s was not replaced", o.Name, o.Spec.NodeName)
+		}
+	}
+	for _, n := range k.c.Nodes() {
+		s, err := subnetOf(n)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if s != before[n.Name] {
+			t.Errorf("%s: subnet %s after the rollout, %s before", n.Name, s, before[n.Name])
+		}
+	}
+}
+
+// checkWeftdStopped (check 6): weftd stops on node2 only (the node no
+// longer matches the DaemonSet's nodeSelector, so the DaemonSet controller
+// deletes its pod; the other nodes' weftd keep running). A stopped agent
+// leaves subnet.env in place, so the node stays Ready; once subnet.env is
+// gone too (as after a reboot: /run is a tmpfs) the runtime's CNI STATUS
+// call fails and the node turns NotReady within 15 s, with weft's reason.
+// The label back, weftd returns, writes subnet.env with the same subnet and
+// the node is Ready again.
+func (k *tier) checkWeftdStopped(t *testing.T) {
+	ctx := t.Context()
+	n := k.c.Nodes()[1]
+	subnet, err := subnetOf(n)
+	if err != nil {
+		t.Fatal(err)
+	}
+	k.kubectl(t, "", "label", "node", n.Name, "kubernetes.io/os=weft-off", "--overwrite")
+	restored := false
+	defer func() {
+		if !restored {
+			_, _ = k.c.Kubectl(ctx, "", "label", "node", n.Name, "kubernetes.io/os=linux", "--overwrite")
+		}
+	}()
+	err = k.c.WaitFor(ctx, "weftd gone from "+n.Name, 60*time.Second, func() (bool, string) {
+		var l corev1.PodList
+		if err := k.c.Get(ctx, "/api/v1/namespaces/kube-weft/pods?fieldSelector=spec.nodeName="+n.Name, &l); err != nil {
+			return false, err.Error()
+		}
+		return len(l.Items) == 0, fmt.Sprintf("%d weft pods", len(l.Items))
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ok, why, err := runtimeNetwork(ctx, n); err != nil || !ok {
+		t.Errorf("%s: weftd stopped, subnet.env kept: runtime NetworkReady=%v (%s, %v), want true", n.Name, ok, why, err)
+	}
+
+	if err := os.Remove(n.SubnetEnv()); err != nil {
+		t.Fatal(err)
+	}
+	removed := time.Now()
+	var msg string
+	err = k.c.WaitFor(ctx, n.Name+" NotReady", 30*time.Second, func() (bool, string) {
+		node, err := k.node(ctx, n.Name)
+		if err != nil {
+			return false, err.Error()
+		}
+		c := readyCondition(node)
+		msg = c.Message
+		return c.Status != corev1.ConditionTrue, c.Message
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	took := time.Since(removed)
+	t.Logf("%s NotReady %s after subnet.env went: %s", n.Name, took.Round(100*time.Millisecond), msg)
+	if took > 15*time.Second {
+		t.Errorf("%s NotReady only %s after subnet.env went, want ≤ 15 s", n.Name, took.Round(100*time.Millisecond))
+	}
+	if !strings.Contains(msg, "subnet.env") {
+		t.Errorf("%s NotReady for %q: want weft's STATUS error (subnet.env missing)", n.Name, msg)
+	}
+	if ok, why, err := runtimeNetwork(ctx, n); err != nil || ok || !strings.Contains(why, "subnet.env") {
+		t.Errorf("%s: runtime NetworkReady=%v (%s, %v), want false with weft's STATUS error", n.Name, ok, why, err)
+	}
+
+	k.kubectl(t, "", "label", "node", n.Name, "kubernetes.io/os=linux", "--overwrite")
+	restored = true
+	back := time.Now()
+	err = k.c.WaitFor(ctx, n.Name+" Ready again", 60*time.Second, func() (bool, string) {
+		node, err := k.node(ctx, n.Name)
+		if err != nil {
+			return false, err.Error()
+		}
+		c := readyCondition(node)
+		return c.Status == corev1.ConditionTrue, c.Message
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("%s Ready %s after weftd was allowed back", n.Name, time.Since(back).Round(100*time.Millisecond))
+	if s, err := subnetOf(n); err != nil || s != subnet {
+		t.Errorf("%s: subnet %s (%v) after weftd came back, %s before", n.Name, s, err, subnet)
+	}
+}
