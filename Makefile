@@ -21,7 +21,7 @@ DEB_CMDS := ip:iproute2 ping:iputils-ping etcd:etcd-server etcdctl:etcd-client \
 # conflicts with (apt replaces that one); the images need the static binary.
 DEB_PKGS := busybox-static
 
-.PHONY: all build test test-unit lint bench demo deps deps-busybox clean image kube-bins kube-cache-dir kube-images
+.PHONY: all build test test-unit lint bench demo deps deps-busybox clean image kube-bins kube-cache-dir kube-images test-kube
 
 all: build
 
@@ -179,3 +179,9 @@ kube-images: $(KUBE_CACHE)/coredns deps-busybox
 	$(GO) run ./test/image testpod $(IMAGE_FLAGS) -o $(BIN)/weft-testpod-image.tar -name $(TESTPOD_IMAGE) \
 		-testpod $(BIN)/testpod -busybox $(BUSYBOX)
 	$(GO) run ./test/image coredns $(IMAGE_FLAGS) -o $(BIN)/coredns-image.tar -name $(COREDNS_IMAGE) -coredns $(KUBE_CACHE)/coredns
+
+# The kube test tier (test/kube): a two-node Kubernetes cluster in namespaces
+# with weft installed from manifests/weft.yaml by kubectl apply -k, checks 1-9
+# of issue 12. Not part of `make test` yet.
+test-kube: deps kube-bins image
+	WEFT_IMAGE=$(abspath $(IMAGE_TAR)) $(GO) test -count=1 -v -timeout 15m ./test/kube

@@ -1,6 +1,7 @@
 package kube
 
 import (
+	"context"
 	"fmt"
 	"net/netip"
 	"os"
@@ -218,14 +219,15 @@ func (k *tier) checkRolloutRestart(t *testing.T) {
 	}
 }
 
-// checkWeftdStopped (check 6): weftd stops on node2 only (the node no
-// longer matches the DaemonSet's nodeSelector, so the DaemonSet controller
-// deletes its pod; the other nodes' weftd keep running). A stopped agent
+// checkWeftdStopped (check 6): weftd stops on node2 only: a NoExecute taint
+// that the DaemonSet does not tolerate (it tolerates NoSchedule taints only)
+// has its pod there evicted and not recreated, while the other nodes' weftd
+// and the test's pods (which tolerate it) keep running. A stopped agent
 // leaves subnet.env in place, so the node stays Ready; once subnet.env is
 // gone too (as after a reboot: /run is a tmpfs) the runtime's CNI STATUS
 // call fails and the node turns NotReady within 15 s, with weft's reason.
-// The label back, weftd returns, writes subnet.env with the same subnet and
-// the node is Ready again.
+// With the taint removed weftd returns, writes subnet.env with the same
+// subnet and the node is Ready again.
 func (k *tier) checkWeftdStopped(t *testing.T) {
 	ctx := t.Context()
 	n := k.c.Nodes()[1]
@@ -233,11 +235,12 @@ func (k *tier) checkWeftdStopped(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	k.kubectl(t, "", "label", "node", n.Name, "kubernetes.io/os=weft-off", "--overwrite")
-	restored := false
+	taint := weftdOffTaint + "=true:NoExecute"
+	k.kubectl(t, "", "taint", "node", n.Name, taint)
+	tainted := true
 	defer func() {
-		if !restored {
-			_, _ = k.c.Kubectl(ctx, "", "label", "node", n.Name, "kubernetes.io/os=linux", "--overwrite")
+		if tainted {
+			_, _ = k.c.Kubectl(context.Background(), "", "taint", "node", n.Name, taint+"-")
 		}
 	}()
 	err = k.c.WaitFor(ctx, "weftd gone from "+n.Name, 60*time.Second, func() (bool, string) {
@@ -249,6 +252,12 @@ func (k *tier) checkWeftdStopped(t *testing.T) {
 	})
 	if err != nil {
 		t.Fatal(err)
+	}
+	// The DaemonSet must not bring it back while the taint is there.
+	time.Sleep(2 * time.Second)
+	var l corev1.PodList
+	if err := k.c.Get(ctx, "/api/v1/namespaces/kube-weft/pods?fieldSelector=spec.nodeName="+n.Name, &l); err != nil || len(l.Items) != 0 {
+		t.Fatalf("%s: %d weft pods (%v) with the taint in place", n.Name, len(l.Items), err)
 	}
 	if ok, why, err := runtimeNetwork(ctx, n); err != nil || !ok {
 		t.Errorf("%s: weftd stopped, subnet.env kept: runtime NetworkReady=%v (%s, %v), want true", n.Name, ok, why, err)
@@ -283,8 +292,8 @@ func (k *tier) checkWeftdStopped(t *testing.T) {
 		t.Errorf("%s: runtime NetworkReady=%v (%s, %v), want false with weft's STATUS error", n.Name, ok, why, err)
 	}
 
-	k.kubectl(t, "", "label", "node", n.Name, "kubernetes.io/os=linux", "--overwrite")
-	restored = true
+	k.kubectl(t, "", "taint", "node", n.Name, taint+"-")
+	tainted = false
 	back := time.Now()
 	err = k.c.WaitFor(ctx, n.Name+" Ready again", 60*time.Second, func() (bool, string) {
 		node, err := k.node(ctx, n.Name)

@@ -15,6 +15,11 @@ import (
 	"github.com/weftnet/weft/test/lab"
 )
 
+// weftdOffTaint is the NoExecute taint check 6 puts on a node to keep weftd
+// off it: the DaemonSet tolerates only NoSchedule taints, so its pod there
+// is evicted and not recreated; the test's own pods tolerate it and stay.
+const weftdOffTaint = "weft-tier/weftd-off"
+
 // Ports of the web Deployment: the testpod server on 8080, published as
 // hostPort 18080 on its node (portmap) and as NodePort 30080 (Service web).
 const (
@@ -44,6 +49,11 @@ spec:
         app: web
     spec:
       terminationGracePeriodSeconds: 2
+      tolerations:
+        # Check 6 keeps weftd off a node with this taint; these pods stay.
+        - key: %[5]s
+          operator: Exists
+          effect: NoExecute
       affinity:
         podAntiAffinity:
           requiredDuringSchedulingIgnoredDuringExecution:
@@ -104,7 +114,7 @@ spec:
   ports:
     - port: 80
       targetPort: %[2]d
-`, testpodImage, webPort, hostPort, nodePort)
+`, testpodImage, webPort, hostPort, nodePort, weftdOffTaint)
 
 // corednsYAML is cluster DNS as kubeadm sets it up, on the images of this
 // machine: CoreDNS (one pod per node) behind the kube-dns Service at the
@@ -146,6 +156,11 @@ spec:
     spec:
       dnsPolicy: Default
       terminationGracePeriodSeconds: 2
+      tolerations:
+        # Check 6 keeps weftd off a node with this taint; these pods stay.
+        - key: %[3]s
+          operator: Exists
+          effect: NoExecute
       affinity:
         podAntiAffinity:
           requiredDuringSchedulingIgnoredDuringExecution:
@@ -155,7 +170,7 @@ spec:
               topologyKey: kubernetes.io/hostname
       containers:
         - name: coredns
-          image: %s
+          image: %[1]s
           imagePullPolicy: Never
           args: ["-conf", "/etc/coredns/Corefile"]
           ports:
@@ -187,7 +202,7 @@ metadata:
   labels:
     k8s-app: kube-dns
 spec:
-  clusterIP: %s
+  clusterIP: %[2]s
   selector:
     k8s-app: kube-dns
   ports:
@@ -197,7 +212,7 @@ spec:
     - name: dns-tcp
       port: 53
       protocol: TCP
-`, corednsImage, clusterDNS())
+`, corednsImage, clusterDNS(), weftdOffTaint)
 
 func clusterDNS() string { return "10.96.0.10" }
 

@@ -10,37 +10,91 @@ import (
 	"strings"
 )
 
-// KubeletHarmless are kubelet error lines every start on this kind of
-// machine prints (KUBE-LAB.md): no CAP_SYS_RESOURCE, cgroup v1 hybrid, an
-// image filesystem cadvisor cannot size, no checkpoint on a fresh node.
-var KubeletHarmless = []string{
-	"Failed to set rlimit on max file handles",
-	"Failed to ensure process in container with oom score",
-	"Image garbage collection failed once",
-	"eviction manager: failed to check if we have separate container filesystem",
-	"Failed to read data from checkpoint",
+// Harmless is an error line a daemon prints in a healthy run, with why.
+type Harmless struct {
+	Daemon string // "kubelet", "containerd", "kube-proxy", "kube-apiserver", "weftd", ...
+	Text   string // substring of the line
+	Why    string
 }
 
-// klogError matches a klog error line: "E1202 06:45:12.123456   1234 file.go:12] msg".
-var klogError = regexp.MustCompile(`^E\d{4} \d{2}:\d{2}:\d{2}\.\d+\s+\d+ \S+:\d+\] `)
+// KnownHarmless are the error lines a healthy cluster on this kind of
+// machine prints (KUBE-LAB.md and the tier's own runs).
+var KnownHarmless = []Harmless{
+	{"kubelet", "Failed to set rlimit on max file handles", "no CAP_SYS_RESOURCE"},
+	{"kubelet", "Failed to ensure process in container with oom score", "no CAP_SYS_RESOURCE; PID 1 is not an init the kubelet knows"},
+	{"kubelet", "Image garbage collection failed once", "cadvisor has no stats of the image filesystem yet at start"},
+	{"kubelet", "eviction manager: failed to check if we have separate container filesystem", "containerd reports no imagefs label"},
+	{"kubelet", "Failed to read data from checkpoint", "a fresh node has no device-manager checkpoint"},
+	{"kubelet", "Skipping pod synchronization", "the first seconds after start (PLEG, runtime status not polled yet)"},
+	{"kubelet", `\"NODE\" not found`, "before the kubelet has registered its node"},
+	{"kubelet", "ContainerStatus from runtime service failed", "a deleted pod's container is gone before the kubelet's last status call (NotFound)"},
+	{"kubelet", "Error proxying data from", "a kubectl exec stream ends while the kubelet still forwards between it and the runtime's stream server"},
+	{"kubelet", "Partial failure issuing cadvisor.ContainerInfoV2", "stats of a container created or removed a moment ago"},
+	{"containerd", "collecting metrics for", "metrics of a container whose cgroup or shim just went away"},
+	{"containerd", "failed to load cni during init", "no CNI config until weftd installs it"},
+	{"containerd", "failed to reload cni configuration after receiving fs change event", "a write or removal in /etc/cni/net.d that leaves no valid config at that instant (weftd's temporary file, the conflist withdrawn)"},
+	{"containerd", "ContainerStatus for", "the kubelet's NotFound race above, seen from containerd"},
+	{"containerd", "failed sending message on channel", "a shim's ttrpc connection closed as its last container exits"},
+	{"kube-proxy", "Failed to list existing nftables objects", "the nftables mode's first sync, before its table exists"},
+	{"kube-apiserver", `namespaces \"kube-system\" not found`, "controllers that start before the apiserver has created kube-system"},
+	{"kube-apiserver", "use of closed network connection", "an exec or watch stream closed by its client"},
+	{"kube-apiserver", `"http2: stream closed"`, "a watch closed by its client (kubectl rollout status, wait)"},
+}
 
-// ErrorLines returns, per "<node>/<daemon>" and control-plane process, the
-// klog error lines of its log that match none of allow (substrings).
-func (c *Cluster) ErrorLines(allow []string) (map[string][]string, error) {
+// errorLine matches an error in klog ("E1202 06:45:12.123456 1234 f.go:1] "),
+// logrus (level=error) and slog (level=ERROR) output; pod logs carry the
+// container's lines after the CRI prefix.
+var errorLine = regexp.MustCompile(`(^|\s)E\d{4} \d{2}:\d{2}:\d{2}\.\d+\s|level=(error|fatal|ERROR)\b`)
+
+// logFiles maps a daemon name ("node1/kubelet", "kube-apiserver",
+// "node1/weftd/<pod>") to its log file.
+func (c *Cluster) logFiles() map[string]string {
 	files := map[string]string{}
 	for _, n := range c.Nodes() {
 		for name, path := range n.LogFiles() {
 			files[n.Name+"/"+name] = path
 		}
+		// weftd's container logs, every container instance of every weft pod.
+		pods, _ := filepath.Glob(filepath.Join(n.HostPath("/var/log/pods"), "kube-weft_*", "weftd", "*.log"))
+		for _, p := range pods {
+			pod := strings.SplitN(filepath.Base(filepath.Dir(filepath.Dir(p))), "_", 3)
+			files[n.Name+"/weftd/"+pod[1]+"/"+filepath.Base(p)] = p
+		}
 	}
 	c.mu.Lock()
+	defer c.mu.Unlock()
 	for _, p := range c.cpProcs {
 		files[p.name] = p.logPath
 	}
-	c.mu.Unlock()
+	return files
+}
+
+// daemonOf is the daemon part of a logFiles name ("node1/kubelet" → kubelet).
+func daemonOf(name string) string {
+	parts := strings.Split(name, "/")
+	if len(parts) == 1 {
+		return parts[0]
+	}
+	return parts[1]
+}
+
+// ErrorLines returns, per daemon log, the error lines that neither
+// KnownHarmless nor extra allow.
+func (c *Cluster) ErrorLines(extra []Harmless) (map[string][]string, error) {
+	allow := append(slices.Clone(KnownHarmless), extra...)
 	out := map[string][]string{}
-	for name, path := range files {
-		lines, err := errorLines(path, allow)
+	for name, path := range c.logFiles() {
+		var node string
+		if i := strings.Index(name, "/"); i > 0 {
+			node = name[:i]
+		}
+		var mine []string
+		for _, h := range allow {
+			if h.Daemon == daemonOf(name) {
+				mine = append(mine, strings.ReplaceAll(h.Text, "NODE", node))
+			}
+		}
+		lines, err := errorLines(path, mine)
 		if err != nil {
 			return nil, err
 		}
@@ -65,7 +119,7 @@ func errorLines(path string, allow []string) ([]string, error) {
 	sc.Buffer(make([]byte, 0, 64<<10), 4<<20)
 	for sc.Scan() {
 		l := sc.Text()
-		if !klogError.MatchString(l) {
+		if !errorLine.MatchString(l) {
 			continue
 		}
 		if slices.ContainsFunc(allow, func(a string) bool { return strings.Contains(l, a) }) {
@@ -82,18 +136,30 @@ func errorLines(path string, allow []string) ([]string, error) {
 // LogTails returns the last n lines of every daemon's log, by name.
 func (c *Cluster) LogTails(n int) map[string]string {
 	out := map[string]string{}
-	for _, node := range c.Nodes() {
-		for name, path := range node.LogFiles() {
-			out[node.Name+"/"+name] = tailFile(path, n)
-		}
-	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	for _, p := range c.cpProcs {
-		out[p.name] = p.logTail(n)
+	for name, path := range c.logFiles() {
+		out[name] = tailFile(path, n)
 	}
 	return out
 }
 
-// LogDir is where the control plane's logs are.
-func (c *Cluster) LogDir() string { return filepath.Join(c.dir, "logs") }
+// CopyLogs copies every daemon's log into dst (created), the name's
+// slashes turned into dashes.
+func (c *Cluster) CopyLogs(dst string) error {
+	if err := os.MkdirAll(dst, 0o755); err != nil {
+		return fmt.Errorf("copy logs: %w", err)
+	}
+	for name, path := range c.logFiles() {
+		b, err := os.ReadFile(path)
+		if os.IsNotExist(err) {
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("copy logs: %w", err)
+		}
+		out := filepath.Join(dst, strings.ReplaceAll(strings.TrimSuffix(name, ".log"), "/", "-")+".log")
+		if err := os.WriteFile(out, b, 0o644); err != nil {
+			return fmt.Errorf("copy logs: %w", err)
+		}
+	}
+	return nil
+}
