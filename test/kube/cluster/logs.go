@@ -27,6 +27,7 @@ var KnownHarmless = []Harmless{
 	{"kubelet", "Failed to read data from checkpoint", "a fresh node has no device-manager checkpoint"},
 	{"kubelet", "Skipping pod synchronization", "the first seconds after start (PLEG, runtime status not polled yet)"},
 	{"kubelet", `\"NODE\" not found`, "before the kubelet has registered its node"},
+	{"kubelet", "Failed to initialize CSINode", "its retries ran out before the node was registered (a loaded machine); the kubelet carries on"},
 	{"kubelet", "ContainerStatus from runtime service failed", "a deleted pod's container is gone before the kubelet's last status call (NotFound)"},
 	{"kubelet", "Error proxying data from", "a kubectl exec stream ends while the kubelet still forwards between it and the runtime's stream server"},
 	{"kubelet", "Partial failure issuing cadvisor.ContainerInfoV2", "stats of a container created or removed a moment ago"},
