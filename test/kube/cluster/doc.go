@@ -4,16 +4,16 @@
 // by `make kube-bins`. It does not install a network: the tier installs weft
 // into it the way a user does (Kustomization, ApplyArgs, InitNetworkArgs).
 //
-//	                  <p>-sw: bridge br0 (the underlay switch, 198.18.0.0/24)
-//	        ┌──────────────────────┬──────────────────────┐
-//	    <p>-cp                 <p>-node1              <p>-node2
-//	    198.18.0.254           198.18.0.1             198.18.0.2
-//	    weft-etcd :2379        default route via .254 (kube-proxy and weftd
-//	    kube-apiserver :6443   take the node IP from it)
-//	    controller-manager,    a mount namespace of its own (held by a
-//	    scheduler (loopback)   holder process): containerd, kubelet,
-//	                           kube-proxy; weftd, cni0, flannel.1 and the
-//	                           pods once weft is installed
+//	              <p>-sw: bridge br0 (the underlay switch, 198.18.0.0/24)
+//	    ┌──────────────────────┬──────────────────────┐
+//	<p>-cp                 <p>-node1              <p>-node2
+//	198.18.0.254           198.18.0.1             198.18.0.2
+//	weft-etcd :2379        default route via .254 (kube-proxy and weftd
+//	kube-apiserver :6443   take the node IP from it)
+//	controller-manager,    a mount namespace of its own (held by a
+//	scheduler (loopback)   holder process): containerd, kubelet,
+//	                       kube-proxy; weftd, cni0, flannel.1 and the
+//	                       pods once weft is installed
 //
 // <p> is a random "wk<4 hex>" per cluster, also in the nodes' cgroup roots
 // (/<p>-nodeN in every hierarchy) and the cluster directory
