@@ -106,7 +106,7 @@ func (k *tier) checkReadyAfterSubnetEnv(t *testing.T) {
 		t.Logf("%s before init-network: runtime NetworkReady=false (%s)", n.Name, why)
 	}
 
-	k.kubectl(t, "", cluster.InitNetworkArgs...)
+	k.initNetwork(t)
 	k.kubectl(t, "", cluster.RolloutStatusArgs...)
 	for _, n := range k.c.Nodes() {
 		err := k.c.WaitFor(ctx, n.Name+" Ready", 60*time.Second, func() (bool, string) {
@@ -150,6 +150,27 @@ func (k *tier) checkReadyAfterSubnetEnv(t *testing.T) {
 		if err != nil || !ok {
 			t.Errorf("%s: runtime NetworkReady=%v (%s, %v) with subnet.env present", n.Name, ok, why, err)
 		}
+	}
+}
+
+// initNetwork runs the README's init-network command, retried every 2 s as
+// its `until ... do sleep 2` loop does (2 minutes at most).
+func (k *tier) initNetwork(t *testing.T) {
+	t.Helper()
+	deadline := time.Now().Add(2 * time.Minute)
+	for {
+		ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+		out, err := k.c.Kubectl(ctx, "", cluster.InitNetworkArgs...)
+		cancel()
+		if err == nil {
+			t.Logf("init-network: %s", strings.TrimSpace(out))
+			return
+		}
+		if time.Now().After(deadline) || t.Context().Err() != nil {
+			t.Fatalf("init-network: %v", err)
+		}
+		t.Logf("init-network (retrying in %s): %v", cluster.InitNetworkRetry, err)
+		time.Sleep(cluster.InitNetworkRetry)
 	}
 }
 

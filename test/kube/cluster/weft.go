@@ -18,16 +18,17 @@ import (
 const ShippedImage = "ghcr.io/weftnet/weft"
 
 // Kustomization is the kustomization.yaml the tier installs weft with, as
-// the README tells a user to write it next to a copy of manifests/weft.yaml:
-// the image reference, the etcd Secret, and, because this etcd is plain
-// http, the three TLS file variables deleted from the DaemonSet.
+// the README tells a user to write it next to a copy of manifests/weft.yaml
+// (kustomize loads no file from outside the kustomization's directory): the
+// image under test, the etcd Secret, and, because this etcd is plain http,
+// the three TLS file variables deleted from the DaemonSet.
 func Kustomization(imageName, imageTag, etcdEndpoints string) string {
 	return fmt.Sprintf(`apiVersion: kustomize.config.k8s.io/v1beta1
 kind: Kustomization
 resources:
-  - weft.yaml
+  - weft.yaml                    # a copy of manifests/weft.yaml
 images:
-  - name: %s
+  - name: %s       # both containers of the DaemonSet
     newName: %s
     newTag: %s
 secretGenerator:
@@ -35,9 +36,12 @@ secretGenerator:
     namespace: kube-weft
     literals:
       - endpoints=%s
+    # TLS: files: [ca.crt=ca.pem, tls.crt=client.pem, tls.key=client-key.pem]
 generatorOptions:
-  disableNameSuffixHash: true
+  disableNameSuffixHash: true    # the DaemonSet refers to the Secret weft-etcd
 patches:
+  # Plain-http etcd: no TLS files (weft refuses them with an http:// endpoint).
+  # With TLS leave this patch out; with a CA only, delete CERTFILE and KEYFILE.
   - patch: |-
       apiVersion: apps/v1
       kind: DaemonSet
@@ -59,11 +63,20 @@ patches:
 `, ShippedImage, imageName, imageTag, etcdEndpoints)
 }
 
-// Install commands, as the README gives them (dir is the kustomization's
-// directory).
+// Install commands, as the README gives them (with the kustomization in the
+// directory weft):
+//
+//	kubectl apply -k weft
+//	until kubectl -n kube-weft exec ds/weft -c weftd -- weftd init-network --file /etc/weft/net-conf.json; do sleep 2; done
+//	kubectl -n kube-weft rollout status ds/weft --timeout=120s
+//
+// The exec is retried until a weftd container runs (kubectl exec waits for
+// a pod to exist, not for its container); the agents wait for the network
+// config, so the DaemonSet is ready only after it.
 var (
 	InitNetworkArgs = []string{"-n", "kube-weft", "exec", "ds/weft", "-c", "weftd", "--",
 		"weftd", "init-network", "--file", "/etc/weft/net-conf.json"}
+	InitNetworkRetry  = 2 * time.Second
 	RolloutStatusArgs = []string{"-n", "kube-weft", "rollout", "status", "ds/weft", "--timeout=120s"}
 )
 
