@@ -58,6 +58,15 @@ func newCluster(t *testing.T, mode string) *cluster.Cluster {
 			t.Errorf("close cluster: %v", err)
 		}
 	})
+	// go test -timeout ends the process without running t.Cleanup: remove
+	// the cluster a minute before, so the hung step fails instead.
+	if dl, ok := t.Deadline(); ok {
+		guard := time.AfterFunc(time.Until(dl)-time.Minute, func() {
+			t.Errorf("test deadline %s close: removing the cluster", dl.Format(time.TimeOnly))
+			_ = c.Close()
+		})
+		t.Cleanup(func() { guard.Stop() })
+	}
 	return c
 }
 

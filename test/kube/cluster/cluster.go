@@ -62,7 +62,8 @@ type Cluster struct {
 	nodes   []*Node
 	nsList  []*lab.NetNS
 	sysctls bool // registered in the machine-wide sysctl state
-	closed  bool
+	closing bool
+	closed  chan struct{} // closed when the first Close has finished
 	errs    error
 }
 
@@ -73,7 +74,7 @@ func New(ctx context.Context, opts Options) (c *Cluster, err error) {
 	if err := opts.defaults(); err != nil {
 		return nil, err
 	}
-	c = &Cluster{opts: opts, log: opts.Log, prefix: freePrefix()}
+	c = &Cluster{opts: opts, log: opts.Log, prefix: freePrefix(), closed: make(chan struct{})}
 	defer func() {
 		if err != nil {
 			err = errors.Join(err, c.Close())
@@ -284,14 +285,19 @@ func (c *Cluster) Kubectl(ctx context.Context, stdin string, args ...string) (st
 
 // Close stops every process, removes the nodes' cgroups, every namespace
 // and the cluster directory, and restores the machine-wide sysctls the
-// kubelets changed. It is idempotent: later calls return the first's result.
+// kubelets changed. It is idempotent and safe for concurrent use (the test's
+// cleanup, the signal handler, the deadline guard): later calls wait for the
+// first to finish and return its result.
 func (c *Cluster) Close() error {
 	c.mu.Lock()
-	if c.closed {
+	if c.closing {
+		c.mu.Unlock()
+		<-c.closed
+		c.mu.Lock()
 		defer c.mu.Unlock()
 		return c.errs
 	}
-	c.closed = true
+	c.closing = true
 	nodes, cpProcs, nsList, sysctls := slices.Clone(c.nodes), slices.Clone(c.cpProcs), slices.Clone(c.nsList), c.sysctls
 	c.mu.Unlock()
 	start := time.Now()
@@ -330,6 +336,7 @@ func (c *Cluster) Close() error {
 	c.mu.Lock()
 	c.errs = err
 	c.mu.Unlock()
+	close(c.closed)
 	c.log.Info("cluster removed", "prefix", c.prefix, "took", time.Since(start).Round(time.Millisecond), "err", err)
 	return err
 }
