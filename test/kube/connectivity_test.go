@@ -121,6 +121,14 @@ func (k *tier) checkServices(t *testing.T) {
 		}
 	}
 
+	k.checkNodePorts(t, names)
+}
+
+// checkNodePorts: from outside the cluster (the control-plane namespace),
+// the NodePort of every node reaches every backend, and its hostPort the
+// node's own web pod, which sees the client's address.
+func (k *tier) checkNodePorts(t *testing.T, names []string) {
+	ctx := t.Context()
 	outside := k.c.ControlPlane()
 	for i, n := range k.c.Nodes() {
 		url := fmt.Sprintf("http://%s/", net.JoinHostPort(n.IP.String(), strconv.Itoa(nodePort)))

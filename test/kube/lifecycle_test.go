@@ -7,6 +7,7 @@ import (
 	"os"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -235,30 +236,8 @@ func (k *tier) checkWeftdStopped(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	taint := weftdOffTaint + "=true:NoExecute"
-	k.kubectl(t, "", "taint", "node", n.Name, taint)
-	tainted := true
-	defer func() {
-		if tainted {
-			_, _ = k.c.Kubectl(context.Background(), "", "taint", "node", n.Name, taint+"-")
-		}
-	}()
-	err = k.c.WaitFor(ctx, "weftd gone from "+n.Name, 60*time.Second, func() (bool, string) {
-		var l corev1.PodList
-		if err := k.c.Get(ctx, "/api/v1/namespaces/kube-weft/pods?fieldSelector=spec.nodeName="+n.Name, &l); err != nil {
-			return false, err.Error()
-		}
-		return len(l.Items) == 0, fmt.Sprintf("%d weft pods", len(l.Items))
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	// The DaemonSet must not bring it back while the taint is there.
-	time.Sleep(2 * time.Second)
-	var l corev1.PodList
-	if err := k.c.Get(ctx, "/api/v1/namespaces/kube-weft/pods?fieldSelector=spec.nodeName="+n.Name, &l); err != nil || len(l.Items) != 0 {
-		t.Fatalf("%s: %d weft pods (%v) with the taint in place", n.Name, len(l.Items), err)
-	}
+	untaint := k.keepWeftdOff(t, n)
+	defer untaint()
 	if ok, why, err := runtimeNetwork(ctx, n); err != nil || !ok {
 		t.Errorf("%s: weftd stopped, subnet.env kept: runtime NetworkReady=%v (%s, %v), want true", n.Name, ok, why, err)
 	}
@@ -267,19 +246,7 @@ func (k *tier) checkWeftdStopped(t *testing.T) {
 		t.Fatal(err)
 	}
 	removed := time.Now()
-	var msg string
-	err = k.c.WaitFor(ctx, n.Name+" NotReady", 30*time.Second, func() (bool, string) {
-		node, err := k.node(ctx, n.Name)
-		if err != nil {
-			return false, err.Error()
-		}
-		c := readyCondition(node)
-		msg = c.Message
-		return c.Status != corev1.ConditionTrue, c.Message
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
+	msg := k.waitNodeReady(t, n.Name, false, 30*time.Second)
 	took := time.Since(removed)
 	t.Logf("%s NotReady %s after subnet.env went: %s", n.Name, took.Round(100*time.Millisecond), msg)
 	if took > 15*time.Second {
@@ -292,22 +259,51 @@ func (k *tier) checkWeftdStopped(t *testing.T) {
 		t.Errorf("%s: runtime NetworkReady=%v (%s, %v), want false with weft's STATUS error", n.Name, ok, why, err)
 	}
 
-	k.kubectl(t, "", "taint", "node", n.Name, taint+"-")
-	tainted = false
+	untaint()
 	back := time.Now()
-	err = k.c.WaitFor(ctx, n.Name+" Ready again", 60*time.Second, func() (bool, string) {
-		node, err := k.node(ctx, n.Name)
-		if err != nil {
-			return false, err.Error()
-		}
-		c := readyCondition(node)
-		return c.Status == corev1.ConditionTrue, c.Message
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
+	k.waitNodeReady(t, n.Name, true, 60*time.Second)
 	t.Logf("%s Ready %s after weftd was allowed back", n.Name, time.Since(back).Round(100*time.Millisecond))
 	if s, err := subnetOf(n); err != nil || s != subnet {
 		t.Errorf("%s: subnet %s (%v) after weftd came back, %s before", n.Name, s, err, subnet)
 	}
+}
+
+// keepWeftdOff taints n with weftdOffTaint and waits until its weft pod is
+// gone and stays gone; the returned func removes the taint (once).
+func (k *tier) keepWeftdOff(t *testing.T, n *cluster.Node) func() {
+	t.Helper()
+	ctx := t.Context()
+	taint := weftdOffTaint + "=true:NoExecute"
+	k.kubectl(t, "", "taint", "node", n.Name, taint)
+	var once sync.Once
+	untaint := func() {
+		once.Do(func() {
+			if _, err := k.c.Kubectl(context.Background(), "", "taint", "node", n.Name, taint+"-"); err != nil {
+				t.Errorf("untaint %s: %v", n.Name, err)
+			}
+		})
+	}
+	weftPods := func() (int, error) {
+		var l corev1.PodList
+		err := k.c.Get(ctx, "/api/v1/namespaces/kube-weft/pods?fieldSelector=spec.nodeName="+n.Name, &l)
+		return len(l.Items), err
+	}
+	err := k.c.WaitFor(ctx, "weftd gone from "+n.Name, 60*time.Second, func() (bool, string) {
+		c, err := weftPods()
+		if err != nil {
+			return false, err.Error()
+		}
+		return c == 0, fmt.Sprintf("%d weft pods", c)
+	})
+	if err != nil {
+		untaint()
+		t.Fatal(err)
+	}
+	// The DaemonSet must not bring it back while the taint is there.
+	time.Sleep(2 * time.Second)
+	if c, err := weftPods(); err != nil || c != 0 {
+		untaint()
+		t.Fatalf("%s: %d weft pods (%v) with the taint in place", n.Name, c, err)
+	}
+	return untaint
 }

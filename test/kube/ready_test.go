@@ -70,12 +70,8 @@ func (k *tier) checkReadyAfterSubnetEnv(t *testing.T) {
 	w := k.watchReady(ctx)
 	defer w.stop()
 	for _, n := range k.c.Nodes() {
-		node, err := k.node(ctx, n.Name)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if c := readyCondition(node); c.Status == corev1.ConditionTrue {
-			t.Fatalf("%s Ready before weft is installed", n.Name)
+		if msg, ready := k.nodeReady(t, n.Name); ready {
+			t.Fatalf("%s Ready before weft is installed (%s)", n.Name, msg)
 		}
 	}
 
@@ -109,21 +105,17 @@ func (k *tier) checkReadyAfterSubnetEnv(t *testing.T) {
 	k.initNetwork(t)
 	k.kubectl(t, "", cluster.RolloutStatusArgs...)
 	for _, n := range k.c.Nodes() {
-		err := k.c.WaitFor(ctx, n.Name+" Ready", 60*time.Second, func() (bool, string) {
-			node, err := k.node(ctx, n.Name)
-			if err != nil {
-				return false, err.Error()
-			}
-			c := readyCondition(node)
-			return c.Status == corev1.ConditionTrue, c.Message
-		})
-		if err != nil {
-			t.Fatal(err)
-		}
+		k.waitNodeReady(t, n.Name, true, 60*time.Second)
 	}
 	t.Logf("both nodes Ready %s after kubectl apply", time.Since(start).Round(100*time.Millisecond))
 	w.stop()
+	k.assertReadyAfterSubnetEnv(t, w)
+}
 
+// assertReadyAfterSubnetEnv checks what the watch saw: no node Ready
+// without subnet.env, each NotReady for its network first, Ready since
+// subnet.env was written, and the runtimes' NetworkReady now true.
+func (k *tier) assertReadyAfterSubnetEnv(t *testing.T, w *readyWatch) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	for _, v := range w.violations {
@@ -138,7 +130,7 @@ func (k *tier) checkReadyAfterSubnetEnv(t *testing.T) {
 		if err != nil || mtime.IsZero() {
 			t.Fatalf("%s: no subnet.env after Ready (%v)", n.Name, err)
 		}
-		node, err := k.node(ctx, n.Name)
+		node, err := k.node(t.Context(), n.Name)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -146,11 +138,47 @@ func (k *tier) checkReadyAfterSubnetEnv(t *testing.T) {
 		if rt := readyCondition(node).LastTransitionTime.Time; rt.Before(mtime.Truncate(time.Second)) {
 			t.Errorf("%s: Ready since %s, subnet.env written at %s", n.Name, rt, mtime)
 		}
-		ok, why, err := runtimeNetwork(ctx, n)
+		ok, why, err := runtimeNetwork(t.Context(), n)
 		if err != nil || !ok {
 			t.Errorf("%s: runtime NetworkReady=%v (%s, %v) with subnet.env present", n.Name, ok, why, err)
 		}
 	}
+}
+
+// nodeReady returns the node's Ready condition: its message and whether it
+// is True.
+func (k *tier) nodeReady(t *testing.T, name string) (string, bool) {
+	t.Helper()
+	node, err := k.node(t.Context(), name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := readyCondition(node)
+	return c.Message, c.Status == corev1.ConditionTrue
+}
+
+// waitNodeReady waits until the node's Ready condition is True (want) or
+// not, and returns its message then.
+func (k *tier) waitNodeReady(t *testing.T, name string, want bool, limit time.Duration) string {
+	t.Helper()
+	var msg string
+	what := name + " Ready"
+	if !want {
+		what = name + " NotReady"
+	}
+	err := k.c.WaitFor(t.Context(), what, limit, func() (bool, string) {
+		node, err := k.node(t.Context(), name)
+		if err != nil {
+			return false, err.Error()
+		}
+		c := readyCondition(node)
+		msg = c.Message
+		return (c.Status == corev1.ConditionTrue) == want, c.Message
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return msg
 }
 
 // initNetwork runs the README's init-network command, retried every 2 s as

@@ -60,24 +60,9 @@ func newPKI(dir string, apiserverIP, serviceIP net.IP) (*pki, error) {
 	}
 	p.caPEM = pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: caDER})
 
-	srvKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	srvDER, srvKey, err := servingCert(ca, caKey, now, apiserverIP, serviceIP)
 	if err != nil {
-		return nil, fmt.Errorf("apiserver key: %w", err)
-	}
-	srvTmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(2),
-		Subject:      pkix.Name{CommonName: "kube-apiserver"},
-		NotBefore:    now.Add(-time.Hour),
-		NotAfter:     now.Add(24 * time.Hour),
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-		IPAddresses:  []net.IP{apiserverIP, serviceIP, net.IPv4(127, 0, 0, 1)},
-		DNSNames: []string{"kubernetes", "kubernetes.default", "kubernetes.default.svc",
-			"kubernetes.default.svc.cluster.local", "localhost"},
-	}
-	srvDER, err := x509.CreateCertificate(rand.Reader, srvTmpl, ca, &srvKey.PublicKey, caKey)
-	if err != nil {
-		return nil, fmt.Errorf("apiserver certificate: %w", err)
+		return nil, err
 	}
 	saKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
@@ -107,6 +92,31 @@ func newPKI(dir string, apiserverIP, serviceIP net.IP) (*pki, error) {
 		}
 	}
 	return p, nil
+}
+
+// servingCert issues the apiserver's serving certificate: its own IP, the
+// kubernetes Service's ClusterIP and DNS names, localhost.
+func servingCert(ca *x509.Certificate, caKey *ecdsa.PrivateKey, now time.Time, apiserverIP, serviceIP net.IP) ([]byte, *ecdsa.PrivateKey, error) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, nil, fmt.Errorf("apiserver key: %w", err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(2),
+		Subject:      pkix.Name{CommonName: "kube-apiserver"},
+		NotBefore:    now.Add(-time.Hour),
+		NotAfter:     now.Add(24 * time.Hour),
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		IPAddresses:  []net.IP{apiserverIP, serviceIP, net.IPv4(127, 0, 0, 1)},
+		DNSNames: []string{"kubernetes", "kubernetes.default", "kubernetes.default.svc",
+			"kubernetes.default.svc.cluster.local", "localhost"},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, &key.PublicKey, caKey)
+	if err != nil {
+		return nil, nil, fmt.Errorf("apiserver certificate: %w", err)
+	}
+	return der, key, nil
 }
 
 // kubeconfig is a kubeconfig for server with the static token, for kubectl

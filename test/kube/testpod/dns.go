@@ -185,35 +185,56 @@ func describe(resp []byte, id uint16, server string) (string, error) {
 	if err := p.SkipAllQuestions(); err != nil {
 		return "", fmt.Errorf("parse questions: %w", err)
 	}
+	as, err := aRecords(&p)
+	if err != nil {
+		return "", err
+	}
+	if err := p.SkipAllAuthorities(); err != nil {
+		return "", fmt.Errorf("parse authorities: %w", err)
+	}
+	nsid, err := nsidOption(&p)
+	if err != nil {
+		return "", err
+	}
+	if len(as) == 0 {
+		as = []string{"-"}
+	}
+	return fmt.Sprintf("server=%s nsid=%s rcode=%s a=%s", server, nsid, rcodeName(h.RCode), strings.Join(as, ",")), nil
+}
+
+// aRecords reads the answer section's A records.
+func aRecords(p *dnsmessage.Parser) ([]string, error) {
 	var as []string
 	for {
 		rh, err := p.AnswerHeader()
 		if errors.Is(err, dnsmessage.ErrSectionDone) {
-			break
+			return as, nil
 		}
 		if err != nil {
-			return "", fmt.Errorf("parse answers: %w", err)
+			return nil, fmt.Errorf("parse answers: %w", err)
 		}
 		if rh.Type != dnsmessage.TypeA {
 			if err := p.SkipAnswer(); err != nil {
-				return "", fmt.Errorf("parse answers: %w", err)
+				return nil, fmt.Errorf("parse answers: %w", err)
 			}
 			continue
 		}
 		a, err := p.AResource()
 		if err != nil {
-			return "", fmt.Errorf("parse A: %w", err)
+			return nil, fmt.Errorf("parse A: %w", err)
 		}
 		as = append(as, net.IP(a.A[:]).String())
 	}
-	if err := p.SkipAllAuthorities(); err != nil {
-		return "", fmt.Errorf("parse authorities: %w", err)
-	}
+}
+
+// nsidOption reads the NSID from the additional section's OPT record ("-"
+// when there is none).
+func nsidOption(p *dnsmessage.Parser) (string, error) {
 	nsid := "-"
 	for {
 		rh, err := p.AdditionalHeader()
 		if errors.Is(err, dnsmessage.ErrSectionDone) {
-			break
+			return nsid, nil
 		}
 		if err != nil {
 			return "", fmt.Errorf("parse additionals: %w", err)
@@ -234,10 +255,6 @@ func describe(resp []byte, id uint16, server string) (string, error) {
 			}
 		}
 	}
-	if len(as) == 0 {
-		as = []string{"-"}
-	}
-	return fmt.Sprintf("server=%s nsid=%s rcode=%s a=%s", server, nsid, rcodeName(h.RCode), strings.Join(as, ",")), nil
 }
 
 func rcodeName(c dnsmessage.RCode) string {

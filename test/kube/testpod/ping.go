@@ -46,80 +46,97 @@ func ping(ctx context.Context, args []string) error {
 	}
 	var idb [2]byte
 	_, _ = rand.Read(idb[:])
-	id := int(binary.BigEndian.Uint16(idb[:]))
+	r := &replies{conn: conn, from: to, id: int(binary.BigEndian.Uint16(idb[:])), size: *size, seqs: map[int]bool{}, done: make(chan struct{})}
+	go r.receive()
 
-	var mu sync.Mutex
-	replied := map[int]bool{}
-	recvDone := make(chan struct{})
-	go func() {
-		defer close(recvDone)
-		buf := make([]byte, 65536)
-		for {
-			n, src, err := conn.ReadFrom(buf)
-			if err != nil {
-				return
-			}
-			if a, ok := src.(*net.IPAddr); !ok || !a.IP.Equal(to.AsSlice()) {
-				continue
-			}
-			m, err := icmp.ParseMessage(1, buf[:n])
-			if err != nil || m.Type != ipv4.ICMPTypeEchoReply {
-				continue
-			}
-			if e, ok := m.Body.(*icmp.Echo); ok && e.ID == id && len(e.Data) == *size {
-				mu.Lock()
-				replied[e.Seq] = true
-				mu.Unlock()
-			}
-		}
-	}()
-
-	sent := 0
-	var sendErr error
-	for seq := 1; seq <= *count; seq++ {
-		data := make([]byte, *size)
-		for i := range data {
-			data[i] = byte(i)
-		}
-		msg := icmp.Message{Type: ipv4.ICMPTypeEcho, Body: &icmp.Echo{ID: id, Seq: seq, Data: data}}
-		b, _ := msg.Marshal(nil)
-		if _, err := conn.WriteTo(b, &net.IPAddr{IP: to.AsSlice()}); err != nil {
-			if errors.Is(err, syscall.EMSGSIZE) {
-				sendErr = fmt.Errorf("send %d-byte echo to %s: message too long", *size, to)
-			} else {
-				sendErr = fmt.Errorf("send echo %d to %s: %w", seq, to, err)
-			}
-			break
-		}
-		sent++
-		if seq < *count {
-			select {
-			case <-ctx.Done():
-				seq = *count
-			case <-time.After(*interval):
-			}
-		}
-	}
+	sent, sendErr := r.send(ctx, *count, *interval)
 	deadline := time.Now().Add(*wait)
-	for time.Now().Before(deadline) {
-		mu.Lock()
-		all := len(replied) == sent
-		mu.Unlock()
-		if all {
-			break
-		}
+	for r.count() < sent && time.Now().Before(deadline) {
 		time.Sleep(10 * time.Millisecond)
 	}
 	_ = conn.Close()
-	<-recvDone
-	fmt.Printf("sent %d received %d size %d\n", sent, len(replied), *size)
+	<-r.done
+	got := r.count()
+	fmt.Printf("sent %d received %d size %d\n", sent, got, *size)
 	if sendErr != nil {
 		return sendErr
 	}
-	if len(replied) != sent {
-		return fmt.Errorf("%d of %d echo requests to %s got no reply", sent-len(replied), sent, to)
+	if got != sent {
+		return fmt.Errorf("%d of %d echo requests to %s got no reply", sent-got, sent, to)
 	}
 	return nil
+}
+
+// replies sends echo requests and records the replies (by sequence number)
+// that come back from the address pinged, with our ID and payload size.
+type replies struct {
+	conn net.PacketConn
+	from netip.Addr
+	id   int
+	size int
+	done chan struct{} // closed when receive returns (the socket was closed)
+
+	mu   sync.Mutex
+	seqs map[int]bool
+}
+
+// send sends count requests, interval apart, and returns how many went out;
+// a request that does not fit the route's MTU ends it ("message too long").
+func (r *replies) send(ctx context.Context, count int, interval time.Duration) (int, error) {
+	data := make([]byte, r.size)
+	for i := range data {
+		data[i] = byte(i)
+	}
+	sent := 0
+	for seq := 1; seq <= count; seq++ {
+		msg := icmp.Message{Type: ipv4.ICMPTypeEcho, Body: &icmp.Echo{ID: r.id, Seq: seq, Data: data}}
+		b, _ := msg.Marshal(nil)
+		if _, err := r.conn.WriteTo(b, &net.IPAddr{IP: r.from.AsSlice()}); err != nil {
+			if errors.Is(err, syscall.EMSGSIZE) {
+				return sent, fmt.Errorf("send %d-byte echo to %s: message too long", r.size, r.from)
+			}
+			return sent, fmt.Errorf("send echo %d to %s: %w", seq, r.from, err)
+		}
+		sent++
+		if seq == count {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return sent, nil
+		case <-time.After(interval):
+		}
+	}
+	return sent, nil
+}
+
+func (r *replies) receive() {
+	defer close(r.done)
+	buf := make([]byte, 65536)
+	for {
+		n, src, err := r.conn.ReadFrom(buf)
+		if err != nil {
+			return
+		}
+		if a, ok := src.(*net.IPAddr); !ok || !a.IP.Equal(r.from.AsSlice()) {
+			continue
+		}
+		m, err := icmp.ParseMessage(1, buf[:n])
+		if err != nil || m.Type != ipv4.ICMPTypeEchoReply {
+			continue
+		}
+		if e, ok := m.Body.(*icmp.Echo); ok && e.ID == r.id && len(e.Data) == r.size {
+			r.mu.Lock()
+			r.seqs[e.Seq] = true
+			r.mu.Unlock()
+		}
+	}
+}
+
+func (r *replies) count() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return len(r.seqs)
 }
 
 // setDontFragment sets IP_MTU_DISCOVER=IP_PMTUDISC_DO: the kernel sets DF and
