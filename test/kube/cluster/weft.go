@@ -28,7 +28,7 @@ kind: Kustomization
 resources:
   - weft.yaml                    # a copy of manifests/weft.yaml
 images:
-  - name: %s       # both containers of the DaemonSet
+  - name: %s   # both containers of the DaemonSet
     newName: %s
     newTag: %s
 secretGenerator:
