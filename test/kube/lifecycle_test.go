@@ -241,6 +241,9 @@ func (k *tier) checkWeftdStopped(t *testing.T) {
 	if ok, why, err := runtimeNetwork(ctx, n); err != nil || !ok {
 		t.Errorf("%s: weftd stopped, subnet.env kept: runtime NetworkReady=%v (%s, %v), want true", n.Name, ok, why, err)
 	}
+	if msg, ok := k.nodeReady(t, n.Name); !ok {
+		t.Errorf("%s: weftd stopped, subnet.env kept: NotReady (%s), want Ready", n.Name, msg)
+	}
 
 	if err := os.Remove(n.SubnetEnv()); err != nil {
 		t.Fatal(err)
