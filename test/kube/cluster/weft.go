@@ -30,7 +30,7 @@ resources:
 images:
   - name: %s   # both containers of the DaemonSet
     newName: %s
-    newTag: %s
+    newTag: "%s"               # quoted: a hash tag like 9031e14 is a number in YAML
 secretGenerator:
   - name: weft-etcd
     namespace: kube-weft
