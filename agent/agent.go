@@ -60,6 +60,14 @@ func (a *Agent) Ready() (bool, string) { return a.readyz() }
 // Run starts the agent and blocks until ctx ends or a loop fails. It leaves
 // the lease, device, entries and rules in place when it returns.
 func (a *Agent) Run(ctx context.Context) error {
+	release, err := a.holdAliveLock(ctx)
+	if err != nil {
+		if errors.Is(err, context.Canceled) {
+			return nil
+		}
+		return err
+	}
+	defer release()
 	g, ctx := errgroup.WithContext(ctx)
 	if a.cfg.HealthzPort != 0 {
 		addr := hostPort(a.cfg.HealthzIP, a.cfg.HealthzPort)
@@ -70,7 +78,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		g.Go(func() error { return serve(ctx, addr, a.handler(true), a.log) })
 	}
 	g.Go(func() error { return a.run(ctx, g) })
-	err := g.Wait()
+	err = g.Wait()
 	if errors.Is(err, context.Canceled) {
 		return nil
 	}

@@ -11,6 +11,7 @@ import (
 	"github.com/containernetworking/cni/pkg/types"
 	"github.com/vishvananda/netlink"
 
+	"github.com/weftnet/weft/lease"
 	"github.com/weftnet/weft/plugin/ipam"
 )
 
@@ -24,10 +25,38 @@ func CmdStatus(args *skel.CmdArgs) error {
 	if _, err := loadSubnetEnv(conf.SubnetFile); err != nil {
 		return cniErr(types.ErrPluginNotAvailable, "not ready: %v", err)
 	}
+	if err := agentRunning(conf.SubnetFile); err != nil {
+		return cniErr(types.ErrPluginNotAvailable, "not ready: %v", err)
+	}
 	if err := probeWritable(ipam.NetworkDir(conf.DataDir, conf.Name)); err != nil {
 		return cniErr(types.ErrPluginNotAvailable, "not ready: IPAM directory is not writable: %v", err)
 	}
 	return nil
+}
+
+// agentRunning checks that the agent that wrote subnetFile still runs: it
+// holds an exclusive flock on lease.AgentLockFile while it does. No lock file
+// means an agent that predates it (subnet.env alone decides, as before). A
+// stopped agent leaves subnet.env and the datapath in place, so pods keep
+// talking, but new peers go unprogrammed: the node should not take new pods.
+func agentRunning(subnetFile string) error {
+	path := lease.AgentLockFile(subnetFile)
+	f, err := os.Open(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("agent lock: %w", err)
+	}
+	defer f.Close()
+	err = syscall.Flock(int(f.Fd()), syscall.LOCK_SH|syscall.LOCK_NB)
+	switch {
+	case errors.Is(err, syscall.EWOULDBLOCK):
+		return nil // held: the agent runs
+	case err != nil:
+		return fmt.Errorf("agent lock %s: %w", path, err)
+	}
+	return fmt.Errorf("weftd is not running (nothing holds %s): is the weft DaemonSet pod running on this node?", path)
 }
 
 // probeWritable creates dir if needed and a file in it, then removes the file.
