@@ -11,6 +11,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"os/exec"
 	"path/filepath"
@@ -123,14 +124,25 @@ func waitReady(ep string, exited <-chan error) error {
 }
 
 // FreeAddr returns a 127.0.0.1:port that was free a moment ago.
+//
+// The port is below Linux's ephemeral range (32768-60999): a port the kernel
+// handed out for :0 is also what it hands out as the source port of outgoing
+// connections, and the many client connections of tests running in parallel
+// then take it before a server that starts later (a restartable etcd started
+// seconds after its URL was chosen) can bind it ("address already in use").
 func FreeAddr(tb testing.TB) string {
 	tb.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		tb.Fatalf("find a free port: %v", err)
+	for range 100 {
+		port := 20000 + rand.IntN(12000)
+		l, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(port))
+		if err != nil {
+			continue
+		}
+		_ = l.Close()
+		return "127.0.0.1:" + strconv.Itoa(port)
 	}
-	defer l.Close()
-	return "127.0.0.1:" + strconv.Itoa(l.Addr().(*net.TCPAddr).Port)
+	tb.Fatal("find a free port in 20000-31999: 100 tries failed")
+	return ""
 }
 
 // Client returns a client for endpoints, closed in t.Cleanup.

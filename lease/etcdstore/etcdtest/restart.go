@@ -134,15 +134,22 @@ func runBinary(bin, dir, client, peer string) (stop func(), err error) {
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("run %s: %w", bin, err)
 	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
+	// done is closed when the process has been waited for; exited hands its
+	// error to waitReady once. stop must not wait on exited: waitReady may
+	// have taken the value already (etcd exits at once on a busy port).
+	done, exited := make(chan struct{}), make(chan error, 1)
+	go func() {
+		err := cmd.Wait()
+		close(done)
+		exited <- err
+	}()
 	stop = func() {
 		_ = cmd.Process.Signal(syscall.SIGTERM)
 		select {
-		case <-exited:
+		case <-done:
 		case <-time.After(5 * time.Second):
 			_ = cmd.Process.Kill()
-			<-exited
+			<-done
 		}
 	}
 	if err := waitReady(client, exited); err != nil {
