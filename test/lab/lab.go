@@ -77,7 +77,7 @@ func New(ctx context.Context, opts Options) (l *Lab, err error) {
 	if err := opts.defaults(); err != nil {
 		return nil, err
 	}
-	l = &Lab{opts: opts, log: opts.Log, prefix: freePrefix()}
+	l = &Lab{opts: opts, log: opts.Log, prefix: FreePrefix("wl")}
 	defer func() {
 		if err != nil {
 			err = errors.Join(err, l.Close())
@@ -112,14 +112,15 @@ func New(ctx context.Context, opts Options) (l *Lab, err error) {
 	return l, nil
 }
 
-// freePrefix picks "wl<4 hex>" not used by another lab's switch namespace.
-// (After 100 tries it gives up and lets `ip netns add` report the clash.)
-func freePrefix() string {
+// FreePrefix picks "<tag><4 hex>" (tag "wl" for labs) not used by another
+// run's switch namespace "<prefix>-sw". (After 100 tries it gives up and lets
+// `ip netns add` report the clash.)
+func FreePrefix(tag string) string {
 	var p string
 	for range 100 {
 		var rnd [2]byte
 		_, _ = rand.Read(rnd[:])
-		p = "wl" + hex.EncodeToString(rnd[:])
+		p = tag + hex.EncodeToString(rnd[:])
 		if _, err := os.Stat(filepath.Join("/run/netns", p+"-sw")); os.IsNotExist(err) {
 			break
 		}
@@ -176,7 +177,7 @@ func (l *Lab) buildSwitch(ctx context.Context) error {
 	if l.sw, err = l.newNS(ctx, "sw"); err != nil {
 		return err
 	}
-	if err := l.sw.addBridge("br0"); err != nil {
+	if err := l.sw.AddBridge("br0"); err != nil {
 		return err
 	}
 	// The switch only forwards frames: keep its bridged traffic out of
@@ -185,18 +186,18 @@ func (l *Lab) buildSwitch(ctx context.Context) error {
 	if l.etcdNS, err = l.newNS(ctx, "etcd"); err != nil {
 		return err
 	}
-	if err := plug(l.sw, "br0", "p-etcd", l.etcdNS, netip.PrefixFrom(EtcdIP, Underlay.Bits())); err != nil {
+	if err := Plug(l.sw, "br0", "p-etcd", l.etcdNS, netip.PrefixFrom(EtcdIP, Underlay.Bits()), netip.Addr{}); err != nil {
 		return err
 	}
 	if l.outNS, err = l.newNS(ctx, "out"); err != nil {
 		return err
 	}
-	return plug(l.sw, "br0", "p-out", l.outNS, netip.PrefixFrom(OutsideIP, Underlay.Bits()))
+	return Plug(l.sw, "br0", "p-out", l.outNS, netip.PrefixFrom(OutsideIP, Underlay.Bits()), netip.Addr{})
 }
 
 // newNS creates <prefix>-<suffix> and records it for Close.
 func (l *Lab) newNS(ctx context.Context, suffix string) (*NetNS, error) {
-	n, err := newNetNS(ctx, l.prefix+"-"+suffix)
+	n, err := NewNetNS(ctx, l.prefix+"-"+suffix)
 	if err != nil {
 		return nil, err
 	}
@@ -258,7 +259,7 @@ func (l *Lab) Close() error {
 	errs = append(errs, l.StopEtcd())
 	// Pods first, then nodes, then the switch: reverse creation order.
 	for _, n := range slices.Backward(nsList) {
-		errs = append(errs, n.remove())
+		errs = append(errs, n.Remove())
 	}
 	if l.dir != "" {
 		errs = append(errs, os.RemoveAll(l.dir))

@@ -22,8 +22,8 @@ type NetNS struct {
 	ns.NetNS
 }
 
-// newNetNS runs `ip netns add name`, opens it and sets lo up.
-func newNetNS(ctx context.Context, name string) (*NetNS, error) {
+// NewNetNS runs `ip netns add name`, opens it and sets lo up.
+func NewNetNS(ctx context.Context, name string) (*NetNS, error) {
 	if out, err := exec.CommandContext(ctx, "ip", "netns", "add", name).CombinedOutput(); err != nil {
 		return nil, fmt.Errorf("ip netns add %s: %w: %s", name, err, strings.TrimSpace(string(out)))
 	}
@@ -34,13 +34,13 @@ func newNetNS(ctx context.Context, name string) (*NetNS, error) {
 	}
 	n := &NetNS{Name: name, Path: path, NetNS: h}
 	if err := n.LinkUp("lo"); err != nil {
-		return nil, errors.Join(err, n.remove())
+		return nil, errors.Join(err, n.Remove())
 	}
 	return n, nil
 }
 
-// remove closes the handle and deletes the namespace.
-func (n *NetNS) remove() error {
+// Remove closes the handle and deletes the namespace.
+func (n *NetNS) Remove() error {
 	_ = n.Close()
 	return delNetNS(n.Name)
 }
@@ -137,8 +137,8 @@ func (n *NetNS) Sysctl(ctx context.Context, key, value string) error {
 	return err
 }
 
-// addBridge creates an up bridge in n.
-func (n *NetNS) addBridge(name string) error {
+// AddBridge creates an up bridge in n.
+func (n *NetNS) AddBridge(name string) error {
 	h, err := n.Handle()
 	if err != nil {
 		return err
@@ -154,9 +154,9 @@ func (n *NetNS) addBridge(name string) error {
 	return nil
 }
 
-// plug connects host to the switch: a veth with port on the switch's bridge
-// and "eth0" with addr inside host.
-func plug(sw *NetNS, bridge, port string, host *NetNS, addr netip.Prefix) error {
+// Plug connects host to the switch: a veth with port on the switch's bridge
+// and "eth0" with addr inside host, plus a default route via gw when valid.
+func Plug(sw *NetNS, bridge, port string, host *NetNS, addr netip.Prefix, gw netip.Addr) error {
 	h, err := sw.Handle()
 	if err != nil {
 		return err
@@ -184,7 +184,27 @@ func plug(sw *NetNS, bridge, port string, host *NetNS, addr netip.Prefix) error 
 	if err := h.LinkSetUp(pl); err != nil {
 		return fmt.Errorf("set %s up: %w", port, err)
 	}
-	return host.addrUp("eth0", addr)
+	if err := host.addrUp("eth0", addr); err != nil || !gw.IsValid() {
+		return err
+	}
+	return host.defaultRoute("eth0", gw)
+}
+
+// defaultRoute adds a default route via gw on link in n.
+func (n *NetNS) defaultRoute(link string, gw netip.Addr) error {
+	h, err := n.Handle()
+	if err != nil {
+		return err
+	}
+	defer h.Close()
+	l, err := h.LinkByName(link)
+	if err != nil {
+		return fmt.Errorf("find %s in %s: %w", link, n.Name, err)
+	}
+	if err := h.RouteAdd(&netlink.Route{LinkIndex: l.Attrs().Index, Gw: gw.AsSlice()}); err != nil {
+		return fmt.Errorf("default route via %s in %s: %w", gw, n.Name, err)
+	}
+	return nil
 }
 
 // addrUp adds addr to the named link in n and sets it up.

@@ -76,7 +76,7 @@ func (l *Lab) AddNode(ctx context.Context, opts NodeOptions) (*Node, error) {
 	if n.NS, err = l.newNS(ctx, name); err != nil {
 		return nil, err
 	}
-	if err := plug(l.sw, "br0", "p-"+name, n.NS, netip.PrefixFrom(n.IP, Underlay.Bits())); err != nil {
+	if err := Plug(l.sw, "br0", "p-"+name, n.NS, netip.PrefixFrom(n.IP, Underlay.Bits()), netip.Addr{}); err != nil {
 		return nil, err
 	}
 	l.mu.Lock()

@@ -210,5 +210,5 @@ func (l *Lab) DelPod(ctx context.Context, p *Pod) error {
 	l.pods = slices.DeleteFunc(l.pods, func(q *Pod) bool { return q == p })
 	l.nsList = slices.DeleteFunc(l.nsList, func(n *NetNS) bool { return n == p.NS })
 	l.mu.Unlock()
-	return p.NS.remove()
+	return p.NS.Remove()
 }

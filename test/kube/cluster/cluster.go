@@ -2,8 +2,6 @@ package cluster
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -74,7 +72,7 @@ func New(ctx context.Context, opts Options) (c *Cluster, err error) {
 	if err := opts.defaults(); err != nil {
 		return nil, err
 	}
-	c = &Cluster{opts: opts, log: opts.Log, prefix: freePrefix(), closed: make(chan struct{})}
+	c = &Cluster{opts: opts, log: opts.Log, prefix: lab.FreePrefix("wk"), closed: make(chan struct{})}
 	defer func() {
 		if err != nil {
 			err = errors.Join(err, c.Close())
@@ -163,20 +161,6 @@ func (o *Options) defaults() error {
 	return nil
 }
 
-// freePrefix picks "wk<4 hex>" not used by another run's switch namespace.
-func freePrefix() string {
-	var p string
-	for range 100 {
-		var rnd [2]byte
-		_, _ = rand.Read(rnd[:])
-		p = "wk" + hex.EncodeToString(rnd[:])
-		if _, err := os.Stat(filepath.Join("/run/netns", p+"-sw")); os.IsNotExist(err) {
-			break
-		}
-	}
-	return p
-}
-
 // buildNetwork creates the switch, the control-plane namespace and every
 // node's namespace, each plugged into the switch.
 func (c *Cluster) buildNetwork() error {
@@ -184,13 +168,13 @@ func (c *Cluster) buildNetwork() error {
 	if c.sw, err = c.newNS("sw"); err != nil {
 		return err
 	}
-	if err := addBridge(c.sw, "br0"); err != nil {
+	if err := c.sw.AddBridge("br0"); err != nil {
 		return err
 	}
 	if c.cp, err = c.newNS("cp"); err != nil {
 		return err
 	}
-	if err := plug(c.sw, "br0", "p-cp", c.cp, netip.PrefixFrom(CPIP, Underlay.Bits()), netip.Addr{}); err != nil {
+	if err := lab.Plug(c.sw, "br0", "p-cp", c.cp, netip.PrefixFrom(CPIP, Underlay.Bits()), netip.Addr{}); err != nil {
 		return err
 	}
 	for i := 1; i <= c.opts.Nodes; i++ {
@@ -206,7 +190,7 @@ func (c *Cluster) buildNetwork() error {
 		}
 		// The default route via the control plane: kube-proxy and weftd
 		// take the node IP from it.
-		if err := plug(c.sw, "br0", "p-"+name, n.NS, netip.PrefixFrom(n.IP, Underlay.Bits()), CPIP); err != nil {
+		if err := lab.Plug(c.sw, "br0", "p-"+name, n.NS, netip.PrefixFrom(n.IP, Underlay.Bits()), CPIP); err != nil {
 			return err
 		}
 		c.mu.Lock()
@@ -217,7 +201,7 @@ func (c *Cluster) buildNetwork() error {
 }
 
 func (c *Cluster) newNS(suffix string) (*lab.NetNS, error) {
-	n, err := newNetNS(c.prefix + "-" + suffix)
+	n, err := lab.NewNetNS(context.Background(), c.prefix+"-"+suffix)
 	if err != nil {
 		return nil, err
 	}
@@ -327,7 +311,7 @@ func (c *Cluster) Close() error {
 		}
 	}
 	for _, n := range slices.Backward(nsList) {
-		errs = append(errs, removeNetNS(n))
+		errs = append(errs, n.Remove())
 	}
 	if c.dir != "" && !c.holdersAlive(nodes) {
 		errs = append(errs, os.RemoveAll(c.dir))
