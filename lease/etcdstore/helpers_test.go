@@ -16,6 +16,7 @@ import (
 	"github.com/weftnet/weft/lease"
 	"github.com/weftnet/weft/lease/etcdstore"
 	"github.com/weftnet/weft/lease/etcdstore/etcdtest"
+	"github.com/weftnet/weft/test/testlog"
 )
 
 const testConfig = `{"Network":"10.244.0.0/16","Backend":{"Type":"vxlan"}}`
@@ -38,16 +39,7 @@ func setup(t *testing.T, eps []string, config string, opts ...etcdstore.Option) 
 	return cli, s
 }
 
-func testLogger(t *testing.T) *slog.Logger {
-	return slog.New(slog.NewTextHandler(tWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn}))
-}
-
-type tWriter struct{ t *testing.T }
-
-func (w tWriter) Write(b []byte) (int, error) {
-	w.t.Log(strings.TrimSpace(string(b)))
-	return len(b), nil
-}
+func testLogger(t *testing.T) *slog.Logger { return testlog.New(t, slog.LevelWarn) }
 
 // syncBuffer collects log output from several goroutines.
 type syncBuffer struct {
@@ -142,10 +134,6 @@ func withTimeout(t *testing.T, d time.Duration) context.Context {
 func startEmbedded(t *testing.T) []string { return etcdtest.Start(t) }
 
 func mustPrefix(s string) netip.Prefix { return netip.MustParsePrefix(s) }
-
-func contextWithCancel(ctx context.Context) (context.Context, context.CancelFunc) {
-	return context.WithCancel(ctx)
-}
 
 func slogText(w *syncBuffer) *slog.Logger { return slog.New(slog.NewTextHandler(w, nil)) }
 

@@ -1,6 +1,7 @@
 package etcdstore_test
 
 import (
+	"context"
 	"fmt"
 	"log/slog"
 	"slices"
@@ -146,8 +147,8 @@ func TestWatchResumesAfterCompaction(t *testing.T) {
 
 func TestWatchClosesWithContext(t *testing.T) {
 	cli, _ := setup(t, startEmbedded(t), testConfig)
-	ctx, cancel := tctx(t), func() {}
-	ctx, cancel = contextWithCancel(ctx)
+	ctx, cancel := context.WithCancel(tctx(t))
+	defer cancel()
 	w, err := etcdstore.New(cli, "", nil).Watch(ctx)
 	if err != nil {
 		t.Fatal(err)

@@ -25,7 +25,6 @@ package e2e
 import (
 	"flag"
 	"fmt"
-	"io"
 	"log/slog"
 	"os"
 	"os/exec"
@@ -38,6 +37,7 @@ import (
 
 	"github.com/weftnet/weft/test/lab"
 	"github.com/weftnet/weft/test/nettest"
+	"github.com/weftnet/weft/test/testlog"
 )
 
 // binDir holds weftd, weft and portmap, built once by TestMain (or taken
@@ -123,7 +123,7 @@ func newLab(t *testing.T, opts lab.Options) *lab.Lab {
 	if opts.Etcd == "" {
 		opts.Etcd = os.Getenv("WEFT_E2E_ETCD")
 	}
-	opts.Log = slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	opts.Log = testlog.New(t, slog.LevelInfo)
 	l, err := lab.New(t.Context(), opts)
 	if err != nil {
 		t.Fatalf("lab: %v", err)
@@ -154,13 +154,3 @@ func dumpLogs(t *testing.T, l *lab.Lab) {
 		t.Logf("---- %s (tail) ----\n%s", f, strings.Join(lines, "\n"))
 	}
 }
-
-// testWriter sends the lab's log lines to t.Log.
-type testWriter struct{ t *testing.T }
-
-func (w testWriter) Write(p []byte) (int, error) {
-	w.t.Log(strings.TrimRight(string(p), "\n"))
-	return len(p), nil
-}
-
-var _ io.Writer = testWriter{}

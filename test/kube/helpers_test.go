@@ -18,6 +18,7 @@ import (
 
 	"github.com/weftnet/weft/test/kube/cluster"
 	"github.com/weftnet/weft/test/lab"
+	"github.com/weftnet/weft/test/testlog"
 )
 
 var keepLogs = flag.String("kube.logs", "", "copy every daemon's log into this directory before the cluster is removed")
@@ -33,7 +34,7 @@ type tier struct {
 // the daemons' unexpected error lines and log tails are logged first.
 func newCluster(t *testing.T, mode string) *cluster.Cluster {
 	t.Helper()
-	log := slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	log := testlog.New(t, slog.LevelInfo)
 	c, err := cluster.New(t.Context(), cluster.Options{
 		KubeBin: env.kubeBin, EtcdBin: env.etcdBin, Images: env.images, PauseImage: pauseImage,
 		ProxyMode: mode, Log: log,
@@ -121,13 +122,6 @@ func summarizeErrors(t *testing.T, c *cluster.Cluster) {
 var provoked = []cluster.Harmless{
 	{Daemon: "kubelet", Text: "Container runtime network not ready", Why: "no network before weft is installed; check 6"},
 	{Daemon: "kubelet", Text: "network is not ready", Why: "pods waiting for the network, as above"},
-}
-
-type testWriter struct{ t *testing.T }
-
-func (w testWriter) Write(p []byte) (int, error) {
-	w.t.Log(strings.TrimRight(string(p), "\n"))
-	return len(p), nil
 }
 
 // kubectl runs kubectl and fails t on error.
