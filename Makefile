@@ -64,10 +64,13 @@ test: deps lint kube-bins image
 test-unit:
 	$(GO) test -short -count=1 ./...
 
+# staticcheck is a tool dependency in go.mod (pinned there, built by the go
+# command and cached like any package); it exits non-zero on any finding.
 lint:
 	@bad=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
 	if [ -n "$$bad" ]; then echo "gofmt needed:"; echo "$$bad"; exit 1; fi
 	$(GO) vet ./...
+	$(GO) tool staticcheck ./...
 
 bench: deps build
 	$(GO) run ./test/bench $(if $(BENCH_JSON),-json $(BENCH_JSON))
