@@ -89,7 +89,7 @@ func Judge(key string, cur, mine Attrs) error {
 	return fmt.Errorf("key %s now held by %s (node %q): %w", key, cur.PublicIP, cur.NodeName, ErrLeaseLost)
 }
 
-// Choose applies the acquire order of FORMATS.md to the current leases:
+// Choose applies flannel's acquire order to the current leases:
 // (1) our lease (by NodeName first, then by PublicIP) if it fits cfg, (2)
 // req.Prev if it fits and is free, (3) a random free block. It fails with an
 // *IPConflictError when another named node holds our PublicIP, and with an

@@ -6,7 +6,7 @@
 //
 // Invariants:
 //   - Standard library only: the CNI binary imports this package.
-//   - Every encoder writes exactly what flannel v0.28 writes (FORMATS.md):
+//   - Every encoder writes exactly what flannel v0.28 writes:
 //     lease values keep flannel's field names and order, with weft's optional
 //     NodeName after them; decoders ignore unknown fields, as flannel does,
 //     and reject values they cannot use with an error, never a panic.

@@ -29,7 +29,8 @@ const (
 	configMapName = "weft-cfg"
 	etcdSecret    = "weft-etcd"
 
-	// wantConflist is the conflist of FORMATS.md; 10-weft.conflist and the
+	// wantConflist is the conflist weft installs on a node (flannel's, with
+	// the weft plugin in place of flannel's); 10-weft.conflist and the
 	// ConfigMap must both carry it.
 	wantConflist = `{"name":"cbr0","cniVersion":"1.0.0","cniVersions":["1.0.0","1.1.0"],"plugins":[{"type":"weft","hairpinMode":true,"isDefaultGateway":true},{"type":"portmap","capabilities":{"portMappings":true}}]}`
 )
@@ -284,7 +285,7 @@ func TestConfigMapKeys(t *testing.T) {
 func TestConflist(t *testing.T) {
 	m := loadManifest(t)
 	inCM := []byte(m.cm.Data[conflistFile])
-	jsonEqual(t, "ConfigMap "+conflistFile+" vs FORMATS.md", inCM, []byte(wantConflist))
+	jsonEqual(t, "ConfigMap "+conflistFile+" vs wantConflist", inCM, []byte(wantConflist))
 	t.Run("file", func(t *testing.T) {
 		onDisk, err := os.ReadFile(conflistFile)
 		if errors.Is(err, os.ErrNotExist) {

@@ -61,7 +61,7 @@ func NewClient(c ClientConfig) (*clientv3.Client, error) {
 		DialKeepAliveTimeout: 5 * time.Second,
 		Logger:               zap.NewNop(),
 		// gRPC's default reconnect backoff grows to 120 s: after an etcd
-		// outage of 20 s the watch would resume 10-20 s late and new or
+		// outage the watch would resume up to that backoff late, and new or
 		// departed peers would go unnoticed that long. Retry at most every second.
 		DialOptions: []grpc.DialOption{grpc.WithConnectParams(grpc.ConnectParams{
 			Backoff: grpcbackoff.Config{

@@ -1,7 +1,8 @@
 // Package etcdstore is the etcd (v3 API) implementation of lease.Store,
-// wire-compatible with flannel's etcd mode (FORMATS.md), plus an etcd client
-// constructor with strict TLS checks. The single-member etcd server for tests,
-// the demo and `weftd run` without --etcd-endpoints is in etcdserver, so that
+// wire-compatible with flannel's etcd mode (the same keys and values under
+// <prefix>/config and <prefix>/subnets/), plus an etcd client constructor
+// with strict TLS checks. The single-member etcd server for tests, the demo
+// and `weftd run` without --etcd-endpoints is in etcdserver, so that
 // importing this package does not link the server.
 //
 // Invariants:

@@ -92,8 +92,9 @@ func (s *Store) renew(ctx context.Context, l lease.Lease, id clientv3.LeaseID, t
 	wch := s.cli.Watch(clientv3.WithRequireLeader(kctx), key, clientv3.WithRev(resp.Header.Revision+1))
 	// Renew with KeepAliveOnce on a TTL/3 timer rather than the client's
 	// KeepAlive stream: the stream's internal loops wake up every 0.5-1 s for as
-	// long as it runs (~970 wake-ups and ~25 ms CPU a minute on an idle node);
-	// the key watch above still notices a lost lease at once.
+	// long as it runs, CPU an idle agent spends for nothing (`make bench`'s
+	// idle figure shows it); the key watch above still notices a lost lease
+	// at once.
 	timer := time.NewTimer(0) // renew at once: confirms the lease and learns its TTL
 	defer timer.Stop()
 	_, changed := s.health.current()

@@ -26,10 +26,10 @@ func NewAllocator(store Store, r Range) *Allocator {
 // gateway. Usually that is one O_EXCL create.
 //
 // Unlike host-local, Get does not first scan every reservation for one
-// already held by (id, ifname): that scan reads every file, 1.8 ms with 200
-// pods, a third of the ADD budget. A repeated ADD is caught by the caller
-// instead (the CNI plugin finds the attachment's veth already there), and
-// Held answers the question when it is needed.
+// already held by (id, ifname): that scan reads every reservation file on
+// every ADD, a cost that grows with the pods on the node. A repeated ADD is
+// caught by the caller instead (the CNI plugin finds the attachment's veth
+// already there), and Held answers the question when it is needed.
 func (a *Allocator) Get(id, ifname string) (ip netip.Addr, err error) {
 	if err := a.store.Lock(); err != nil {
 		return netip.Addr{}, fmt.Errorf("lock ipam store: %w", err)

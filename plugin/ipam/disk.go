@@ -107,8 +107,8 @@ func (s *DiskStore) Reserve(id, ifname string, ip netip.Addr) (bool, error) {
 // address, no newline), but overwrites the file in place and then cuts it to
 // length instead of truncating it to zero first: on ext4, a file truncated
 // to zero and written again is flushed when it is closed (auto_da_alloc),
-// which made this write 150-350 µs of every ADD on the bench machine; in
-// place it takes 15-35 µs. A crash between the write and the cut can leave a
+// which makes every ADD wait for the disk; written in place it does not
+// (`make bench`'s CNI figure). A crash between the write and the cut can leave a
 // longer address's tail behind; the file is only a hint (LastReserved treats
 // anything unparsable as none), and host-local's own write is not atomic
 // either.

@@ -24,7 +24,7 @@ import (
 //   - ADD throughput: 64 pods added by 16 workers, pods per second of wall time.
 //
 // The state (IPAM directory, libcni's cache) is on a journaled ext4, as a
-// node's /var/lib is (statefs.go says why that matters on this VM); ADD p50
+// node's /var/lib is (statefs.go says why that matters); ADD p50
 // is also measured with the state on the root filesystem.
 func benchCNI(ctx context.Context, env Env) ([]Row, error) {
 	if os.Geteuid() != 0 {

@@ -22,8 +22,8 @@ var dataPaths = []dataPath{{"vxlan", false, 0.6}, {"DirectRouting", true, 0.95}}
 var dataStreams = []int{1, 4}
 
 // dataRounds is how many underlay and pod runs alternate per stream count;
-// the ratio is of the medians (on two shared cores one 3 s run varies by
-// ±10% with one stream and up to 2× with four).
+// the ratio is of the medians, since one short run on shared cores varies
+// widely, the more so with more streams.
 const dataRounds = 3
 
 // dataLab is a two-node lab with one pod per node.

@@ -14,7 +14,7 @@ import (
 const outageWindow = 60 * time.Second
 
 // benchOutage measures what an agent costs while etcd is down (flannel spun a
-// core reconnecting without backoff, REFERENCE.md pain point 7): a two-node
+// core reconnecting without backoff): a two-node
 // proactive lab (node1 has a peer, a lease to keep alive and a watch), etcd
 // stopped for 60 s; node1's agent's utime+stime over the outage from
 // /proc/PID/stat, as a share of one core. Also reported: the agent's log

@@ -20,7 +20,7 @@ const peerLeases = 200
 // from the Put being issued to the last of the peer's three kernel entries
 // (neighbour, FDB, route) appearing, as seen by a netlink monitor subscribed
 // inside the node's namespace. The etcd write itself is part of the figure
-// (its own latency is given in the note).
+// (the rows' Note gives its own latency).
 func benchPeers(ctx context.Context, env Env) ([]Row, error) {
 	l, err := newLab(ctx, env, lab.Options{Nodes: 1})
 	if err != nil {

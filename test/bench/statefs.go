@@ -9,15 +9,15 @@ import (
 )
 
 // The CNI figures write files on every ADD: the IPAM reservation and
-// libcni's result cache, both on the node's disk (/var/lib/cni). On the
-// bench VM the root filesystem is ext4 without a journal, where creating a
+// libcni's result cache, both on the node's disk (/var/lib/cni). The root
+// filesystem of a test VM may be ext4 without a journal, where creating a
 // file scans the inodes deleted in the last minutes (ext4's find_inode_bit
-// skips "recently deleted" inodes only when there is no journal): after a
-// few thousand pod cycles a create takes 250-400 µs, against 15-25 µs on a
-// journaled ext4 (measured with 264 create/unlink rounds on each). A node's
-// /var/lib is journaled (ext4 or xfs), so the target is measured with the
-// state on a freshly made journaled ext4 in a loop-mounted image; the same
-// run on the root filesystem is reported beside it.
+// skips "recently deleted" inodes only when there is no journal), so a
+// create gets slower with every pod cycle and soon costs many times what it
+// costs on a journaled ext4. A node's /var/lib is journaled (ext4 or xfs),
+// so the target is measured with the state on a freshly made journaled ext4
+// in a loop-mounted image; the same run on the root filesystem is reported
+// beside it.
 
 // stateFS is a directory for the CNI state and how it was made.
 type stateFS struct {

@@ -4,7 +4,7 @@
 // installed from manifests/weft.yaml with `kubectl apply -k` of a
 // kustomization that sets only the image and the etcd Secret (and deletes
 // the TLS file variables: this etcd is plain http), as the README tells a
-// user. TestKube asserts checks 1–9 of issue 12 as subtests on one cluster:
+// user. TestKube asserts nine numbered checks as subtests on one cluster:
 //
 //	1  both nodes turn Ready only after weftd wrote subnet.env (before the
 //	   network config exists weftd runs and the runtime reports the network

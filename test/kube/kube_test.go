@@ -5,8 +5,8 @@ import (
 	"time"
 )
 
-// TestKube runs weft in a real Kubernetes cluster (see doc.go) and asserts
-// checks 1–9 of issue 12 as subtests, in an order that lets them share one
+// TestKube runs weft in a real Kubernetes cluster and asserts the nine
+// checks listed in doc.go as subtests, in an order that lets them share one
 // cluster: install (1), connectivity and Services under kube-proxy in
 // iptables mode, then nftables mode (4 with 2 and 3), MTU (8), DNS (9),
 // pod IP release (7), rollout restart (5) and weftd stopped on a node (6).

@@ -102,7 +102,8 @@ func (l *Lab) startEtcdProc() (*proc, error) {
 }
 
 // StopEtcd stops the etcd server (SIGTERM, SIGKILL after 10 s), keeping its
-// data. weft's embedded server takes up to ~7 s while agents hold watches.
+// data. weft's embedded server takes a while to stop while agents hold
+// watches, hence the generous grace.
 func (l *Lab) StopEtcd() error {
 	l.mu.Lock()
 	p := l.etcd

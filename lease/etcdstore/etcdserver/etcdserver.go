@@ -5,10 +5,10 @@
 //
 // It is a package of its own, outside etcdstore, so that weftd does not link
 // the etcd server. Linked in, the server's packages (raft, bbolt, the gRPC
-// gateway, OpenTelemetry) made weftd 26 MB instead of 18 MB and kept 6 MB
-// more of the binary resident in every agent, whether or not the server ran
-// (idle VmRSS 27.3 MB against 21.1 MB, `make bench`'s idle figure). This
-// package and etcdstore are the only ones that import go.etcd.io.
+// gateway, OpenTelemetry) make weftd's binary markedly larger and keep more of
+// it resident in every agent, whether or not the server runs (`make bench`'s
+// idle figure shows the RSS). This package and etcdstore are the only ones
+// that import go.etcd.io.
 package etcdserver
 
 import (

@@ -17,8 +17,8 @@ type Harmless struct {
 	Why    string
 }
 
-// KnownHarmless are the error lines a healthy cluster on this kind of
-// machine prints (KUBE-LAB.md and the tier's own runs).
+// KnownHarmless are the error lines a healthy cluster in namespaces prints
+// (collected from the tier's own runs), each with the reason it is harmless.
 var KnownHarmless = []Harmless{
 	{"kubelet", "Failed to set rlimit on max file handles", "no CAP_SYS_RESOURCE"},
 	{"kubelet", "Failed to ensure process in container with oom score", "no CAP_SYS_RESOURCE; PID 1 is not an init the kubelet knows"},
