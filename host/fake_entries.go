@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"maps"
 	"net"
 	"net/netip"
 	"slices"
@@ -67,21 +68,27 @@ func (f *Fake) AddrDel(l netlink.Link, a *netlink.Addr) error {
 	return nil
 }
 
-// AddrList implements Host.
+// AddrList implements Host; a nil link lists every link's addresses.
 func (f *Fake) AddrList(l netlink.Link, family int) ([]netlink.Addr, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	idx, err := f.link(l)
-	if err != nil {
-		return nil, err
+	idxs := slices.Sorted(maps.Keys(f.links))
+	if l != nil {
+		idx, err := f.link(l)
+		if err != nil {
+			return nil, err
+		}
+		idxs = []int{idx}
 	}
 	return fakeDump(f, "addresses", func() []netlink.Addr {
 		var res []netlink.Addr
-		for _, p := range f.addrs[idx] {
-			if family == unix.AF_INET && !p.Addr().Is4() {
-				continue
+		for _, idx := range idxs {
+			for _, p := range f.addrs[idx] {
+				if family == unix.AF_INET && !p.Addr().Is4() {
+					continue
+				}
+				res = append(res, netlink.Addr{IPNet: prefixIPNet(p), LinkIndex: idx})
 			}
-			res = append(res, netlink.Addr{IPNet: prefixIPNet(p), LinkIndex: idx})
 		}
 		return res
 	})

@@ -7,12 +7,16 @@ import (
 	"fmt"
 
 	"github.com/google/nftables"
-
-	"github.com/weftnet/weft/host"
 )
 
+// Namespace is where the connection goes; *host.NS satisfies it.
+type Namespace interface {
+	// Fd is the namespace's descriptor, or -1 for the caller's own.
+	Fd() int
+}
+
 // Conn opens an nftables connection in ns.
-func Conn(ns *host.NS) (*nftables.Conn, error) {
+func Conn(ns Namespace) (*nftables.Conn, error) {
 	var opts []nftables.ConnOption
 	if fd := ns.Fd(); fd >= 0 {
 		opts = append(opts, nftables.WithNetNSFd(fd))
