@@ -131,7 +131,9 @@ func fakeDump[T any](f *Fake, what string, dump func() []T) ([]T, error) {
 	})
 }
 
-// Clone implements Host: the Fake is its own clone.
+// Clone implements Host: the Fake is its own clone. A type that embeds the
+// Fake to change some methods inherits this Clone, whose writes then bypass
+// those changes; it overrides Clone if they must apply to a clone too.
 func (f *Fake) Clone() (Host, error) { return f, nil }
 
 // Close implements Host; the Fake stays usable.

@@ -452,7 +452,8 @@ func (f *Fake) SetAppSolicit(ifindex, probes int) error {
 	return nil
 }
 
-// SubscribeNeigh implements Host; events come from EmitNeigh.
+// SubscribeNeigh implements Host; events come from EmitNeigh. onErr runs
+// with the Fake locked, so it must not call the Fake.
 func (f *Fake) SubscribeNeigh(ctx context.Context, onErr func(error)) (<-chan netlink.NeighUpdate, error) {
 	return subscribe(ctx, f, &f.neighSub, onErr), nil
 }

@@ -68,6 +68,9 @@ type Host interface {
 	Close() error
 }
 
+// subBuffer is the Go-side queue of a subscription (NS's and the Fake's).
+const subBuffer = 4096
+
 // dumpAttempts bounds retries of a dump interrupted by a concurrent change.
 const dumpAttempts = 5
 

@@ -22,13 +22,9 @@ type NS struct {
 
 var _ Host = (*NS)(nil)
 
-// subBuffer is the Go-side queue of a subscription; rcvBuf the socket
-// receive buffer asked for, so a burst of misses does not end the
-// subscription with ENOBUFS.
-const (
-	subBuffer = 4096
-	rcvBuf    = 4 << 20
-)
+// rcvBuf is the socket receive buffer a neighbour subscription asks for, so
+// a burst of misses does not end it with ENOBUFS.
+const rcvBuf = 4 << 20
 
 // Open opens a network namespace: "" is the caller's own (nothing is
 // entered, so no capability beyond CAP_NET_ADMIN is needed), a path (e.g.
@@ -61,9 +57,14 @@ func (n *NS) Path() string { return n.path }
 // Close.
 func (n *NS) Fd() int { return n.fd }
 
-// Close releases the netlink handle and the namespace descriptor.
+// Close releases the netlink handle and the namespace descriptor; a second
+// Close does nothing (the descriptors may have been reused by then).
 func (n *NS) Close() error {
+	if n.h == nil {
+		return nil
+	}
 	n.h.Close()
+	n.h = nil
 	if n.fd >= 0 {
 		if err := unix.Close(n.fd); err != nil {
 			return fmt.Errorf("close netns %s: %w", n.path, err)
@@ -222,17 +223,14 @@ func (n *NS) RouteDel(route *netlink.Route) error { return n.h.RouteDel(route) }
 func (n *NS) RouteGet(destination net.IP) ([]netlink.Route, error) { return n.h.RouteGet(destination) }
 
 // ReadSysctl implements Host. /proc/sys/net shows the namespace of the thread
-// that opens it, hence Do.
+// that opens it, hence Do. A failed read's error names the file.
 func (n *NS) ReadSysctl(key string) (string, error) {
 	var b []byte
 	err := n.Do(func() (err error) {
 		b, err = os.ReadFile(filepath.Join("/proc/sys", key))
 		return err
 	})
-	if err != nil {
-		return "", fmt.Errorf("read sysctl %s: %w", key, err)
-	}
-	return string(b), nil
+	return string(b), err
 }
 
 // WriteSysctl implements Host.

@@ -284,3 +284,13 @@ func TestFakeReportsWhatProductionReports(t *testing.T) {
 	}
 	t.Logf("both report\n%s\nfake recorded\n%s", strings.Join(got, "\n"), strings.Join(f.Ops(), "\n"))
 }
+
+func TestCloseTwice(t *testing.T) {
+	n := openNS(t)
+	if err := n.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := n.Close(); err != nil {
+		t.Fatalf("second Close: %v", err)
+	}
+}
