@@ -15,22 +15,25 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/weftnet/weft/backend"
+	"github.com/weftnet/weft/backend/masq"
 	"github.com/weftnet/weft/backend/underlay"
+	"github.com/weftnet/weft/host"
 	"github.com/weftnet/weft/lease"
 )
 
-// Netlink is what the agent needs from a netlink handle: the datapath's calls
-// plus the underlay look-ups. *netlink.Handle satisfies it.
-type Netlink interface {
-	backend.Netlink
-	underlay.Handle
+// Host is the network namespace the agent works in: what the datapath and
+// the underlay look-up need, plus what masq needs for nftables. *host.NS
+// satisfies it.
+type Host interface {
+	host.Host
+	masq.Host
 }
 
 // Agent runs one node's share of the overlay.
 type Agent struct {
 	cfg     Config
 	store   lease.Store
-	nl      Netlink
+	host    Host
 	metrics *Metrics
 	log     *slog.Logger
 	ready   readiness
@@ -41,14 +44,14 @@ type Agent struct {
 }
 
 // New returns an agent; cfg must have passed Validate. metrics may be nil.
-func New(cfg Config, store lease.Store, nl Netlink, metrics *Metrics, log *slog.Logger) *Agent {
+func New(cfg Config, store lease.Store, h Host, metrics *Metrics, log *slog.Logger) *Agent {
 	if metrics == nil {
 		metrics = NewMetrics()
 	}
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Agent{cfg: cfg, store: store, nl: nl, metrics: metrics, log: log}
+	return &Agent{cfg: cfg, store: store, host: h, metrics: metrics, log: log}
 }
 
 // Lease returns the lease acquired by Run (zero before).
@@ -95,7 +98,7 @@ func (a *Agent) run(ctx context.Context, g *errgroup.Group) error {
 		return err
 	}
 	a.network = nw
-	ul, err := underlay.Find(a.nl, underlay.Options{
+	ul, err := underlay.Find(a.host, underlay.Options{
 		Ifaces: a.cfg.Ifaces, IfaceRegex: a.cfg.IfaceRegex, CanReach: a.cfg.IfaceCanReach, PublicIP: a.cfg.PublicIP,
 	})
 	if err != nil {
@@ -105,7 +108,7 @@ func (a *Agent) run(ctx context.Context, g *errgroup.Group) error {
 	// Before the device exists, so that it is never up unguarded.
 	rs := a.guardRouterAdverts(backend.DeviceName(nw.Backend.VNI))
 
-	be, err := backend.New(a.nl, backend.Config{
+	be, err := backend.New(a.host, backend.Config{
 		Device: backend.DeviceConfig{
 			VNI: nw.Backend.VNI, Port: nw.Backend.Port, LocalIP: ul.IP, UnderlayIndex: ul.Index,
 			UnderlayMTU: ul.MTU, MTU: nw.Backend.MTU, GBP: nw.Backend.GBP, Learning: nw.Backend.Learning,
@@ -114,7 +117,6 @@ func (a *Agent) run(ctx context.Context, g *errgroup.Group) error {
 		Network:        nw.Network,
 		DirectRouting:  nw.Backend.DirectRouting,
 		ResyncInterval: a.cfg.ResyncInterval,
-		NetNSPath:      a.cfg.NetNSPath,
 		Observer:       a.metrics.observer(),
 		RAGuarded:      rs.raGuarded,
 	}, a.log.With("component", "vxlan"))
@@ -214,18 +216,6 @@ func (a *Agent) acquire(ctx context.Context, ul underlay.Underlay, dev backend.D
 	a.log.Info("lease acquired", "subnet", l.Subnet, "public_ip", l.Attrs.PublicIP,
 		"vtep_mac", dev.MAC.String(), "reservation", l.Reservation, "previous", req.Prev)
 	return l, nil
-}
-
-// netnsFd opens cfg.NetNSPath for the nftables connection (0 = current netns).
-func (a *Agent) netnsFd() (int, func(), error) {
-	if a.cfg.NetNSPath == "" {
-		return 0, func() {}, nil
-	}
-	f, err := os.Open(a.cfg.NetNSPath)
-	if err != nil {
-		return 0, nil, fmt.Errorf("open netns %q: %w", a.cfg.NetNSPath, err)
-	}
-	return int(f.Fd()), func() { _ = f.Close() }, nil
 }
 
 func (a *Agent) writeSubnetEnv(nw *lease.Network, l lease.Lease, mtu int) error {

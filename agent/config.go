@@ -52,8 +52,6 @@ type Config struct {
 	ResyncInterval time.Duration
 	// ConfigRetry is how often a missing network config is looked up again.
 	ConfigRetry time.Duration
-	// NetNSPath is the network namespace the netlink handle points into ("" = current).
-	NetNSPath string
 }
 
 // DefaultConfig returns flannel's defaults where flannel has the knob.

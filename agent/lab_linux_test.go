@@ -11,11 +11,11 @@ import (
 	"time"
 
 	"github.com/vishvananda/netlink"
-	"github.com/vishvananda/netns"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/weftnet/weft/agent"
 	"github.com/weftnet/weft/backend"
+	"github.com/weftnet/weft/host"
 	"github.com/weftnet/weft/lease/etcdstore"
 	"github.com/weftnet/weft/lease/etcdstore/etcdtest"
 	"github.com/weftnet/weft/test/nettest"
@@ -111,7 +111,6 @@ func (c *cluster) addNode(mode backend.Mode) *node {
 	n.cfg.NodeName = n.name
 	n.cfg.SubnetFile = filepath.Join(n.dir, "subnet.env")
 	n.cfg.CNIConfDir = filepath.Join(n.dir, "net.d")
-	n.cfg.NetNSPath = n.ns.Path
 	n.cfg.NeighMode = mode
 	n.cfg.SubnetLeaseTTL = time.Minute
 	n.cfg.IPMasq = true
@@ -160,9 +159,9 @@ func (n *node) launch() {
 	log := slog.New(slog.NewTextHandler(testWriter{t, n.name}, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	n.metrics = agent.NewMetrics()
 	store := etcdstore.New(cli, n.c.prefix, log, etcdstore.WithObserver(n.metrics.ObserveEtcd))
-	h, err := netlink.NewHandleAt(netns.NsHandle(n.ns.Fd()))
+	h, err := host.Open(n.ns.Path)
 	if err != nil {
-		t.Fatalf("%s: netlink: %v", n.name, err)
+		t.Fatalf("%s: %v", n.name, err)
 	}
 	n.ag = agent.New(n.cfg, store, h, n.metrics, log)
 	ctx, cancel := context.WithCancel(context.Background())

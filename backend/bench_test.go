@@ -8,6 +8,8 @@ import (
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
+
+	"github.com/weftnet/weft/host"
 )
 
 // These benchmarks measure the datapath's own cost of SetPeers and of miss
@@ -18,7 +20,7 @@ import (
 
 // nopNetlink is a Fake whose neighbour, FDB and route writes succeed
 // without being kept or recorded.
-type nopNetlink struct{ *Fake }
+type nopNetlink struct{ *host.Fake }
 
 func (nopNetlink) NeighSet(*netlink.Neigh) error     { return nil }
 func (nopNetlink) NeighDel(*netlink.Neigh) error     { return nil }
@@ -42,11 +44,11 @@ func benchPeers(n int) []Peer {
 }
 
 // benchVXLAN returns an ensured datapath over a new Fake (wrapped by wrap).
-func benchVXLAN(b *testing.B, nop bool, mode Mode) (*VXLAN, *Fake) {
+func benchVXLAN(b *testing.B, nop bool, mode Mode) (*VXLAN, *host.Fake) {
 	b.Helper()
-	f := NewFake()
+	f := host.NewFake()
 	idx := f.AddUnderlay("eth0", 1500, netip.MustParsePrefix("198.18.0.1/15"))
-	var nl Netlink = f
+	var nl host.Host = f
 	if nop {
 		nl = nopNetlink{f}
 	}

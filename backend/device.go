@@ -7,11 +7,9 @@ import (
 	"fmt"
 	"net"
 	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 
-	"github.com/containernetworking/plugins/pkg/ns"
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netlink/nl"
 	"golang.org/x/sys/unix"
@@ -245,10 +243,7 @@ func (v *VXLAN) deviceSysctls(link netlink.Link) error {
 	if err := v.refuseRouterAdverts(name); err != nil {
 		return err
 	}
-	if _, fake := v.nl.(SysctlWriter); fake {
-		return v.writeSysctl("net/ipv4/neigh/"+name+"/app_solicit", strconv.Itoa(appSolicit))
-	}
-	return v.setAppSolicit(link.Attrs().Index, appSolicit)
+	return v.nl.SetAppSolicit(link.Attrs().Index, appSolicit)
 }
 
 // refuseRouterAdverts sets accept_ra=0 on the device.
@@ -275,7 +270,7 @@ func (v *VXLAN) deviceSysctls(link netlink.Link) error {
 // settings every ResyncInterval); all else is logged at Debug.
 func (v *VXLAN) refuseRouterAdverts(name string) error {
 	dir := "net/ipv6/conf/" + name + "/"
-	err := v.writeSysctl(dir+"accept_ra", "0")
+	err := v.nl.WriteSysctl(dir+"accept_ra", "0")
 	switch {
 	case err == nil, errors.Is(err, os.ErrNotExist): // no IPv6 in this kernel
 		return nil
@@ -302,7 +297,7 @@ func (v *VXLAN) refuseRouterAdverts(name string) error {
 func (v *VXLAN) routerAdvertsAccepted(dir string) (bool, error) {
 	var vals [3]int
 	for i, key := range []string{"disable_ipv6", "accept_ra", "forwarding"} {
-		s, err := v.readSysctl(dir + key)
+		s, err := v.nl.ReadSysctl(dir + key)
 		if err == nil {
 			vals[i], err = strconv.Atoi(strings.TrimSpace(s))
 		}
@@ -324,42 +319,6 @@ func raAccepted(disableIPv6, acceptRA, forwarding int) bool {
 		return acceptRA == 2
 	}
 	return acceptRA != 0
-}
-
-// writeSysctl writes /proc/sys/<key> in the datapath's netns. /proc/sys/net
-// shows the namespace of the thread that opens it, so the write runs inside
-// ns.Do when NetNSPath is set.
-func (v *VXLAN) writeSysctl(key, value string) error {
-	if w, ok := v.nl.(SysctlWriter); ok {
-		return w.WriteSysctl(key, value)
-	}
-	err := v.inNetNS(func() error { return os.WriteFile(filepath.Join("/proc/sys", key), []byte(value), 0o644) })
-	if err != nil {
-		return fmt.Errorf("sysctl %s=%s: %w", key, value, err)
-	}
-	return nil
-}
-
-// readSysctl reads /proc/sys/<key> in the datapath's netns, as writeSysctl
-// writes it.
-func (v *VXLAN) readSysctl(key string) (string, error) {
-	if w, ok := v.nl.(SysctlWriter); ok {
-		return w.ReadSysctl(key)
-	}
-	var b []byte
-	err := v.inNetNS(func() (err error) {
-		b, err = os.ReadFile(filepath.Join("/proc/sys", key))
-		return err
-	})
-	return string(b), err
-}
-
-// inNetNS runs f in Config.NetNSPath (or where it is, without one).
-func (v *VXLAN) inNetNS(f func() error) error {
-	if v.cfg.NetNSPath == "" {
-		return f()
-	}
-	return ns.WithNetNSPath(v.cfg.NetNSPath, func(ns.NetNS) error { return f() })
 }
 
 // randomMAC returns a random locally administered unicast MAC.

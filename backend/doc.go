@@ -69,15 +69,12 @@
 //
 // # Invariants
 //
-//   - All kernel work goes through the Netlink given to New (a
-//     *netlink.Handle, or the Fake in tests), except miss answers while Run
-//     runs: when that Netlink is a *netlink.Handle, they go through a second
-//     handle opened in the same namespace (Config.NetNSPath, or the current
-//     one), so an answer never queues behind a bulk SetPeers on the shared
-//     socket. Subscriptions and /proc/sys reads and writes happen in
-//     Config.NetNSPath.
-//     Nothing here calls package-level netlink functions for writes or
-//     changes the thread's namespace outside ns.Do.
+//   - All kernel work goes through the host.Host given to New (a *host.NS,
+//     or a host.Fake in tests), subscriptions and sysctls included. Miss
+//     answers while Run runs go through its Clone, a second connection to
+//     the same namespace, so an answer never queues behind a bulk SetPeers
+//     on the shared socket. Nothing here opens a netlink socket or enters a
+//     namespace.
 //   - Ownership: on the device, every IPv4 neighbour with a link-layer
 //     address and every FDB entry with a remote are ours; of the main-table
 //     routes on the device and on the underlay, those with protocol 119 and

@@ -13,6 +13,7 @@ import (
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
+	"github.com/weftnet/weft/host"
 	"github.com/weftnet/weft/test/nettest"
 )
 
@@ -65,11 +66,12 @@ func (r *recorder) reconciles() int {
 // node is one side of the topology.
 type node struct {
 	ns       *nettest.NS
-	h        *netlink.Handle
+	h        *netlink.Handle // the test's own view and setup
+	host     *host.NS        // the datapath's
 	pub      netip.Addr
 	lease    netip.Prefix
 	underlay int
-	wrap     Netlink // used instead of h when set
+	wrap     host.Host // used instead of host when set
 	v        *VXLAN
 	dev      Device
 	rec      *recorder
@@ -88,7 +90,12 @@ func twoNodes(t *testing.T) (*node, *node) {
 		if err != nil {
 			t.Fatalf("find eth0: %v", err)
 		}
-		return &node{ns: n, h: h, pub: netip.MustParseAddr(pub), lease: netip.MustParsePrefix(lease), underlay: l.Attrs().Index}
+		hn, err := host.Open(n.Path)
+		if err != nil {
+			t.Fatalf("open %s: %v", n.Path, err)
+		}
+		t.Cleanup(func() { _ = hn.Close() })
+		return &node{ns: n, h: h, host: hn, pub: netip.MustParseAddr(pub), lease: netip.MustParsePrefix(lease), underlay: l.Attrs().Index}
 	}
 	return mk(a, "198.18.0.1", "10.244.1.0/24"), mk(b, "198.18.0.2", "10.244.2.0/24")
 }
@@ -100,7 +107,6 @@ func (n *node) config(mode Mode) Config {
 		Mode:           mode,
 		Network:        netip.MustParsePrefix("10.244.0.0/16"),
 		ResyncInterval: time.Hour, // tests trigger repairs themselves
-		NetNSPath:      n.ns.Path,
 	}
 }
 
@@ -110,7 +116,7 @@ func (n *node) ensure(t *testing.T, cfg Config) {
 	n.rec = &recorder{answered: map[string][]time.Duration{}, ignored: map[string]int{}}
 	cfg.Observer = n.rec.observer()
 	log := slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug})).With("node", n.ns.Name)
-	var nl Netlink = n.h
+	var nl host.Host = n.host
 	if n.wrap != nil {
 		nl = n.wrap
 	}

@@ -10,6 +10,8 @@ import (
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
+
+	"github.com/weftnet/weft/host"
 )
 
 // manyPeers returns n peers: 10.244.<10+i>.0/24 at 198.18.1.<i+1> with
@@ -31,7 +33,7 @@ func manyPeers(n int) []Peer {
 // changing and removing one writes only that peer's entries, and the result
 // is what programming the final list from scratch gives.
 func TestSetPeersIncrementalOverFake(t *testing.T) {
-	f := NewFake()
+	f := host.NewFake()
 	v := newFakeVXLAN(t, f, ModeProactive, Observer{})
 	if _, err := v.EnsureDevice(); err != nil {
 		t.Fatal(err)
@@ -96,9 +98,9 @@ func TestSetPeersIncrementalOverFake(t *testing.T) {
 
 // checkConverged checks that v over f holds what programming peers from
 // scratch gives, and that a full diff against a kernel dump writes nothing.
-func checkConverged(t *testing.T, f *Fake, v *VXLAN, peers []Peer) {
+func checkConverged(t *testing.T, f *host.Fake, v *VXLAN, peers []Peer) {
 	t.Helper()
-	g := NewFake()
+	g := host.NewFake()
 	w := newFakeVXLAN(t, g, ModeProactive, Observer{})
 	if _, err := w.EnsureDevice(); err != nil {
 		t.Fatal(err)
@@ -117,7 +119,7 @@ func checkConverged(t *testing.T, f *Fake, v *VXLAN, peers []Peer) {
 		t.Fatal(err)
 	}
 	for _, op := range f.Ops() {
-		if !strings.HasPrefix(op, "sysctl") && !strings.HasPrefix(op, "link set") {
+		if !strings.HasPrefix(op, "sysctl") && !strings.HasPrefix(op, "neightbl") && !strings.HasPrefix(op, "link set") {
 			t.Errorf("full diff after incremental programming wrote %q", op)
 		}
 	}
@@ -201,7 +203,7 @@ func programmedWithMisses(t *testing.T, mode Mode, directRouting bool, peers []P
 	if mode == "" {
 		mode = ModeProactive
 	}
-	f := NewFake()
+	f := host.NewFake()
 	v := newFakeVXLAN(t, f, mode, Observer{})
 	v.cfg.DirectRouting = directRouting
 	dev, err := v.EnsureDevice()
@@ -237,7 +239,7 @@ func tagged(ops []op) []string {
 // holds is rejected, and the peer already programmed keeps its MAC whatever
 // the list order; once it leaves, the MAC is free.
 func TestSetPeersRejectsConflicts(t *testing.T) {
-	f := NewFake()
+	f := host.NewFake()
 	v := newFakeVXLAN(t, f, ModeProactive, Observer{})
 	if _, err := v.EnsureDevice(); err != nil {
 		t.Fatal(err)
@@ -270,7 +272,7 @@ func TestSetPeersRejectsConflicts(t *testing.T) {
 // TestAnswersCoalesced: answers queued together are taken in one go, and the
 // peers they activate are programmed together, with nothing else written.
 func TestAnswersCoalesced(t *testing.T) {
-	f := NewFake()
+	f := host.NewFake()
 	v := newFakeVXLAN(t, f, ModeOnDemand, Observer{})
 	dev, err := v.EnsureDevice()
 	if err != nil {

@@ -10,6 +10,8 @@ import (
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
+
+	"github.com/weftnet/weft/host"
 )
 
 // Miss kinds, as reported to Observer.
@@ -75,7 +77,7 @@ func decideMiss(u netlink.NeighUpdate, devIndex int, t *peerTable) (a missAnswer
 func (v *VXLAN) HandleMiss(u netlink.NeighUpdate) error { return v.answerMiss(v.nl, u) }
 
 // answerMiss is HandleMiss writing through nl.
-func (v *VXLAN) answerMiss(nl Netlink, u netlink.NeighUpdate) error {
+func (v *VXLAN) answerMiss(nl host.Host, u netlink.NeighUpdate) error {
 	received := time.Now()
 	a, ok := decideMiss(u, int(v.devIndex.Load()), v.table)
 	if !ok {

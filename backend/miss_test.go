@@ -10,6 +10,8 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
+
+	"github.com/weftnet/weft/host"
 )
 
 const devIdx = 7
@@ -83,13 +85,12 @@ func TestDecideMiss(t *testing.T) {
 
 // newFakeVXLAN returns a datapath over a Fake with an underlay "eth0"
 // (198.18.0.1/24, MTU 1500) and a fixed device MAC.
-func newFakeVXLAN(t *testing.T, f *Fake, mode Mode, obs Observer) *VXLAN {
+func newFakeVXLAN(t *testing.T, f *host.Fake, mode Mode, obs Observer) *VXLAN {
 	t.Helper()
-	idx, ok := 0, false
-	if f.links != nil {
-		idx, ok = f.byName("eth0")
-	}
-	if !ok {
+	var idx int
+	if l, err := f.LinkByName("eth0"); err == nil {
+		idx = l.Attrs().Index
+	} else {
 		idx = f.AddUnderlay("eth0", 1500, netip.MustParsePrefix("198.18.0.1/24"))
 	}
 	v, err := New(f, Config{
@@ -106,7 +107,7 @@ func newFakeVXLAN(t *testing.T, f *Fake, mode Mode, obs Observer) *VXLAN {
 }
 
 func TestHandleMissOverFake(t *testing.T) {
-	f := NewFake()
+	f := host.NewFake()
 	var answered, ignored []string
 	v := newFakeVXLAN(t, f, ModeOnDemand, Observer{
 		MissAnswered: func(kind string, _ time.Duration) { answered = append(answered, kind) },
@@ -158,7 +159,7 @@ func TestHandleMissOverFake(t *testing.T) {
 }
 
 func TestOnDemandRestartAdoptsPeers(t *testing.T) {
-	f := NewFake()
+	f := host.NewFake()
 	v := newFakeVXLAN(t, f, ModeOnDemand, Observer{})
 	dev, err := v.EnsureDevice()
 	if err != nil {
@@ -188,7 +189,7 @@ func TestOnDemandRestartAdoptsPeers(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, op := range f.Ops() {
-		if strings.HasPrefix(op, "neigh") || strings.HasPrefix(op, "fdb") || strings.HasPrefix(op, "route") {
+		if strings.HasPrefix(op, "neigh ") || strings.HasPrefix(op, "fdb") || strings.HasPrefix(op, "route") {
 			t.Errorf("restart wrote %q", op)
 		}
 	}

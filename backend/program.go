@@ -10,6 +10,8 @@ import (
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
+
+	"github.com/weftnet/weft/host"
 )
 
 // This file is the kernel half of SetPeers: it turns ops into netlink writes
@@ -53,7 +55,7 @@ func (v *VXLAN) apply(ops []op) error {
 
 // write performs one op through nl. Deleting an entry that is already gone
 // succeeds.
-func (v *VXLAN) write(nl Netlink, o op) error {
+func (v *VXLAN) write(nl host.Host, o op) error {
 	dev := int(v.devIndex.Load())
 	var err error
 	switch o.kind {
@@ -124,7 +126,7 @@ func (v *VXLAN) routeMsg(dev int, r routeEntry) *netlink.Route {
 // ownsRoute accepts.
 func (v *VXLAN) listState() (state, error) {
 	dev := int(v.devIndex.Load())
-	neighs, err := listRetry("neighbours", func() ([]netlink.Neigh, error) { return v.nl.NeighList(dev, unix.AF_INET) })
+	neighs, err := v.nl.NeighList(dev, unix.AF_INET)
 	if err != nil {
 		return state{}, err
 	}
@@ -137,7 +139,7 @@ func (v *VXLAN) listState() (state, error) {
 		ip = ip.Unmap()
 		s.neigh[ip] = neighEntry{IP: ip, MAC: macString(n.HardwareAddr), Permanent: n.State&netlink.NUD_PERMANENT != 0}
 	}
-	fdbs, err := listRetry("fdb", func() ([]netlink.Neigh, error) { return v.nl.NeighList(dev, unix.AF_BRIDGE) })
+	fdbs, err := v.nl.NeighList(dev, unix.AF_BRIDGE)
 	if err != nil {
 		return s, err
 	}
@@ -161,9 +163,7 @@ func (v *VXLAN) listState() (state, error) {
 
 func (v *VXLAN) listRoutes(s state, link int, underlay bool) error {
 	filter := &netlink.Route{LinkIndex: link}
-	routes, err := listRetry("routes", func() ([]netlink.Route, error) {
-		return v.nl.RouteListFiltered(unix.AF_INET, filter, netlink.RT_FILTER_OIF)
-	})
+	routes, err := v.nl.RouteListFiltered(unix.AF_INET, filter, netlink.RT_FILTER_OIF)
 	if err != nil {
 		return err
 	}

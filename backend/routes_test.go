@@ -8,6 +8,8 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
+
+	"github.com/weftnet/weft/host"
 )
 
 // fakeRoute is a route on link idx as `ip route` would add it: protocol boot
@@ -25,7 +27,7 @@ func fakeRoute(idx int, dst, gw string, proto netlink.RouteProtocol, metric int)
 
 // hasFakeRoute reports whether f holds a route to dst at metric, whatever
 // its other attributes (so the check does not depend on how routes render).
-func hasFakeRoute(t *testing.T, f *Fake, dst string, metric int) bool {
+func hasFakeRoute(t *testing.T, f *host.Fake, dst string, metric int) bool {
 	t.Helper()
 	rs, err := f.RouteListFiltered(unix.AF_INET, nil, 0)
 	if err != nil {

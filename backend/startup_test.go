@@ -1,6 +1,7 @@
 package backend
 
 import (
+	"context"
 	"net"
 	"net/netip"
 	"sync"
@@ -8,19 +9,21 @@ import (
 	"time"
 
 	"github.com/vishvananda/netlink"
+
+	"github.com/weftnet/weft/host"
 )
 
-// lateLinkSub is a Fake whose first LinkSubscribe runs before() first: the
+// lateLinkSub is a Fake whose first SubscribeLinks runs before() first: the
 // window in which Run has no link subscription yet.
 type lateLinkSub struct {
-	*Fake
+	*host.Fake
 	once   sync.Once
 	before func()
 }
 
-func (l *lateLinkSub) LinkSubscribe(ch chan<- netlink.LinkUpdate, done <-chan struct{}) error {
+func (l *lateLinkSub) SubscribeLinks(ctx context.Context, onErr func(error)) (<-chan netlink.LinkUpdate, error) {
 	l.once.Do(l.before)
-	return l.Fake.LinkSubscribe(ch, done)
+	return l.Fake.SubscribeLinks(ctx, onErr)
 }
 
 // TestDeviceDeletedBeforeLinkSubscription: the device disappears after the
@@ -30,7 +33,7 @@ func (l *lateLinkSub) LinkSubscribe(ch chan<- netlink.LinkUpdate, done <-chan st
 // one-hour resync.
 func TestDeviceDeletedBeforeLinkSubscription(t *testing.T) {
 	checkGoroutines(t)
-	f := NewFake()
+	f := host.NewFake()
 	eth0 := f.AddUnderlay("eth0", 1500, netip.MustParsePrefix("198.18.0.1/24"))
 	reconciled := make(chan error, 100)
 	w := &lateLinkSub{Fake: f}

@@ -11,9 +11,9 @@ import (
 	"time"
 
 	"github.com/vishvananda/netlink"
-	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 
+	"github.com/weftnet/weft/host"
 	"github.com/weftnet/weft/test/nettest"
 )
 
@@ -95,12 +95,7 @@ func readOnlyProcSysChild(t *testing.T, path string) {
 	if err := unix.Statfs("/proc/sys", &st); err != nil || st.Flags&unix.ST_RDONLY == 0 {
 		t.Fatalf("/proc/sys is not read-only here (flags %#x, %v)", st.Flags, err)
 	}
-	nsh, err := netns.GetFromPath(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nsh.Close()
-	h, err := netlink.NewHandleAt(nsh)
+	h, err := host.Open(path)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -115,7 +110,6 @@ func readOnlyProcSysChild(t *testing.T, path string) {
 		Device:         DeviceConfig{LocalIP: netip.MustParseAddr("198.18.0.1"), UnderlayIndex: eth0.Attrs().Index},
 		Network:        netip.MustParsePrefix("10.244.0.0/16"),
 		ResyncInterval: time.Hour,
-		NetNSPath:      path,
 		RAGuarded:      guarded,
 	}, log)
 	if err != nil {

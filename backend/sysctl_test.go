@@ -10,6 +10,8 @@ import (
 	"testing"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/weftnet/weft/host"
 )
 
 // logBuf collects a text log; safe for concurrent use.
@@ -42,16 +44,18 @@ func (b *logBuf) lines(subs ...string) []string {
 }
 
 // newLoggedVXLAN is newFakeVXLAN (proactive) logging at Debug into a logBuf.
-func newLoggedVXLAN(t *testing.T, f *Fake, port int) (*VXLAN, *logBuf) {
+func newLoggedVXLAN(t *testing.T, f *host.Fake, port int) (*VXLAN, *logBuf) {
 	t.Helper()
 	return newLoggedVXLANWith(t, f, func(c *Config) { c.Device.Port = port })
 }
 
 // newLoggedVXLANWith is newLoggedVXLAN with the Config changed by edit.
-func newLoggedVXLANWith(t *testing.T, f *Fake, edit func(*Config)) (*VXLAN, *logBuf) {
+func newLoggedVXLANWith(t *testing.T, f *host.Fake, edit func(*Config)) (*VXLAN, *logBuf) {
 	t.Helper()
-	idx, ok := f.byName("eth0")
-	if !ok {
+	var idx int
+	if l, err := f.LinkByName("eth0"); err == nil {
+		idx = l.Attrs().Index
+	} else {
 		idx = f.AddUnderlay("eth0", 1500, netip.MustParsePrefix("198.18.0.1/24"))
 	}
 	lb := &logBuf{}
@@ -70,8 +74,8 @@ func newLoggedVXLANWith(t *testing.T, f *Fake, edit func(*Config)) (*VXLAN, *log
 }
 
 // readOnlyIPv6 fails every write under /proc/sys/net/ipv6 with EROFS, as in
-// a container that is not privileged. (app_solicit, which the Fake takes as
-// a sysctl, goes over rtnetlink in production, so it stays writable.)
+// a container that is not privileged. (app_solicit goes over rtnetlink, a
+// neighbour-table write, so it stays writable.)
 func readOnlyIPv6(op string) error {
 	if strings.HasPrefix(op, "sysctl net/ipv6/") {
 		return unix.EROFS
@@ -85,7 +89,7 @@ func readOnlyIPv6(op string) error {
 // unless the agent drops them with nftables (RAGuarded): then none.
 func TestReadOnlyProcSysOverFake(t *testing.T) {
 	t.Run("RAs already ignored", func(t *testing.T) {
-		f := NewFake()
+		f := host.NewFake()
 		v, _ := newLoggedVXLAN(t, f, 0)
 		if _, err := v.EnsureDevice(); err != nil { // a privileged run set accept_ra=0
 			t.Fatal(err)
@@ -105,7 +109,7 @@ func TestReadOnlyProcSysOverFake(t *testing.T) {
 		}
 	})
 	t.Run("RAs accepted", func(t *testing.T) {
-		f := NewFake()
+		f := host.NewFake()
 		f.Fail = readOnlyIPv6
 		v, log := newLoggedVXLAN(t, f, 0)
 		for range 2 {
@@ -121,7 +125,7 @@ func TestReadOnlyProcSysOverFake(t *testing.T) {
 		}
 	})
 	t.Run("RAs accepted but guarded by nftables", func(t *testing.T) {
-		f := NewFake()
+		f := host.NewFake()
 		f.Fail = readOnlyIPv6
 		v, log := newLoggedVXLANWith(t, f, func(c *Config) { c.RAGuarded = true })
 		for range 2 {
@@ -143,7 +147,7 @@ func TestReadOnlyProcSysOverFake(t *testing.T) {
 
 // TestCreatedDeviceLogsEffectivePort: Port 0 means 8472, and the log says so.
 func TestCreatedDeviceLogsEffectivePort(t *testing.T) {
-	v, log := newLoggedVXLAN(t, NewFake(), 0)
+	v, log := newLoggedVXLAN(t, host.NewFake(), 0)
 	if _, err := v.EnsureDevice(); err != nil {
 		t.Fatal(err)
 	}

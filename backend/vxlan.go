@@ -13,6 +13,8 @@ import (
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
+
+	"github.com/weftnet/weft/host"
 )
 
 // Mode selects how per-peer entries reach the kernel.
@@ -83,7 +85,6 @@ type Config struct {
 	Network        netip.Prefix  // the cluster Network (on-demand: one route for it on the device)
 	DirectRouting  bool          // peers on the same L2 segment get a route via their PublicIP (stale ones are found through Network)
 	ResyncInterval time.Duration // periodic list-and-diff reconcile (0 → 1m)
-	NetNSPath      string        // netns the handle points into ("" = current): subscriptions and /proc/sys
 	Observer       Observer
 	// RAGuarded: router advertisements on the device are dropped by the agent's
 	// nftables rule (masq.EnsureRADrop), so an accept_ra=0 that cannot be written
@@ -101,7 +102,7 @@ type Device struct {
 
 // VXLAN is the datapath of one node. Its methods are safe for concurrent use.
 type VXLAN struct {
-	nl  Netlink
+	nl  host.Host
 	cfg Config
 	log *slog.Logger
 
@@ -138,9 +139,9 @@ type VXLAN struct {
 
 // New validates cfg, applies its defaults and returns a datapath that has not
 // touched the kernel yet.
-func New(nl Netlink, cfg Config, log *slog.Logger) (*VXLAN, error) {
+func New(nl host.Host, cfg Config, log *slog.Logger) (*VXLAN, error) {
 	if nl == nil {
-		return nil, fmt.Errorf("%w: nil Netlink", ErrInvalidConfig)
+		return nil, fmt.Errorf("%w: nil Host", ErrInvalidConfig)
 	}
 	if log == nil {
 		log = slog.New(slog.NewTextHandler(io.Discard, nil))
@@ -242,7 +243,7 @@ func (v *VXLAN) setAddressLocked() error {
 	if err := v.nl.AddrReplace(link, addr); err != nil {
 		return fmt.Errorf("set address %s on %s: %w", want, v.dev.Name, err)
 	}
-	addrs, err := listRetry("addresses", func() ([]netlink.Addr, error) { return v.nl.AddrList(link, unix.AF_INET) })
+	addrs, err := v.nl.AddrList(link, unix.AF_INET)
 	if err != nil {
 		return fmt.Errorf("set address %s on %s: %w", want, v.dev.Name, err)
 	}

@@ -12,6 +12,8 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
+
+	"github.com/weftnet/weft/host"
 )
 
 // gw is the peer's flannel.1 address.
@@ -181,9 +183,10 @@ func TestOnDemand(t *testing.T) {
 	}
 }
 
-// writeLog wraps a real handle and records the per-peer writes.
+// writeLog wraps a namespace and records the per-peer writes (miss answers
+// go through its Clone and are not recorded).
 type writeLog struct {
-	*netlink.Handle
+	*host.NS
 	mu     sync.Mutex
 	writes []string
 }
@@ -202,22 +205,22 @@ func (w *writeLog) log() []string {
 
 func (w *writeLog) NeighSet(n *netlink.Neigh) error {
 	w.add(fmt.Sprintf("neigh set %d %s %s", n.Family, n.IP, n.HardwareAddr))
-	return w.Handle.NeighSet(n)
+	return w.NS.NeighSet(n)
 }
 
 func (w *writeLog) NeighDel(n *netlink.Neigh) error {
 	w.add(fmt.Sprintf("neigh del %d %s %s", n.Family, n.IP, n.HardwareAddr))
-	return w.Handle.NeighDel(n)
+	return w.NS.NeighDel(n)
 }
 
 func (w *writeLog) RouteReplace(r *netlink.Route) error {
 	w.add("route replace " + r.Dst.String())
-	return w.Handle.RouteReplace(r)
+	return w.NS.RouteReplace(r)
 }
 
 func (w *writeLog) RouteDel(r *netlink.Route) error {
 	w.add("route del " + r.Dst.String())
-	return w.Handle.RouteDel(r)
+	return w.NS.RouteDel(r)
 }
 
 // ghost is a peer with no node behind it.
@@ -272,7 +275,7 @@ func TestRestartKeepsEntries(t *testing.T) {
 	pinged := make(chan float64, 1)
 	go func() { pinged <- a.ping(t, gw(b), "-c", "40", "-i", "0.05", "-W", "1") }()
 
-	rec := &writeLog{Handle: a.h}
+	rec := &writeLog{NS: a.host}
 	cfg := a.config(ModeProactive)
 	a.wrap = rec
 	a.ensure(t, cfg)

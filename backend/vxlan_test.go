@@ -14,12 +14,14 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
+
+	"github.com/weftnet/weft/host"
 )
 
 func lines(s string) []string { return strings.Split(s, "\n") }
 
 func TestEnsureDeviceOverFake(t *testing.T) {
-	f := NewFake()
+	f := host.NewFake()
 	v := newFakeVXLAN(t, f, ModeProactive, Observer{})
 	dev, err := v.EnsureDevice()
 	if err != nil {
@@ -35,7 +37,7 @@ func TestEnsureDeviceOverFake(t *testing.T) {
 		"link add flannel.1 vxlan id 1 local 198.18.0.1 dev eth0 port 8472 nolearning l2miss mtu 1450",
 		"link set flannel.1 addrgenmode 1",
 		"sysctl net/ipv6/conf/flannel.1/accept_ra = 0",
-		"sysctl net/ipv4/neigh/flannel.1/app_solicit = 3",
+		"neightbl flannel.1 app_solicit 3",
 		"link set flannel.1 up",
 		"addr replace 10.244.1.0/32 dev flannel.1",
 	}
@@ -85,7 +87,7 @@ func TestRAAccepted(t *testing.T) {
 }
 
 func TestIncompatibleDeviceRecreated(t *testing.T) {
-	f := NewFake()
+	f := host.NewFake()
 	eth0 := f.AddUnderlay("eth0", 9000, netip.MustParsePrefix("198.18.0.1/24"))
 	old := net.HardwareAddr{0x0e, 0xaa, 0, 0, 0, 1}
 	if err := f.LinkAdd(&netlink.Vxlan{LinkAttrs: netlink.LinkAttrs{Name: "flannel.1", HardwareAddr: old},
@@ -113,9 +115,9 @@ func TestIncompatibleDeviceRecreated(t *testing.T) {
 
 // programmedFake returns a datapath over a Fake with peers b and c
 // programmed, and the PeersProgrammed reports so far.
-func programmedFake(t *testing.T) (*Fake, *VXLAN, *[]int) {
+func programmedFake(t *testing.T) (*host.Fake, *VXLAN, *[]int) {
 	t.Helper()
-	f := NewFake()
+	f := host.NewFake()
 	programmed := &[]int{}
 	v := newFakeVXLAN(t, f, ModeProactive, Observer{PeersProgrammed: func(n int) { *programmed = append(*programmed, n) }})
 	if err := v.SetPeers([]Peer{peerB()}); !errors.Is(err, ErrNoDevice) {
@@ -210,7 +212,7 @@ func TestSetPeersFailureOverFake(t *testing.T) {
 }
 
 func TestRestartOverFake(t *testing.T) {
-	f := NewFake()
+	f := host.NewFake()
 	v := newFakeVXLAN(t, f, ModeProactive, Observer{})
 	if _, err := v.EnsureDevice(); err != nil {
 		t.Fatal(err)
@@ -237,7 +239,7 @@ func TestRestartOverFake(t *testing.T) {
 	}
 	want := []string{
 		"sysctl net/ipv6/conf/flannel.1/accept_ra = 0",
-		"sysctl net/ipv4/neigh/flannel.1/app_solicit = 3",
+		"neightbl flannel.1 app_solicit 3",
 		"route del 10.244.3.0/24 via 10.244.3.0 dev flannel.1 proto 119 onlink metric 717827",
 		"neigh del 10.244.3.0 dev flannel.1",
 		"fdb del 0a:00:00:00:00:03 dev flannel.1 self dst 198.18.1.3",
@@ -259,7 +261,7 @@ func TestRestartOverFake(t *testing.T) {
 
 func TestRunOverFake(t *testing.T) {
 	checkGoroutines(t)
-	f := NewFake()
+	f := host.NewFake()
 	reconciled := make(chan error, 100)
 	answered := make(chan string, 100)
 	subscribed := make(chan string, 10)
@@ -342,11 +344,11 @@ func TestNewValidates(t *testing.T) {
 	} {
 		c := ok
 		mut(&c)
-		if _, err := New(NewFake(), c, nil); !errors.Is(err, ErrInvalidConfig) {
+		if _, err := New(host.NewFake(), c, nil); !errors.Is(err, ErrInvalidConfig) {
 			t.Errorf("%s: New = %v, want ErrInvalidConfig", name, err)
 		}
 	}
-	v, err := New(NewFake(), ok, nil)
+	v, err := New(host.NewFake(), ok, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -46,7 +46,7 @@ func (b Blocker) String() string {
 }
 
 // ForwardBlockers returns the chains that drop traffic forwarded from or to network,
-// as far as weft can tell without following jumps, in netnsFd (0 = current netns).
+// as far as weft can tell without following jumps, in h.
 // A base chain on the forward hook (family ip or inet for an IPv4 network, ip6 or
 // inet for IPv6) is a blocker when it drops every packet (policy drop, or a rule with
 // no match whose verdict is drop or reject) before it accepts both "saddr <prefix>"
@@ -61,12 +61,12 @@ func (b Blocker) String() string {
 // chain, a set lookup, an interface match) may accept pod traffic first, and a rule
 // that only drops part of it is not reported. The agent logs the result when it
 // changes and reports it on /readyz.
-func ForwardBlockers(netnsFd int, network netip.Prefix) ([]Blocker, error) {
+func ForwardBlockers(h Host, network netip.Prefix) ([]Blocker, error) {
 	network, err := forwardNetwork(network)
 	if err != nil {
 		return nil, err
 	}
-	c, err := conn(netnsFd)
+	c, err := conn(h)
 	if err != nil {
 		return nil, fmt.Errorf("find forward blockers: %w", err)
 	}
@@ -92,7 +92,7 @@ func ForwardBlockers(netnsFd int, network netip.Prefix) ([]Blocker, error) {
 			out = append(out, b)
 		}
 	}
-	b, ok, err := legacyBlocker(netnsFd, network)
+	b, ok, err := legacyBlocker(h, network)
 	if err != nil {
 		return nil, fmt.Errorf("find forward blockers: %w", err)
 	}

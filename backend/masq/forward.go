@@ -289,8 +289,8 @@ func apply(c *nftables.Conn, changes []fwdChange) (bool, error) {
 // Call it again every resync interval: a chain that appears later (Docker starts
 // after weftd) or is flushed (iptables-restore) gets the rules then. It cannot help
 // against a drop in another table or in a legacy iptables chain: see ForwardBlockers.
-// netnsFd: 0 = current netns. A nil log discards.
-func EnsureForward(netnsFd int, network netip.Prefix, log *slog.Logger) error {
+// A nil log discards.
+func EnsureForward(h Host, network netip.Prefix, log *slog.Logger) error {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
@@ -298,7 +298,7 @@ func EnsureForward(netnsFd int, network netip.Prefix, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	c, err := conn(netnsFd)
+	c, err := conn(h)
 	if err != nil {
 		return fmt.Errorf("ensure forward rules: %w", err)
 	}
@@ -313,7 +313,7 @@ func EnsureForward(netnsFd int, network netip.Prefix, log *slog.Logger) error {
 	// What was in place before, per family, decides whether a change is a repair.
 	wasInPlace := map[nftables.TableFamily]bool{}
 	for _, ch := range changes {
-		if key, ok := placeKeyOf(netnsFd, forwardKey(ch.ch.Table.Family)); ok {
+		if key, ok := placeKeyOf(h, forwardKey(ch.ch.Table.Family)); ok {
 			_, wasInPlace[ch.ch.Table.Family] = inPlace.Load(key)
 		}
 	}
@@ -331,7 +331,7 @@ func EnsureForward(netnsFd int, network netip.Prefix, log *slog.Logger) error {
 		}
 	}
 	for _, ch := range changes {
-		key, ok := placeKeyOf(netnsFd, forwardKey(ch.ch.Table.Family))
+		key, ok := placeKeyOf(h, forwardKey(ch.ch.Table.Family))
 		switch {
 		case !ok:
 		case ch.network.IsValid():
@@ -394,8 +394,8 @@ func logForward(log *slog.Logger, changes []fwdChange, wasInPlace map[nftables.T
 // DeleteForward removes weft's accept rules from the FORWARD chains of both families
 // and nothing else; absent chains and rules are not an error. The agent calls it when
 // --iptables-forward-rules is off, so a previous run's accepts do not linger.
-func DeleteForward(netnsFd int) error {
-	c, err := conn(netnsFd)
+func DeleteForward(h Host) error {
+	c, err := conn(h)
 	if err != nil {
 		return fmt.Errorf("delete forward rules: %w", err)
 	}
@@ -407,7 +407,7 @@ func DeleteForward(netnsFd int) error {
 		return fmt.Errorf("delete forward rules: %w", err)
 	}
 	for _, fam := range families {
-		if key, ok := placeKeyOf(netnsFd, forwardKey(fam)); ok {
+		if key, ok := placeKeyOf(h, forwardKey(fam)); ok {
 			inPlace.Delete(key)
 		}
 	}

@@ -20,6 +20,7 @@ import (
 	"github.com/google/nftables/xt"
 	"golang.org/x/sys/unix"
 
+	"github.com/weftnet/weft/host"
 	"github.com/weftnet/weft/test/nettest"
 )
 
@@ -210,7 +211,8 @@ func TestForwardTraffic(t *testing.T) {
 	nettest.Privileged(t)
 	tp := newTopo(t)
 	iptablesNFT(t, tp.node)
-	fd := int(tp.node.Fd())
+	nsh := openHost(t, tp.node)
+	fd := nsh.Fd()
 	log, logs := captureLog(t)
 	network := podRules.Network
 	pod2 := listenUDP(t, tp.pod2, "10.244.2.2:9000")
@@ -225,11 +227,11 @@ func TestForwardTraffic(t *testing.T) {
 	if ping(t, tp.pod, "10.244.2.2") {
 		t.Fatal("pod pings pod2 through a FORWARD policy DROP: the drop is not in effect")
 	}
-	if bs, err := ForwardBlockers(fd, network); err != nil || len(bs) != 1 || bs[0].String() != "table ip filter chain FORWARD (hook forward, priority 0): policy drop" {
+	if bs, err := ForwardBlockers(nsh, network); err != nil || len(bs) != 1 || bs[0].String() != "table ip filter chain FORWARD (hook forward, priority 0): policy drop" {
 		t.Fatalf("ForwardBlockers before EnsureForward = %v, %v; want the ip filter FORWARD policy", bs, err)
 	}
 
-	if err := EnsureForward(fd, network, log); err != nil {
+	if err := EnsureForward(nsh, network, log); err != nil {
 		t.Fatalf("EnsureForward: %v", err)
 	}
 	if !ping(t, tp.pod, "10.244.2.2") {
@@ -247,13 +249,13 @@ func TestForwardTraffic(t *testing.T) {
 		strings.Contains(save, "ncompatible") || strings.Contains(save, "nsupported") || strings.Contains(save, "Warning") {
 		t.Fatalf("iptables-save:\n%s", save)
 	}
-	if bs, err := ForwardBlockers(fd, network); err != nil || len(bs) != 0 {
+	if bs, err := ForwardBlockers(nsh, network); err != nil || len(bs) != 0 {
 		t.Fatalf("ForwardBlockers after EnsureForward = %v, %v; want none", bs, err)
 	}
 
 	// Idempotent: nothing rewritten, nothing logged above Debug.
 	before := forwardHandles(t, fd)
-	if err := EnsureForward(fd, network, log); err != nil {
+	if err := EnsureForward(nsh, network, log); err != nil {
 		t.Fatalf("second EnsureForward: %v", err)
 	}
 	if after := forwardHandles(t, fd); !slices.Equal(before, after) || len(after) != 3 {
@@ -265,7 +267,7 @@ func TestForwardTraffic(t *testing.T) {
 
 	// Repair: one of weft's rules deleted by hand comes back, and is logged at Warn.
 	ipt(t, tp.node, "iptables", "-D", "FORWARD", "-d", "10.244.0.0/16", "-m", "comment", "--comment", "weft: forward to pod network", "-j", "ACCEPT")
-	if err := EnsureForward(fd, network, log); err != nil {
+	if err := EnsureForward(nsh, network, log); err != nil {
 		t.Fatalf("EnsureForward after a deleted rule: %v", err)
 	}
 	wantLines(t, "iptables -S FORWARD after repair", ipt(t, tp.node, "iptables", "-S", "FORWARD"),
@@ -275,7 +277,7 @@ func TestForwardTraffic(t *testing.T) {
 	}
 	// A rule of weft's changed by hand (same comment, other prefix) is replaced.
 	ipt(t, tp.node, "iptables", "-R", "FORWARD", "2", "-s", "10.0.0.0/8", "-m", "comment", "--comment", "weft: forward from pod network", "-j", "ACCEPT")
-	if err := EnsureForward(fd, network, log); err != nil {
+	if err := EnsureForward(nsh, network, log); err != nil {
 		t.Fatalf("EnsureForward after a changed rule: %v", err)
 	}
 	wantLines(t, "iptables -S FORWARD after a changed rule", ipt(t, tp.node, "iptables", "-S", "FORWARD"),
@@ -288,7 +290,7 @@ func TestForwardTraffic(t *testing.T) {
 	if ping(t, tp.pod, "10.244.2.2") {
 		t.Fatal("pod pings pod2 after the FORWARD chain was flushed")
 	}
-	if err := EnsureForward(fd, network, log); err != nil {
+	if err := EnsureForward(nsh, network, log); err != nil {
 		t.Fatalf("EnsureForward after a flush: %v", err)
 	}
 	if !ping(t, tp.pod, "10.244.2.2") {
@@ -306,13 +308,13 @@ func TestForwardTraffic(t *testing.T) {
 	if ping(t, tp.pod, "10.244.2.2") {
 		t.Fatal("pod pings pod2 through a foreign forward chain with policy drop")
 	}
-	bs, err := ForwardBlockers(fd, network)
+	bs, err := ForwardBlockers(nsh, network)
 	if err != nil || len(bs) != 1 || bs[0].String() != "table inet firewalld chain filter_FORWARD (hook forward, priority 10): policy drop" {
 		t.Fatalf("ForwardBlockers = %v, %v; want the inet firewalld chain", bs, err)
 	}
 	nft(t, tp.node, "delete", "table", "inet", "firewalld")
 
-	if err := DeleteForward(fd); err != nil {
+	if err := DeleteForward(nsh); err != nil {
 		t.Fatalf("DeleteForward: %v", err)
 	}
 	wantLines(t, "iptables -S FORWARD after DeleteForward", ipt(t, tp.node, "iptables", "-S", "FORWARD"),
@@ -320,7 +322,7 @@ func TestForwardTraffic(t *testing.T) {
 	if ping(t, tp.pod, "10.244.2.2") {
 		t.Error("pod still pings pod2 after DeleteForward")
 	}
-	if err := DeleteForward(fd); err != nil {
+	if err := DeleteForward(nsh); err != nil {
 		t.Fatalf("DeleteForward without rules: %v", err)
 	}
 }
@@ -332,11 +334,11 @@ func TestForwardFamilies(t *testing.T) {
 	nettest.Privileged(t)
 	n := nettest.NewNS(t, "masq-fwd")
 	iptablesNFT(t, n)
-	fd := int(n.Fd())
+	nsh := openHost(t, n)
 	log := testLogger(t)
 
 	// No iptables chain: nothing to do, nothing created.
-	if err := EnsureForward(fd, podRules.Network, log); err != nil {
+	if err := EnsureForward(nsh, podRules.Network, log); err != nil {
 		t.Fatalf("EnsureForward without a FORWARD chain: %v", err)
 	}
 	if tables := nft(t, n, "list", "tables"); strings.TrimSpace(tables) != "" {
@@ -346,7 +348,7 @@ func TestForwardFamilies(t *testing.T) {
 	ipt(t, n, "ip6tables", "-P", "FORWARD", "DROP")
 
 	v6 := netip.MustParsePrefix("fd00:10::/50")
-	if err := EnsureForward(fd, v6, log); err != nil {
+	if err := EnsureForward(nsh, v6, log); err != nil {
 		t.Fatalf("EnsureForward IPv6: %v", err)
 	}
 	wantLines(t, "ip6tables -S FORWARD", ipt(t, n, "ip6tables", "-S", "FORWARD"), "-P FORWARD DROP",
@@ -355,7 +357,7 @@ func TestForwardFamilies(t *testing.T) {
 	wantLines(t, "iptables -S FORWARD", ipt(t, n, "iptables", "-S", "FORWARD"), "-P FORWARD DROP")
 
 	v4 := netip.MustParsePrefix("10.96.0.0/12")
-	if err := EnsureForward(fd, v4, log); err != nil {
+	if err := EnsureForward(nsh, v4, log); err != nil {
 		t.Fatalf("EnsureForward IPv4: %v", err)
 	}
 	wantLines(t, "iptables -S FORWARD", ipt(t, n, "iptables", "-S", "FORWARD"), "-P FORWARD DROP",
@@ -363,7 +365,7 @@ func TestForwardFamilies(t *testing.T) {
 		`-A FORWARD -d 10.96.0.0/12 -m comment --comment "weft: forward to pod network" -j ACCEPT`)
 	wantLines(t, "ip6tables -S FORWARD", ipt(t, n, "ip6tables", "-S", "FORWARD"), "-P FORWARD DROP")
 
-	if err := EnsureForward(fd, netip.Prefix{}, log); err == nil {
+	if err := EnsureForward(nsh, netip.Prefix{}, log); err == nil {
 		t.Fatal("EnsureForward without a network succeeded")
 	}
 }
@@ -372,11 +374,12 @@ func TestForwardFamilies(t *testing.T) {
 func TestForwardBlockers(t *testing.T) {
 	nettest.Privileged(t)
 	n := nettest.NewNS(t, "masq-blk")
-	fd := int(n.Fd())
+	nsh := openHost(t, n)
+	fd := nsh.Fd()
 	network := podRules.Network
 	blockers := func() []string {
 		t.Helper()
-		bs, err := ForwardBlockers(fd, network)
+		bs, err := ForwardBlockers(nsh, network)
 		if err != nil {
 			t.Fatalf("ForwardBlockers: %v", err)
 		}
@@ -434,7 +437,7 @@ func TestForwardBlockers(t *testing.T) {
 	iptablesNFT(t, n)
 	ipt(t, n, "iptables", "-P", "FORWARD", "DROP")
 	want("iptables policy DROP", "table ip filter chain FORWARD (hook forward, priority 0): policy drop")
-	if err := EnsureForward(fd, network, testLogger(t)); err != nil {
+	if err := EnsureForward(nsh, network, testLogger(t)); err != nil {
 		t.Fatalf("EnsureForward: %v", err)
 	}
 	want("iptables policy DROP with weft's accepts")
@@ -473,11 +476,11 @@ func TestForwardBlockersLegacy(t *testing.T) {
 			if out, err := n.Exec(t, tc.tool, "-V"); err != nil || !strings.Contains(out, "legacy") {
 				t.Skipf("no %s: %v %s", tc.tool, err, out)
 			}
-			fd := int(n.Fd())
+			nsh := openHost(t, n)
 			network := netip.MustParsePrefix(tc.network)
 			blocked := func(what string, want bool) {
 				t.Helper()
-				bs, err := ForwardBlockers(fd, network)
+				bs, err := ForwardBlockers(nsh, network)
 				if err != nil {
 					t.Fatalf("%s: ForwardBlockers: %v", what, err)
 				}
@@ -490,16 +493,21 @@ func TestForwardBlockersLegacy(t *testing.T) {
 			blocked("policy ACCEPT", false)
 			ipt(t, n, tc.tool, "-P", "FORWARD", "DROP")
 			blocked("policy DROP", true)
-			// netnsFd 0 reads the calling thread's namespace, as the agent does in the host's.
+			// Open("") is the calling thread's namespace, as the agent opens the host's.
 			err := n.Do(func(ns.NetNS) error {
-				bs, err := ForwardBlockers(0, network)
+				self, err := host.Open("")
+				if err != nil {
+					return err
+				}
+				defer self.Close()
+				bs, err := ForwardBlockers(self, network)
 				if err == nil && len(bs) != 1 {
 					err = fmt.Errorf("blockers %v, want the legacy FORWARD chain", bs)
 				}
 				return err
 			})
 			if err != nil {
-				t.Fatalf("ForwardBlockers(0) inside %s: %v", n.Name, err)
+				t.Fatalf("ForwardBlockers(Open(\"\")) inside %s: %v", n.Name, err)
 			}
 			// Accepts that do not cover the Network both ways do not count.
 			ipt(t, n, tc.tool, "-A", "FORWARD", "-i", "lo", "-d", tc.network, "-j", "ACCEPT")
@@ -521,9 +529,9 @@ func TestPlaceKey(t *testing.T) {
 	nettest.Privileged(t)
 	n1 := nettest.NewNS(t, "masq-key")
 	n2 := nettest.NewNS(t, "masq-key")
-	k1, ok1 := placeKeyOf(int(n1.Fd()), "masq")
-	again, _ := placeKeyOf(int(n1.Fd()), "masq")
-	k2, ok2 := placeKeyOf(int(n2.Fd()), "masq")
+	k1, ok1 := placeKeyOf(openHost(t, n1), "masq")
+	again, _ := placeKeyOf(openHost(t, n1), "masq")
+	k2, ok2 := placeKeyOf(openHost(t, n2), "masq")
 	if !ok1 || !ok2 || k1 != again || k1 == k2 {
 		t.Fatalf("keys %+v (again %+v) and %+v, %v %v; want two stable, different keys", k1, again, k2, ok1, ok2)
 	}

@@ -56,10 +56,10 @@ func layoutFor(is6 bool) xtLayout {
 	return l
 }
 
-// legacyBlocker reports the legacy FORWARD chain of network's family in netnsFd when
+// legacyBlocker reports the legacy FORWARD chain of network's family in h when
 // it drops network's traffic (see ForwardBlockers).
-func legacyBlocker(netnsFd int, network netip.Prefix) (b Blocker, ok bool, err error) {
-	err = inNetns(netnsFd, func() error {
+func legacyBlocker(h Host, network netip.Prefix) (b Blocker, ok bool, err error) {
+	err = h.Do(func() error {
 		var err error
 		b, ok, err = readLegacy(network)
 		return err

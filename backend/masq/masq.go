@@ -8,6 +8,8 @@ import (
 
 	"github.com/google/nftables"
 	"github.com/google/nftables/userdata"
+
+	hostnft "github.com/weftnet/weft/host/nft"
 )
 
 // TableName is the nftables table weft owns (in family ip, or ip6 for IPv6).
@@ -27,18 +29,8 @@ func familyName(f nftables.TableFamily) string {
 	return "ip"
 }
 
-// conn opens an nftables connection in the netns of netnsFd (0 = current).
-func conn(netnsFd int) (*nftables.Conn, error) {
-	var opts []nftables.ConnOption
-	if netnsFd != 0 {
-		opts = append(opts, nftables.WithNetNSFd(netnsFd))
-	}
-	c, err := nftables.New(opts...)
-	if err != nil {
-		return nil, fmt.Errorf("open nftables netlink connection: %w", err)
-	}
-	return c, nil
-}
+// conn opens an nftables connection in h.
+func conn(h Host) (*nftables.Conn, error) { return hostnft.Conn(h) }
 
 // Ensure installs/replaces weft's table so that it holds exactly the rules for r. It
 // is idempotent and cheap: when the kernel already holds those rules nothing is
@@ -47,8 +39,8 @@ func conn(netnsFd int) (*nftables.Conn, error) {
 // one edited by hand (a deleted chain, a flushed chain, a changed, added or deleted
 // rule) is replaced in one atomic batch; a repair is logged at Warn with what was
 // wrong, as is a table that was in place earlier in this process and has vanished.
-// netnsFd: 0 = current netns. A nil log discards.
-func Ensure(netnsFd int, r Rules, log *slog.Logger) error {
+// A nil log discards.
+func Ensure(h Host, r Rules, log *slog.Logger) error {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
@@ -56,10 +48,10 @@ func Ensure(netnsFd int, r Rules, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	key, keyed := placeKeyOf(netnsFd, "masq")
+	key, keyed := placeKeyOf(h, "masq")
 	_, wasInPlace := inPlace.Load(key)
 	var repaired string
-	cur, err := Current(netnsFd)
+	cur, err := Current(h)
 	switch {
 	case errors.Is(err, ErrDrift):
 		repaired = strings.TrimPrefix(err.Error(), ErrDrift.Error()+": ")
@@ -77,11 +69,11 @@ func Ensure(netnsFd int, r Rules, log *slog.Logger) error {
 	case wasInPlace:
 		repaired = fmt.Sprintf("table %s missing", TableName)
 	}
-	if err := replace(netnsFd, want); err != nil {
+	if err := replace(h, want); err != nil {
 		return err
 	}
 	// Read back: the kernel (or an old nftables module) could have dropped a flag.
-	got, err := Current(netnsFd)
+	got, err := Current(h)
 	if err != nil {
 		return fmt.Errorf("verify masquerade rules: %w", err)
 	}
@@ -105,8 +97,8 @@ func Ensure(netnsFd int, r Rules, log *slog.Logger) error {
 // created-if-absent then deleted (so the delete cannot fail with ENOENT), and r's
 // table is built again. nftables applies a batch as one transaction: packets see the
 // old rules or the new ones, never an empty or half-built chain.
-func replace(netnsFd int, r Rules) error {
-	c, err := conn(netnsFd)
+func replace(h Host, r Rules) error {
+	c, err := conn(h)
 	if err != nil {
 		return err
 	}
@@ -144,11 +136,11 @@ func replace(netnsFd int, r Rules) error {
 
 // Delete removes weft's table in every family; absent tables are not an error. The
 // agent does not call it on SIGTERM (see doc.go).
-func Delete(netnsFd int) error {
-	if key, ok := placeKeyOf(netnsFd, "masq"); ok {
+func Delete(h Host) error {
+	if key, ok := placeKeyOf(h, "masq"); ok {
 		inPlace.Delete(key) // a table deleted on purpose is not repaired by a later Ensure
 	}
-	c, err := conn(netnsFd)
+	c, err := conn(h)
 	if err != nil {
 		return err
 	}
@@ -199,8 +191,8 @@ func weftTables(c *nftables.Conn) ([]*nftables.Table, error) {
 
 // Current reads back the installed rules: (nil, nil) when weft has no table, an error
 // wrapping ErrDrift when the table is not exactly what Ensure writes.
-func Current(netnsFd int) (*Rules, error) {
-	c, err := conn(netnsFd)
+func Current(h Host) (*Rules, error) {
+	c, err := conn(h)
 	if err != nil {
 		return nil, err
 	}

@@ -12,6 +12,7 @@ import (
 
 	"github.com/google/nftables"
 
+	"github.com/weftnet/weft/host"
 	"github.com/weftnet/weft/test/nettest"
 )
 
@@ -75,17 +76,18 @@ func wantInOrder(t *testing.T, text string, patterns ...string) {
 func TestEnsureIdempotent(t *testing.T) {
 	nettest.Privileged(t)
 	n := nettest.NewNS(t, "masq")
-	fd := int(n.Fd())
+	nsh := openHost(t, n)
+	fd := nsh.Fd()
 	log := testLogger(t)
 
-	if r, err := Current(fd); r != nil || err != nil {
+	if r, err := Current(nsh); r != nil || err != nil {
 		t.Fatalf("Current before Ensure = %+v, %v; want nil, nil", r, err)
 	}
-	if err := Ensure(fd, podRules, log); err != nil {
+	if err := Ensure(nsh, podRules, log); err != nil {
 		t.Fatalf("Ensure: %v", err)
 	}
 	first := ruleHandles(t, fd)
-	if err := Ensure(fd, podRules, log); err != nil {
+	if err := Ensure(nsh, podRules, log); err != nil {
 		t.Fatalf("second Ensure: %v", err)
 	}
 	if second := ruleHandles(t, fd); len(first) != 6 || !equal(first, second) {
@@ -93,7 +95,7 @@ func TestEnsureIdempotent(t *testing.T) {
 	}
 	want := podRules
 	want.VXLANPort = 8472
-	if got, err := Current(fd); err != nil || *got != want {
+	if got, err := Current(nsh); err != nil || *got != want {
 		t.Fatalf("Current = %+v, %v; want %+v", got, err, want)
 	}
 
@@ -130,17 +132,17 @@ func equal(a, b []uint64) bool {
 func TestEnsureReplacesOtherNetwork(t *testing.T) {
 	nettest.Privileged(t)
 	n := nettest.NewNS(t, "masq")
-	fd := int(n.Fd())
+	nsh := openHost(t, n)
 	log := testLogger(t)
 
-	if err := Ensure(fd, podRules, log); err != nil {
+	if err := Ensure(nsh, podRules, log); err != nil {
 		t.Fatalf("Ensure: %v", err)
 	}
 	next := Rules{Network: netip.MustParsePrefix("10.96.0.0/12"), Subnet: netip.MustParsePrefix("10.96.3.0/24"), VXLANPort: 4789}
-	if err := Ensure(fd, next, log); err != nil {
+	if err := Ensure(nsh, next, log); err != nil {
 		t.Fatalf("Ensure with another network: %v", err)
 	}
-	if got, err := Current(fd); err != nil || *got != next {
+	if got, err := Current(nsh); err != nil || *got != next {
 		t.Fatalf("Current = %+v, %v; want %+v", got, err, next)
 	}
 	ruleset := nft(t, n, "list", "ruleset")
@@ -156,7 +158,7 @@ func TestEnsureReplacesOtherNetwork(t *testing.T) {
 
 	// An IPv6 Network moves the rules to an ip6 table; the ip table goes.
 	v6 := Rules{Network: netip.MustParsePrefix("fd00:10::/48"), Subnet: netip.MustParsePrefix("fd00:10:0:7::/64"), VXLANPort: 8472}
-	if err := Ensure(fd, v6, log); err != nil {
+	if err := Ensure(nsh, v6, log); err != nil {
 		t.Fatalf("Ensure with IPv6 network: %v", err)
 	}
 	if tables := nft(t, n, "list", "tables"); strings.TrimSpace(tables) != "table ip6 weft" {
@@ -165,7 +167,7 @@ func TestEnsureReplacesOtherNetwork(t *testing.T) {
 	wantInOrder(t, nft(t, n, "list", "ruleset"),
 		`ip6 saddr fd00:10::/48 ip6 daddr != ff00::/8 counter .* masquerade fully-random`,
 		`ip6 saddr != fd00:10::/48 ip6 daddr fd00:10:0:7::/64 counter .* return`)
-	if got, err := Current(fd); err != nil || *got != v6 {
+	if got, err := Current(nsh); err != nil || *got != v6 {
 		t.Fatalf("Current = %+v, %v; want %+v", got, err, v6)
 	}
 }
@@ -173,20 +175,21 @@ func TestEnsureReplacesOtherNetwork(t *testing.T) {
 func TestEnsureRepairsDrift(t *testing.T) {
 	nettest.Privileged(t)
 	n := nettest.NewNS(t, "masq")
-	fd := int(n.Fd())
+	nsh := openHost(t, n)
+	fd := nsh.Fd()
 	log := testLogger(t)
 
-	if err := Ensure(fd, podRules, log); err != nil {
+	if err := Ensure(nsh, podRules, log); err != nil {
 		t.Fatalf("Ensure: %v", err)
 	}
 	// Someone deletes the VXLAN rule by hand and appends one of their own.
 	handles := ruleHandles(t, fd)
 	nft(t, n, "delete", "rule", "ip", "weft", "postrouting", "handle", strconv.FormatUint(handles[1], 10))
 	nft(t, n, "add", "rule", "ip", "weft", "postrouting", "ip", "daddr", "203.0.113.0/24", "accept")
-	if got, err := Current(fd); !errors.Is(err, ErrDrift) {
+	if got, err := Current(nsh); !errors.Is(err, ErrDrift) {
 		t.Fatalf("Current after hand edit = %+v, %v; want ErrDrift", got, err)
 	}
-	if err := Ensure(fd, podRules, log); err != nil {
+	if err := Ensure(nsh, podRules, log); err != nil {
 		t.Fatalf("Ensure after hand edit: %v", err)
 	}
 	ruleset := nft(t, n, "list", "ruleset")
@@ -194,13 +197,13 @@ func TestEnsureRepairsDrift(t *testing.T) {
 		t.Fatalf("Ensure did not repair the table:\n%s", ruleset)
 	}
 
-	if err := Delete(fd); err != nil {
+	if err := Delete(nsh); err != nil {
 		t.Fatalf("Delete: %v", err)
 	}
-	if err := Delete(fd); err != nil {
+	if err := Delete(nsh); err != nil {
 		t.Fatalf("Delete of an absent table: %v", err)
 	}
-	if got, err := Current(fd); got != nil || err != nil {
+	if got, err := Current(nsh); got != nil || err != nil {
 		t.Fatalf("Current after Delete = %+v, %v; want nil, nil", got, err)
 	}
 	if tables := nft(t, n, "list", "tables"); strings.TrimSpace(tables) != "" {
@@ -210,7 +213,7 @@ func TestEnsureRepairsDrift(t *testing.T) {
 
 func TestEnsureInvalid(t *testing.T) {
 	// Validation happens before any kernel access, so this needs no privileges.
-	err := Ensure(0, Rules{Network: netip.MustParsePrefix("10.244.0.0/16")}, slog.New(slog.DiscardHandler))
+	err := Ensure(nil, Rules{Network: netip.MustParsePrefix("10.244.0.0/16")}, slog.New(slog.DiscardHandler))
 	if !errors.Is(err, ErrInvalid) {
 		t.Fatalf("Ensure without a subnet = %v, want ErrInvalid", err)
 	}
@@ -222,12 +225,13 @@ func TestEnsureInvalid(t *testing.T) {
 func TestEnsureRepairs(t *testing.T) {
 	nettest.Privileged(t)
 	n := nettest.NewNS(t, "masq")
-	fd := int(n.Fd())
+	nsh := openHost(t, n)
+	fd := nsh.Fd()
 	log, logs := captureLog(t)
 	want := podRules
 	want.VXLANPort = 8472
 
-	if err := Ensure(fd, podRules, log); err != nil {
+	if err := Ensure(nsh, podRules, log); err != nil {
 		t.Fatalf("Ensure: %v", err)
 	}
 	if l := logs.take(); !strings.Contains(l, `level=INFO msg="masquerade rules installed"`) {
@@ -236,7 +240,7 @@ func TestEnsureRepairs(t *testing.T) {
 	start := time.Now()
 	const calls = 20
 	for range calls {
-		if err := Ensure(fd, podRules, log); err != nil {
+		if err := Ensure(nsh, podRules, log); err != nil {
 			t.Fatalf("Ensure with the rules in place: %v", err)
 		}
 	}
@@ -269,13 +273,13 @@ func TestEnsureRepairs(t *testing.T) {
 			for _, cmd := range tc.damage() {
 				nft(t, n, strings.Fields(cmd)...)
 			}
-			if got, err := Current(fd); err == nil && got != nil && *got == want {
+			if got, err := Current(nsh); err == nil && got != nil && *got == want {
 				t.Fatalf("the damage did not change what Current reads: %+v", got)
 			}
-			if err := Ensure(fd, podRules, log); err != nil {
+			if err := Ensure(nsh, podRules, log); err != nil {
 				t.Fatalf("Ensure after %s: %v", tc.name, err)
 			}
-			if got, err := Current(fd); err != nil || got == nil || *got != want {
+			if got, err := Current(nsh); err != nil || got == nil || *got != want {
 				t.Fatalf("Current after repair = %+v, %v; want %+v", got, err, want)
 			}
 			l := logs.take()
@@ -283,7 +287,7 @@ func TestEnsureRepairs(t *testing.T) {
 				t.Fatalf("repair logged %q, want one Warn with %q", l, tc.reason)
 			}
 			before := ruleHandles(t, fd)
-			if err := Ensure(fd, podRules, log); err != nil {
+			if err := Ensure(nsh, podRules, log); err != nil {
 				t.Fatalf("Ensure after the repair: %v", err)
 			}
 			if after := ruleHandles(t, fd); !equal(before, after) {
@@ -296,13 +300,26 @@ func TestEnsureRepairs(t *testing.T) {
 	}
 
 	// A table deleted on purpose (Delete) is installed again without a repair warning.
-	if err := Delete(fd); err != nil {
+	if err := Delete(nsh); err != nil {
 		t.Fatalf("Delete: %v", err)
 	}
-	if err := Ensure(fd, podRules, log); err != nil {
+	if err := Ensure(nsh, podRules, log); err != nil {
 		t.Fatalf("Ensure after Delete: %v", err)
 	}
 	if l := logs.take(); !strings.Contains(l, `level=INFO msg="masquerade rules installed"`) {
 		t.Fatalf("Ensure after Delete logged %q, want an Info install", l)
 	}
+}
+
+var _ Host = (*host.NS)(nil)
+
+// openHost opens n for masq, closed in t.Cleanup.
+func openHost(t *testing.T, n *nettest.NS) *host.NS {
+	t.Helper()
+	h, err := host.Open(n.Path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = h.Close() })
+	return h
 }

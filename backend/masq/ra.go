@@ -253,19 +253,19 @@ func writeRADrop(c *nftables.Conn, ifname string, present bool) error {
 // A deleted or flushed table or chain, a changed, added or deleted rule, a changed
 // hook or policy, or a dormant table is replaced in one atomic batch and logged at
 // Warn with what was wrong; a table for another device is replaced and logged at
-// Info. netnsFd: 0 = current netns. A nil log discards.
-func EnsureRADrop(netnsFd int, ifname string, log *slog.Logger) error {
+// Info. A nil log discards.
+func EnsureRADrop(h Host, ifname string, log *slog.Logger) error {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
 	if err := checkIfname(ifname); err != nil {
 		return err
 	}
-	c, err := conn(netnsFd)
+	c, err := conn(h)
 	if err != nil {
 		return fmt.Errorf("ensure router advertisement drop: %w", err)
 	}
-	key, keyed := placeKeyOf(netnsFd, raKey)
+	key, keyed := placeKeyOf(h, raKey)
 	_, wasInPlace := inPlace.Load(key)
 	before, err := readRADrop(c)
 	if err != nil {
@@ -314,11 +314,11 @@ func EnsureRADrop(netnsFd int, ifname string, log *slog.Logger) error {
 // DeleteRADrop removes weft's ip6 weft-ra table and nothing else; an absent table is
 // not an error. Like the masquerade table, the agent leaves it in place on shutdown:
 // the device outlives the agent, and so must the drop.
-func DeleteRADrop(netnsFd int) error {
-	if key, ok := placeKeyOf(netnsFd, raKey); ok {
+func DeleteRADrop(h Host) error {
+	if key, ok := placeKeyOf(h, raKey); ok {
 		inPlace.Delete(key) // a table deleted on purpose is not a repair for a later EnsureRADrop
 	}
-	c, err := conn(netnsFd)
+	c, err := conn(h)
 	if err != nil {
 		return fmt.Errorf("delete router advertisement drop: %w", err)
 	}

@@ -276,11 +276,11 @@ func TestRADropTraffic(t *testing.T) {
 		log, logs := captureLog(t)
 		// As the agent does: in place before the device exists (the match is by name).
 		tp := newRATopo(t, func(a *nettest.NS) {
-			if err := EnsureRADrop(int(a.Fd()), raDevice, log); err != nil {
+			if err := EnsureRADrop(openHost(t, a), raDevice, log); err != nil {
 				t.Fatalf("EnsureRADrop: %v", err)
 			}
 		})
-		fd := int(tp.a.Fd())
+		nsh := openHost(t, tp.a)
 		tp.wantDropped(t, "installed table", false, 1)
 		if l := logs.take(); !strings.Contains(l, `level=INFO msg="router advertisement drop installed"`) {
 			t.Fatalf("EnsureRADrop logged %q, want an Info install", l)
@@ -289,7 +289,7 @@ func TestRADropTraffic(t *testing.T) {
 
 		// Someone deletes the table; the next EnsureRADrop restores it.
 		nft(t, tp.a, "delete", "table", "ip6", RATableName)
-		if err := EnsureRADrop(fd, raDevice, log); err != nil {
+		if err := EnsureRADrop(nsh, raDevice, log); err != nil {
 			t.Fatalf("EnsureRADrop after the table was deleted: %v", err)
 		}
 		if l := logs.take(); !strings.Contains(l, `level=WARN msg="router advertisement drop repaired"`) {
@@ -345,7 +345,8 @@ func (tp *raTopo) wantDropped(t *testing.T, what string, hbh bool, count uint64)
 func TestEnsureRADrop(t *testing.T) {
 	nettest.Privileged(t)
 	n := nettest.NewNS(t, "ra")
-	fd := int(n.Fd())
+	nsh := openHost(t, n)
+	fd := nsh.Fd()
 	log, logs := captureLog(t)
 
 	handles := func() []uint64 {
@@ -356,7 +357,7 @@ func TestEnsureRADrop(t *testing.T) {
 	// The masquerade table (IPv6 Network: also table ... weft in family ip6) and
 	// an operator's table are there first and must be left alone.
 	v6 := Rules{Network: netip.MustParsePrefix("fd00:10::/48"), Subnet: netip.MustParsePrefix("fd00:10:0:7::/64")}
-	if err := Ensure(fd, v6, log); err != nil {
+	if err := Ensure(nsh, v6, log); err != nil {
 		t.Fatalf("Ensure: %v", err)
 	}
 	nft(t, n, "add", "table", "ip6", "operator")
@@ -364,7 +365,7 @@ func TestEnsureRADrop(t *testing.T) {
 	nft(t, n, "add", "rule", "ip6", "operator", "input", "udp", "dport", "9", "drop")
 	_ = logs.take()
 
-	if err := EnsureRADrop(fd, raDevice, log); err != nil {
+	if err := EnsureRADrop(nsh, raDevice, log); err != nil {
 		t.Fatalf("EnsureRADrop: %v", err)
 	}
 	if l := logs.take(); strings.Count(l, "\n") != 0 || !strings.Contains(l, `level=INFO msg="router advertisement drop installed"`) {
@@ -384,7 +385,7 @@ func TestEnsureRADrop(t *testing.T) {
 	start := time.Now()
 	const calls = 20
 	for range calls {
-		if err := EnsureRADrop(fd, raDevice, log); err != nil {
+		if err := EnsureRADrop(nsh, raDevice, log); err != nil {
 			t.Fatalf("EnsureRADrop with the table in place: %v", err)
 		}
 	}
@@ -398,10 +399,10 @@ func TestEnsureRADrop(t *testing.T) {
 	// Neither table mistakes the other for its own.
 	want := v6
 	want.VXLANPort = DefaultVXLANPort
-	if got, err := Current(fd); err != nil || got == nil || *got != want {
+	if got, err := Current(nsh); err != nil || got == nil || *got != want {
 		t.Fatalf("masquerade Current next to the RA table = %+v, %v; want %+v", got, err, want)
 	}
-	if err := Ensure(fd, v6, log); err != nil {
+	if err := Ensure(nsh, v6, log); err != nil {
 		t.Fatalf("Ensure next to the RA table: %v", err)
 	}
 	if l := logs.take(); l != "" {
@@ -440,7 +441,7 @@ func TestEnsureRADrop(t *testing.T) {
 			for _, cmd := range tc.damage() {
 				nft(t, n, strings.Fields(cmd)...)
 			}
-			if err := EnsureRADrop(fd, raDevice, log); err != nil {
+			if err := EnsureRADrop(nsh, raDevice, log); err != nil {
 				t.Fatalf("EnsureRADrop after %s: %v", tc.name, err)
 			}
 			l := logs.take()
@@ -451,7 +452,7 @@ func TestEnsureRADrop(t *testing.T) {
 				t.Fatalf("table after repair:\n%s\nwant:\n%s", got, table)
 			}
 			before := handles()
-			if err := EnsureRADrop(fd, raDevice, log); err != nil {
+			if err := EnsureRADrop(nsh, raDevice, log); err != nil {
 				t.Fatalf("EnsureRADrop after the repair: %v", err)
 			}
 			if l := logs.take(); l != "" {
@@ -464,7 +465,7 @@ func TestEnsureRADrop(t *testing.T) {
 	}
 
 	// Another device name (another VNI) moves the rules, logged at Info.
-	if err := EnsureRADrop(fd, "flannel.2", log); err != nil {
+	if err := EnsureRADrop(nsh, "flannel.2", log); err != nil {
 		t.Fatalf("EnsureRADrop for flannel.2: %v", err)
 	}
 	if l := logs.take(); !strings.Contains(l, `level=INFO msg="router advertisement drop moved to another device" old_device=flannel.1`) {
@@ -475,10 +476,10 @@ func TestEnsureRADrop(t *testing.T) {
 	}
 
 	// DeleteRADrop removes its table and nothing else.
-	if err := DeleteRADrop(fd); err != nil {
+	if err := DeleteRADrop(nsh); err != nil {
 		t.Fatalf("DeleteRADrop: %v", err)
 	}
-	if err := DeleteRADrop(fd); err != nil {
+	if err := DeleteRADrop(nsh); err != nil {
 		t.Fatalf("DeleteRADrop of an absent table: %v", err)
 	}
 	tables := strings.Fields(nft(t, n, "list", "tables"))
@@ -488,18 +489,18 @@ func TestEnsureRADrop(t *testing.T) {
 	if !strings.Contains(nft(t, n, "list", "table", "ip6", "operator"), "udp dport 9 drop") {
 		t.Fatal("DeleteRADrop changed the operator's table")
 	}
-	if got, err := Current(fd); err != nil || got == nil || *got != want {
+	if got, err := Current(nsh); err != nil || got == nil || *got != want {
 		t.Fatalf("masquerade Current after DeleteRADrop = %+v, %v; want %+v", got, err, want)
 	}
 	// A table deleted on purpose is installed again without a repair warning.
-	if err := EnsureRADrop(fd, raDevice, log); err != nil {
+	if err := EnsureRADrop(nsh, raDevice, log); err != nil {
 		t.Fatalf("EnsureRADrop after DeleteRADrop: %v", err)
 	}
 	if l := logs.take(); !strings.Contains(l, `level=INFO msg="router advertisement drop installed"`) {
 		t.Fatalf("EnsureRADrop after DeleteRADrop logged %q, want an Info install", l)
 	}
 	// And the masquerade code's Delete leaves it alone.
-	if err := Delete(fd); err != nil {
+	if err := Delete(nsh); err != nil {
 		t.Fatalf("Delete: %v", err)
 	}
 	if got := nft(t, n, "list", "table", "ip6", RATableName); got != table {
@@ -532,7 +533,7 @@ func sameSet(a, b []string) bool {
 func TestEnsureRADropInvalid(t *testing.T) {
 	// Validation happens before any kernel access, so this needs no privileges.
 	for _, name := range []string{"", ".", "..", "flannel/1", "a:b", "with space", "abcdefghijklmnop"} {
-		err := EnsureRADrop(0, name, nil)
+		err := EnsureRADrop(nil, name, nil)
 		if !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), "router advertisement drop: invalid device name") {
 			t.Errorf("EnsureRADrop(%q) = %v, want ErrInvalid", name, err)
 		}

@@ -136,7 +136,7 @@ func ping(t *testing.T, n *nettest.NS, dst string) bool {
 func TestMasqueradeTraffic(t *testing.T) {
 	nettest.Privileged(t)
 	tp := newTopo(t)
-	fd := int(tp.node.Fd())
+	nsh := openHost(t, tp.node)
 	outside := listenUDP(t, tp.outside, "198.18.0.2:9000")
 	outsideVXLAN := listenUDP(t, tp.outside, "198.18.0.2:8472")
 	pod := listenUDP(t, tp.pod, "10.244.1.2:9000")
@@ -148,7 +148,7 @@ func TestMasqueradeTraffic(t *testing.T) {
 		t.Fatal("pod pings the outside without masquerade rules: the test topology leaks a route back")
 	}
 
-	if err := Ensure(fd, podRules, testLogger(t)); err != nil {
+	if err := Ensure(nsh, podRules, testLogger(t)); err != nil {
 		t.Fatalf("Ensure: %v", err)
 	}
 	if !ping(t, tp.pod, "198.18.0.2") {
@@ -167,7 +167,7 @@ func TestMasqueradeTraffic(t *testing.T) {
 	// Rule 1: kube-proxy's mark exempts the packet from rule 6.
 	wantSource(t, "marked node underlay → remote pod", sourceSeen(t, tp.node, "198.18.0.1", "10.244.2.2:9000", 0x4000, pod2), "198.18.0.1")
 
-	if err := Delete(fd); err != nil {
+	if err := Delete(nsh); err != nil {
 		t.Fatalf("Delete: %v", err)
 	}
 	if ping(t, tp.pod, "198.18.0.2") {

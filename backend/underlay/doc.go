@@ -13,6 +13,6 @@
 //     the wrong NIC makes every node advertise a useless address (Vagrant's 10.0.2.15).
 //   - The underlay IP is an IPv4 global unicast address of the chosen interface (the
 //     address that matched, or the route's preferred source, else the first one).
-//   - All kernel reads go through the Handle interface (a subset of *netlink.Handle),
+//   - All kernel reads go through the Handle interface (a subset of host.Host),
 //     so callers and tests choose the network namespace.
 package underlay

@@ -10,9 +10,11 @@ import (
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
+
+	"github.com/weftnet/weft/host"
 )
 
-// Handle is the subset of *netlink.Handle that Find reads through.
+// Handle is the part of a host.Host that Find reads through.
 type Handle interface {
 	LinkList() ([]netlink.Link, error)
 	LinkByName(name string) (netlink.Link, error)
@@ -22,7 +24,7 @@ type Handle interface {
 	RouteListFiltered(family int, filter *netlink.Route, filterMask uint64) ([]netlink.Route, error)
 }
 
-var _ Handle = (*netlink.Handle)(nil)
+var _ Handle = host.Host(nil)
 
 // Options are the operator's choices (flannel's flags of the same names).
 type Options struct {

@@ -9,6 +9,7 @@ import (
 
 	"github.com/vishvananda/netlink"
 
+	"github.com/weftnet/weft/host"
 	"github.com/weftnet/weft/test/nettest"
 )
 
@@ -17,8 +18,8 @@ import (
 //	node: eth0 198.18.0.2/24 (default via 198.18.0.1) ── peer
 //	      eth1 198.18.1.2/24 (MTU 1400)               ── peer
 //
-// and returns a netlink handle in node.
-func newNode(t *testing.T) *netlink.Handle {
+// and returns node opened as a host.
+func newNode(t *testing.T) *host.NS {
 	t.Helper()
 	node := nettest.NewNS(t, "ul-node")
 	peer := nettest.NewNS(t, "ul-peer")
@@ -35,6 +36,17 @@ func newNode(t *testing.T) *netlink.Handle {
 	if err := h.RouteAdd(&netlink.Route{Gw: net.ParseIP("198.18.0.1")}); err != nil {
 		t.Fatalf("add default route: %v", err)
 	}
+	return openHost(t, node)
+}
+
+// openHost opens n, closed in t.Cleanup.
+func openHost(t *testing.T, n *nettest.NS) *host.NS {
+	t.Helper()
+	h, err := host.Open(n.Path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = h.Close() })
 	return h
 }
 
@@ -130,7 +142,7 @@ func TestFindNoRoute(t *testing.T) {
 	node := nettest.NewNS(t, "ul-bare")
 	peer := nettest.NewNS(t, "ul-peer")
 	nettest.Veth(t, node, "eth0", "198.18.0.2/24", peer, "p0", "198.18.0.1/24")
-	h := nettest.Handle(t, node.NetNS)
+	h := openHost(t, node)
 
 	_, err := Find(h, Options{Ifaces: []string{"eth9"}, IfaceRegex: []string{"^wlan"}, CanReach: "203.0.113.5"})
 	var nf *NotFoundError

@@ -7,10 +7,10 @@ import (
 	"os"
 
 	"github.com/spf13/cobra"
-	"github.com/vishvananda/netlink"
 
 	"github.com/weftnet/weft/agent"
 	"github.com/weftnet/weft/backend"
+	"github.com/weftnet/weft/host"
 )
 
 func newRunCmd(g *globalFlags) *cobra.Command {
@@ -43,11 +43,11 @@ Without --etcd-endpoints an embedded single-node etcd is started in --data-dir.`
 				return err
 			}
 			defer conn.Close()
-			nl, err := netlink.NewHandle()
+			h, err := host.Open("")
 			if err != nil {
-				return fmt.Errorf("open netlink: %w", err)
+				return err
 			}
-			defer nl.Close()
+			defer h.Close()
 			// The agent stops if the etcd weftd started exits under it.
 			ctx, cancel := context.WithCancelCause(cmd.Context())
 			defer cancel(nil)
@@ -65,7 +65,7 @@ Without --etcd-endpoints an embedded single-node etcd is started in --data-dir.`
 				node = "(none: the public IP identifies this node)"
 			}
 			log.Info("weftd starting", "version", agent.Version, "node", node, "neigh_mode", cfg.NeighMode)
-			err = agent.New(cfg, conn.store, nl, metrics, log).Run(ctx)
+			err = agent.New(cfg, conn.store, h, metrics, log).Run(ctx)
 			if cause := context.Cause(ctx); errors.Is(cause, errEtcdExited) {
 				err = fmt.Errorf("%w (%v)", cause, conn.child.err)
 			}

@@ -1,12 +1,15 @@
-package backend
+package host
 
 import (
 	"bytes"
+	"context"
 	"fmt"
+	"maps"
 	"net"
 	"net/netip"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 
 	"github.com/vishvananda/netlink"
@@ -24,7 +27,7 @@ func (f *Fake) link(l netlink.Link) (int, error) {
 	return idx, nil
 }
 
-// AddrReplace implements Netlink.
+// AddrReplace implements Host.
 func (f *Fake) AddrReplace(l netlink.Link, a *netlink.Addr) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -45,7 +48,7 @@ func (f *Fake) AddrReplace(l netlink.Link, a *netlink.Addr) error {
 	return nil
 }
 
-// AddrDel implements Netlink.
+// AddrDel implements Host.
 func (f *Fake) AddrDel(l netlink.Link, a *netlink.Addr) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -65,22 +68,30 @@ func (f *Fake) AddrDel(l netlink.Link, a *netlink.Addr) error {
 	return nil
 }
 
-// AddrList implements Netlink.
+// AddrList implements Host; a nil link lists every link's addresses.
 func (f *Fake) AddrList(l netlink.Link, family int) ([]netlink.Addr, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	idx, err := f.link(l)
-	if err != nil {
-		return nil, err
-	}
-	var res []netlink.Addr
-	for _, p := range f.addrs[idx] {
-		if family == unix.AF_INET && !p.Addr().Is4() {
-			continue
+	idxs := slices.Sorted(maps.Keys(f.links))
+	if l != nil {
+		idx, err := f.link(l)
+		if err != nil {
+			return nil, err
 		}
-		res = append(res, netlink.Addr{IPNet: prefixIPNet(p), LinkIndex: idx})
+		idxs = []int{idx}
 	}
-	return fakeDump(f, res)
+	return fakeDump(f, "addresses", func() []netlink.Addr {
+		var res []netlink.Addr
+		for _, idx := range idxs {
+			for _, p := range f.addrs[idx] {
+				if family == unix.AF_INET && !p.Addr().Is4() {
+					continue
+				}
+				res = append(res, netlink.Addr{IPNet: prefixIPNet(p), LinkIndex: idx})
+			}
+		}
+		return res
+	})
 }
 
 func neighLine(verb string, n *netlink.Neigh, dev string) string {
@@ -102,7 +113,7 @@ func stateText(s int) string {
 	return ""
 }
 
-// NeighSet implements Netlink (NLM_F_CREATE|NLM_F_REPLACE).
+// NeighSet implements Host (NLM_F_CREATE|NLM_F_REPLACE).
 func (f *Fake) NeighSet(n *netlink.Neigh) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -140,7 +151,7 @@ func (f *Fake) NeighSet(n *netlink.Neigh) error {
 	return nil
 }
 
-// NeighDel implements Netlink. For the FDB, a nil IP deletes every remote of
+// NeighDel implements Host. For the FDB, a nil IP deletes every remote of
 // the MAC.
 func (f *Fake) NeighDel(n *netlink.Neigh) error {
 	f.mu.Lock()
@@ -182,10 +193,19 @@ func (f *Fake) SetNeighState(linkIndex int, ip netip.Addr, state int) {
 	}
 }
 
-// NeighList implements Netlink.
+// NeighList implements Host.
 func (f *Fake) NeighList(linkIndex, family int) ([]netlink.Neigh, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	what := "neighbours"
+	if family == unix.AF_BRIDGE {
+		what = "fdb"
+	}
+	return fakeDump(f, what, func() []netlink.Neigh { return f.neighList(linkIndex, family) })
+}
+
+// neighList lists what NeighList returns; callers hold f.mu.
+func (f *Fake) neighList(linkIndex, family int) []netlink.Neigh {
 	var res []netlink.Neigh
 	for idx := range f.links {
 		if linkIndex != 0 && idx != linkIndex {
@@ -203,7 +223,7 @@ func (f *Fake) NeighList(linkIndex, family int) ([]netlink.Neigh, error) {
 			res = append(res, n)
 		}
 	}
-	return fakeDump(f, res)
+	return res
 }
 
 func (f *Fake) routeLine(verb string, r *netlink.Route) string {
@@ -227,7 +247,7 @@ func (f *Fake) routeLine(verb string, r *netlink.Route) string {
 	return s
 }
 
-// RouteReplace implements Netlink: it replaces the main-table route to the
+// RouteReplace implements Host: it replaces the main-table route to the
 // same destination at the same metric, whatever its protocol. A route given
 // without a protocol gets boot, as the netlink library sends it. A gateway
 // must be on-link: through a connected prefix of the link, or flagged onlink.
@@ -262,7 +282,7 @@ func (f *Fake) RouteReplace(r *netlink.Route) error {
 	return nil
 }
 
-// RouteDel implements Netlink: it matches the destination and, when given,
+// RouteDel implements Host: it matches the destination and, when given,
 // the gateway, the link and the protocol, like the kernel; among the
 // matches, the one with the lowest metric at or above the given one (the
 // kernel walks a destination's routes in metric order from there).
@@ -299,24 +319,26 @@ func sameIPNet(a, b *net.IPNet) bool {
 	return pa == pb
 }
 
-// RouteListFiltered implements Netlink for the main table, honouring only
+// RouteListFiltered implements Host for the main table, honouring only
 // RT_FILTER_OIF.
 func (f *Fake) RouteListFiltered(family int, filter *netlink.Route, mask uint64) ([]netlink.Route, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	var res []netlink.Route
-	for _, r := range f.routes {
-		if filter != nil && mask&netlink.RT_FILTER_OIF != 0 && r.LinkIndex != filter.LinkIndex {
-			continue
+	return fakeDump(f, "routes", func() []netlink.Route {
+		var res []netlink.Route
+		for _, r := range f.routes {
+			if filter != nil && mask&netlink.RT_FILTER_OIF != 0 && r.LinkIndex != filter.LinkIndex {
+				continue
+			}
+			c := r
+			c.Gw = slices.Clone(r.Gw)
+			res = append(res, c)
 		}
-		c := r
-		c.Gw = slices.Clone(r.Gw)
-		res = append(res, c)
-	}
-	return fakeDump(f, res)
+		return res
+	})
 }
 
-// RouteGet implements Netlink: a longest-prefix match over local addresses,
+// RouteGet implements Host: a longest-prefix match over local addresses,
 // connected prefixes and routes.
 func (f *Fake) RouteGet(dst net.IP) ([]netlink.Route, error) {
 	f.mu.Lock()
@@ -351,7 +373,7 @@ func (f *Fake) RouteGet(dst net.IP) ([]netlink.Route, error) {
 	return []netlink.Route{best}, nil
 }
 
-// WriteSysctl implements SysctlWriter. Per-device keys fail with ENOENT for a
+// WriteSysctl implements Host. Per-device keys fail with ENOENT for a
 // link that does not exist, as /proc/sys does ("default" is not a link, but
 // exists).
 func (f *Fake) WriteSysctl(key, value string) error {
@@ -371,7 +393,7 @@ func (f *Fake) WriteSysctl(key, value string) error {
 // (net/ipv6/conf/default/<key> unless that was changed).
 var newDeviceIPv6 = map[string]string{"accept_ra": "1", "forwarding": "0", "disable_ipv6": "0"}
 
-// ReadSysctl implements SysctlWriter. A key never written reads as the
+// ReadSysctl implements Host. A key never written reads as the
 // kernel has it: a per-device IPv6 key in newDeviceIPv6 as the "default"
 // device's; any other unwritten key fails with ENOENT, as do keys of links
 // that do not exist.
@@ -384,7 +406,15 @@ func (f *Fake) ReadSysctl(key string) (string, error) {
 	if v, ok := f.sysctls[key]; ok {
 		return v, nil
 	}
-	if parts := strings.Split(key, "/"); len(parts) == 5 && parts[1] == "ipv6" && parts[2] == "conf" {
+	parts := strings.Split(key, "/")
+	if len(parts) == 5 && parts[1] == "ipv4" && parts[2] == "neigh" && parts[4] == "app_solicit" {
+		if idx, ok := f.byName(parts[3]); ok {
+			if v, ok := f.appSol[idx]; ok {
+				return strconv.Itoa(v), nil
+			}
+		}
+	}
+	if len(parts) == 5 && parts[1] == "ipv6" && parts[2] == "conf" {
 		if v, ok := f.sysctls["net/ipv6/conf/default/"+parts[4]]; ok {
 			return v, nil
 		}
@@ -406,34 +436,54 @@ func (f *Fake) sysctlExists(key string) bool {
 	return ok
 }
 
-// NeighSubscribe implements Subscriber; events come from EmitNeigh.
-func (f *Fake) NeighSubscribe(ch chan<- netlink.NeighUpdate, done <-chan struct{}) error {
-	return subscribe(f, &f.neighSub, ch, done)
-}
-
-// LinkSubscribe implements Subscriber; every link change is delivered.
-func (f *Fake) LinkSubscribe(ch chan<- netlink.LinkUpdate, done <-chan struct{}) error {
-	return subscribe(f, &f.linkSub, ch, done)
-}
-
-func subscribe[T any](f *Fake, subs *[]*fakeSub[T], ch chan<- T, done <-chan struct{}) error {
+// SetAppSolicit implements Host. It is recorded as a neighbour-table line
+// ("neightbl flannel.1 app_solicit 3"), what production sends, and shows in
+// ReadSysctl of net/ipv4/neigh/<dev>/app_solicit, as in /proc/sys.
+func (f *Fake) SetAppSolicit(ifindex, probes int) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	s := &fakeSub[T]{ch: ch}
-	*subs = append(*subs, s)
-	go func() {
-		<-done
-		f.mu.Lock()
-		defer f.mu.Unlock()
-		endSub(subs, s)
-	}()
+	if _, ok := f.links[ifindex]; !ok {
+		return notFound(fmt.Sprintf("link index %d", ifindex))
+	}
+	if err := f.begin(fmt.Sprintf("neightbl %s app_solicit %d", f.name(ifindex), probes)); err != nil {
+		return err
+	}
+	f.appSol[ifindex] = probes
 	return nil
 }
 
-// endSub closes a subscription's channel once; callers hold f.mu.
-func endSub[T any](subs *[]*fakeSub[T], s *fakeSub[T]) {
+// SubscribeNeigh implements Host; events come from EmitNeigh. onErr runs
+// with the Fake locked, so it must not call the Fake.
+func (f *Fake) SubscribeNeigh(ctx context.Context, onErr func(error)) (<-chan netlink.NeighUpdate, error) {
+	return subscribe(ctx, f, &f.neighSub, onErr), nil
+}
+
+// SubscribeLinks implements Host; every link change is delivered.
+func (f *Fake) SubscribeLinks(ctx context.Context, onErr func(error)) (<-chan netlink.LinkUpdate, error) {
+	return subscribe(ctx, f, &f.linkSub, onErr), nil
+}
+
+func subscribe[T any](ctx context.Context, f *Fake, subs *[]*fakeSub[T], onErr func(error)) <-chan T {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	s := &fakeSub[T]{ch: make(chan T, subBuffer), onErr: onErr, ctx: ctx}
+	*subs = append(*subs, s)
+	context.AfterFunc(ctx, func() {
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		endSub(subs, s, nil)
+	})
+	return s.ch
+}
+
+// endSub closes a subscription's channel once, telling its onErr why unless
+// its context ended (err nil: it did); callers hold f.mu.
+func endSub[T any](subs *[]*fakeSub[T], s *fakeSub[T], err error) {
 	if !s.closed {
 		s.closed = true
+		if err != nil && s.onErr != nil && s.ctx.Err() == nil {
+			s.onErr(err)
+		}
 		close(s.ch)
 	}
 	*subs = slices.DeleteFunc(*subs, func(o *fakeSub[T]) bool { return o == s })
@@ -446,7 +496,7 @@ func deliver[T any](subs *[]*fakeSub[T], u T) {
 		select {
 		case s.ch <- u:
 		default:
-			endSub(subs, s)
+			endSub(subs, s, fmt.Errorf("fake: subscription queue full: %w", unix.ENOBUFS))
 		}
 	}
 }
@@ -458,15 +508,17 @@ func (f *Fake) EmitNeigh(u netlink.NeighUpdate) {
 	deliver(&f.neighSub, u)
 }
 
-// EndSubscriptions ends every subscription, as a decode error or ENOBUFS does.
+// EndSubscriptions ends every subscription, as a decode error or ENOBUFS
+// does; each subscriber's onErr is told.
 func (f *Fake) EndSubscriptions() {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	err := fmt.Errorf("fake: subscription ended: %w", unix.ENOBUFS)
 	for _, s := range slices.Clone(f.neighSub) {
-		endSub(&f.neighSub, s)
+		endSub(&f.neighSub, s, err)
 	}
 	for _, s := range slices.Clone(f.linkSub) {
-		endSub(&f.linkSub, s)
+		endSub(&f.linkSub, s, err)
 	}
 }
 
@@ -484,7 +536,8 @@ func (f *Fake) emitLink(t uint16, l netlink.Link) {
 func (f *Fake) String() string { return f.Lines() }
 
 // Lines renders the state as sorted lines, keeping only the kinds named
-// ("link", "addr", "neigh", "fdb", "route", "sysctl"; none = all).
+// ("link", "addr", "neigh", "fdb", "route", "sysctl", "neightbl"; none =
+// all).
 func (f *Fake) Lines(kinds ...string) string {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -515,9 +568,30 @@ func (f *Fake) Lines(kinds ...string) string {
 	for k, v := range f.sysctls {
 		lines = append(lines, fmt.Sprintf("sysctl %s = %s", k, v))
 	}
+	for idx, v := range f.appSol {
+		lines = append(lines, fmt.Sprintf("neightbl %s app_solicit %d", f.name(idx), v))
+	}
 	lines = slices.DeleteFunc(lines, func(s string) bool {
 		return len(kinds) > 0 && !slices.Contains(kinds, strings.Fields(s)[0])
 	})
 	sort.Strings(lines)
 	return strings.Join(lines, "\n")
+}
+
+// protoName names a route protocol as iproute2 does without its
+// configuration files: the kernel's own by name, any other by number.
+func protoName(p uint8) string {
+	switch p {
+	case unix.RTPROT_UNSPEC:
+		return "unspec"
+	case unix.RTPROT_REDIRECT:
+		return "redirect"
+	case unix.RTPROT_KERNEL:
+		return "kernel"
+	case unix.RTPROT_BOOT:
+		return "boot"
+	case unix.RTPROT_STATIC:
+		return "static"
+	}
+	return strconv.Itoa(int(p))
 }

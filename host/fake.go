@@ -1,7 +1,9 @@
-package backend
+package host
 
 import (
+	"context"
 	"fmt"
+	"maps"
 	"net"
 	"net/netip"
 	"slices"
@@ -11,15 +13,16 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// Fake is an in-memory Netlink that records every write and behaves like the
+// Fake is an in-memory Host that records every write and behaves like the
 // kernel where the datapath depends on it: duplicate link adds fail with
 // EEXIST, deletes of absent entries fail with ENOENT/ESRCH, an FDB replace
 // rewrites the MAC's first remote, deleting a link drops its addresses,
-// neighbours, FDB entries and routes (and the VXLAN links on top of it), and
-// sysctls exist only for existing links. It also implements SysctlWriter and
-// Subscriber, so a VXLAN over a Fake never touches the host.
+// neighbours, FDB entries, neighbour-table parameters and routes (and the
+// VXLAN links on top of it), and sysctls exist only for existing links.
+// Dumps are retried while interrupted, as NS's are. Clone returns the Fake
+// itself, so a clone's writes land in the same log.
 //
-// Only what this package uses is modelled: links are *netlink.Vxlan or
+// Only what weft uses is modelled: links are *netlink.Vxlan or
 // *netlink.Device; routes live in the main table, keyed by destination and
 // metric, with a protocol, which Lines and Ops show as iproute2 does ("proto
 // 119"; nothing for boot).
@@ -29,9 +32,9 @@ type Fake struct {
 	// proto 119 onlink metric 717826") before it is applied; a non-nil error
 	// fails the call.
 	Fail func(op string) error
-	// InterruptDumps makes the next n dumps return a partial result and
-	// netlink.ErrDumpInterrupted, as the kernel does when the table
-	// changes mid-dump.
+	// InterruptDumps makes the next n dump attempts return a partial
+	// result and netlink.ErrDumpInterrupted, as the kernel does when the
+	// table changes mid-dump; the Fake retries them as NS does.
 	InterruptDumps int
 
 	mu       sync.Mutex
@@ -42,6 +45,7 @@ type Fake struct {
 	fdb      map[int][]fakeFDB
 	routes   []netlink.Route
 	sysctls  map[string]string
+	appSol   map[int]int // ifindex -> app_solicit set through the neighbour table
 	ops      []string
 	neighSub []*fakeSub[netlink.NeighUpdate]
 	linkSub  []*fakeSub[netlink.LinkUpdate]
@@ -53,15 +57,13 @@ type fakeFDB struct {
 }
 
 type fakeSub[T any] struct {
-	ch     chan<- T
+	ch     chan T
+	onErr  func(error)
+	ctx    context.Context
 	closed bool
 }
 
-var (
-	_ Netlink      = (*Fake)(nil)
-	_ SysctlWriter = (*Fake)(nil)
-	_ Subscriber   = (*Fake)(nil)
-)
+var _ Host = (*Fake)(nil)
 
 // NewFake returns an empty fake namespace.
 func NewFake() *Fake {
@@ -72,6 +74,7 @@ func NewFake() *Fake {
 		neighs:  map[int]map[netip.Addr]netlink.Neigh{},
 		fdb:     map[int][]fakeFDB{},
 		sysctls: map[string]string{},
+		appSol:  map[int]int{},
 	}
 }
 
@@ -115,14 +118,26 @@ func (f *Fake) begin(line string) error {
 	return nil
 }
 
-// dump applies InterruptDumps to a dump result; callers hold f.mu.
-func fakeDump[T any](f *Fake, res []T) ([]T, error) {
-	if f.InterruptDumps > 0 {
-		f.InterruptDumps--
-		return res[:len(res)/2], netlink.ErrDumpInterrupted
-	}
-	return res, nil
+// fakeDump runs a dump as NS does, retrying while InterruptDumps makes an
+// attempt fail; callers hold f.mu.
+func fakeDump[T any](f *Fake, what string, dump func() []T) ([]T, error) {
+	return listRetry(what, func() ([]T, error) {
+		res := dump()
+		if f.InterruptDumps > 0 {
+			f.InterruptDumps--
+			return res[:len(res)/2], netlink.ErrDumpInterrupted
+		}
+		return res, nil
+	})
 }
+
+// Clone implements Host: the Fake is its own clone. A type that embeds the
+// Fake to change some methods inherits this Clone, whose writes then bypass
+// those changes; it overrides Clone if they must apply to a clone too.
+func (f *Fake) Clone() (Host, error) { return f, nil }
+
+// Close implements Host; the Fake stays usable.
+func (f *Fake) Close() error { return nil }
 
 func notFound(what string) error { return fmt.Errorf("%s not found: %w", what, unix.ENODEV) }
 
@@ -178,7 +193,7 @@ func (f *Fake) describe(l netlink.Link) string {
 	return s + fmt.Sprintf(" mtu %d", a.MTU)
 }
 
-// LinkAdd implements Netlink.
+// LinkAdd implements Host.
 func (f *Fake) LinkAdd(l netlink.Link) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -214,7 +229,7 @@ func (f *Fake) LinkAdd(l netlink.Link) error {
 	return nil
 }
 
-// LinkDel implements Netlink.
+// LinkDel implements Host.
 func (f *Fake) LinkDel(l netlink.Link) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -251,6 +266,7 @@ func (f *Fake) removeLink(idx int) {
 	delete(f.addrs, idx)
 	delete(f.neighs, idx)
 	delete(f.fdb, idx)
+	delete(f.appSol, idx)
 	f.routes = slices.DeleteFunc(f.routes, func(r netlink.Route) bool { return r.LinkIndex == idx })
 	f.emitLink(unix.RTM_DELLINK, l)
 	for i, u := range f.links {
@@ -260,7 +276,22 @@ func (f *Fake) removeLink(idx int) {
 	}
 }
 
-// LinkByName implements Netlink.
+// LinkList implements Host, in index order.
+func (f *Fake) LinkList() ([]netlink.Link, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return fakeDump(f, "links", func() []netlink.Link {
+		var res []netlink.Link
+		for _, idx := range slices.Sorted(maps.Keys(f.links)) {
+			if c, err := copyLink(f.links[idx]); err == nil {
+				res = append(res, c)
+			}
+		}
+		return res
+	})
+}
+
+// LinkByName implements Host.
 func (f *Fake) LinkByName(name string) (netlink.Link, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -271,7 +302,7 @@ func (f *Fake) LinkByName(name string) (netlink.Link, error) {
 	return copyLink(f.links[idx])
 }
 
-// LinkByIndex implements Netlink.
+// LinkByIndex implements Host.
 func (f *Fake) LinkByIndex(idx int) (netlink.Link, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -298,22 +329,22 @@ func (f *Fake) setLink(l netlink.Link, line string, change func(a *netlink.LinkA
 	return nil
 }
 
-// LinkSetUp implements Netlink.
+// LinkSetUp implements Host.
 func (f *Fake) LinkSetUp(l netlink.Link) error {
 	return f.setLink(l, "up", func(a *netlink.LinkAttrs) { a.Flags |= net.FlagUp })
 }
 
-// LinkSetMTU implements Netlink.
+// LinkSetMTU implements Host.
 func (f *Fake) LinkSetMTU(l netlink.Link, mtu int) error {
 	return f.setLink(l, fmt.Sprintf("mtu %d", mtu), func(a *netlink.LinkAttrs) { a.MTU = mtu })
 }
 
-// LinkSetHardwareAddr implements Netlink.
+// LinkSetHardwareAddr implements Host.
 func (f *Fake) LinkSetHardwareAddr(l netlink.Link, hw net.HardwareAddr) error {
 	return f.setLink(l, "address "+hw.String(), func(a *netlink.LinkAttrs) { a.HardwareAddr = slices.Clone(hw) })
 }
 
-// LinkSetIP6AddrGenMode implements Netlink.
+// LinkSetIP6AddrGenMode implements Host.
 func (f *Fake) LinkSetIP6AddrGenMode(l netlink.Link, mode int) error {
 	return f.setLink(l, fmt.Sprintf("addrgenmode %d", mode), func(*netlink.LinkAttrs) {})
 }

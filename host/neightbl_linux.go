@@ -1,10 +1,9 @@
-package backend
+package host
 
 import (
 	"encoding/binary"
 	"fmt"
 
-	"github.com/containernetworking/plugins/pkg/ns"
 	"github.com/vishvananda/netlink/nl"
 	"golang.org/x/sys/unix"
 )
@@ -24,11 +23,12 @@ func (m ndtmsg) Len() int { return 4 }
 
 func (m ndtmsg) Serialize() []byte { return []byte{m.family, 0, 0, 0} }
 
-// setAppSolicit sets app_solicit of one device's IPv4 neighbour table through
-// rtnetlink. Unlike a write to /proc/sys it needs only CAP_NET_ADMIN: a
-// container that is not privileged gets /proc/sys mounted read-only.
-func (v *VXLAN) setAppSolicit(ifindex, probes int) error {
-	send := func() error {
+// SetAppSolicit implements Host through rtnetlink (RTM_SETNEIGHTBL). Unlike
+// a write to /proc/sys it needs only CAP_NET_ADMIN: a container that is not
+// privileged gets /proc/sys mounted read-only.
+func (n *NS) SetAppSolicit(ifindex, probes int) error {
+	// The request opens its socket in the namespace of the calling thread.
+	err := n.Do(func() error {
 		req := nl.NewNetlinkRequest(unix.RTM_SETNEIGHTBL, unix.NLM_F_ACK)
 		req.AddData(ndtmsg{family: unix.AF_INET})
 		req.AddData(nl.NewRtAttr(ndtaName, nl.ZeroTerminated("arp_cache")))
@@ -38,14 +38,7 @@ func (v *VXLAN) setAppSolicit(ifindex, probes int) error {
 		req.AddData(parms)
 		_, err := req.Execute(unix.NETLINK_ROUTE, 0)
 		return err
-	}
-	var err error
-	if v.cfg.NetNSPath == "" {
-		err = send()
-	} else {
-		// The request's socket is opened in the namespace of the calling thread.
-		err = ns.WithNetNSPath(v.cfg.NetNSPath, func(ns.NetNS) error { return send() })
-	}
+	})
 	if err != nil {
 		return fmt.Errorf("set app_solicit=%d on ifindex %d: %w", probes, ifindex, err)
 	}
