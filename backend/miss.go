@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/vishvananda/netlink"
@@ -66,27 +68,44 @@ func decideMiss(u netlink.NeighUpdate, devIndex int, t *peerTable) (a missAnswer
 	return missAnswer{}, false
 }
 
-// HandleMiss answers one neighbour update if it is a miss on the device,
-// from the in-memory peer table: the FDB entry first, then (L3) the neighbour
-// entry, because writing the neighbour releases the packets the kernel queued
-// for it and they must find the FDB entry. No other I/O happens here. Run
-// answers every update itself (through a netlink handle of its own when it
-// can open one); tests over the Fake may call HandleMiss directly.
-func (v *VXLAN) HandleMiss(u netlink.NeighUpdate) error { return v.answerMiss(v.nl, u) }
+// responder answers misses from the published peer table, without the
+// datapath's lock: it reads an immutable table (atomic.Pointer, replaced
+// whole by every change) and the atomic device index, writes the answer,
+// and notes what it wrote for the control side (see take).
+type responder struct {
+	table    atomic.Pointer[peerTable]
+	devIndex *atomic.Int64
+	obs      Observer
+	log      *slog.Logger
 
-// answerMiss is HandleMiss writing through nl.
-func (v *VXLAN) answerMiss(nl Netlink, u netlink.NeighUpdate) error {
+	mu      sync.Mutex // guards written
+	written []answered
+	wake    chan struct{} // written became non-empty (coalescing)
+}
+
+// answered is a miss answer as noted for the control side.
+type answered struct {
+	peer *tablePeer // the table entry the answer was decided from
+	ops  []op       // the writes that succeeded
+}
+
+// answer answers one neighbour update through nl if it is a miss on the
+// device: the FDB entry first, then (L3) the neighbour entry, because writing
+// the neighbour releases the packets the kernel queued for it and they must
+// find the FDB entry. No other I/O happens here.
+func (r *responder) answer(nl Netlink, u netlink.NeighUpdate) error {
 	received := time.Now()
-	a, ok := decideMiss(u, int(v.devIndex.Load()), v.table)
+	dev := int(r.devIndex.Load())
+	a, ok := decideMiss(u, dev, r.table.Load())
 	if !ok {
 		return nil
 	}
-	debug := v.log.Enabled(context.Background(), slog.LevelDebug)
+	debug := r.log.Enabled(context.Background(), slog.LevelDebug)
 	if a.peer == nil {
 		if debug {
-			v.log.Debug("miss for unknown destination ignored", "kind", a.kind, "ip", u.IP, "mac", u.HardwareAddr.String())
+			r.log.Debug("miss for unknown destination ignored", "kind", a.kind, "ip", u.IP, "mac", u.HardwareAddr.String())
 		}
-		if f := v.cfg.Observer.MissIgnored; f != nil {
+		if f := r.obs.MissIgnored; f != nil {
 			f(a.kind)
 		}
 		return nil
@@ -98,42 +117,46 @@ func (v *VXLAN) answerMiss(nl Netlink, u netlink.NeighUpdate) error {
 		ops = append(ops, op{kind: opNeighSet, peer: a.peer.Subnet, neigh: *a.neigh})
 	}
 	for _, o := range ops {
-		if err := v.write(nl, o); err != nil {
+		if err := writeOp(nl, dev, 0, o); err != nil {
 			errs = append(errs, fmt.Errorf("answer %s miss for %s: %s: %w", a.kind, a.peer.Name, o, err))
 			continue
 		}
 		written = append(written, o)
 	}
 	latency := time.Since(received)
-	// Hand what was written to the control loop, which records it (so a
-	// later SetPeers can remove it) and, on demand, activates the peer.
-	select {
-	case v.answered <- answered{peer: a.peer, ops: written}:
-	default:
-		v.requestReconcile() // a full reconcile lists the kernel instead
-	}
+	r.note(answered{peer: a.peer, ops: written})
 	if err := errors.Join(errs...); err != nil {
 		return err
 	}
 	if debug {
-		v.log.Debug("miss answered", "kind", a.kind, "peer", a.peer.Name, "ip", u.IP, "mac", a.peer.mac, "latency", latency)
+		r.log.Debug("miss answered", "kind", a.kind, "peer", a.peer.Name, "ip", u.IP, "mac", a.peer.mac, "latency", latency)
 	}
-	if f := v.cfg.Observer.MissAnswered; f != nil {
+	if f := r.obs.MissAnswered; f != nil {
 		f(a.kind, latency)
 	}
 	return nil
 }
 
-// answered is a miss answer as reported to the control loop.
-type answered struct {
-	peer *tablePeer // the table entry the answer was decided from
-	ops  []op       // the writes that succeeded
+// note keeps an answer until the control side takes it, and wakes Run's
+// control loop.
+func (r *responder) note(a answered) {
+	r.mu.Lock()
+	first := len(r.written) == 0
+	r.written = append(r.written, a)
+	r.mu.Unlock()
+	if first {
+		select {
+		case r.wake <- struct{}{}:
+		default:
+		}
+	}
 }
 
-// requestReconcile asks Run for a full list-and-diff reconcile (coalescing).
-func (v *VXLAN) requestReconcile() {
-	select {
-	case v.kick <- struct{}{}:
-	default:
-	}
+// take returns the answers noted since the last take.
+func (r *responder) take() []answered {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	w := r.written
+	r.written = nil
+	return w
 }

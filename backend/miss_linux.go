@@ -28,7 +28,7 @@ const (
 
 // subscribeNeigh subscribes to neighbour events; stop ends the subscription,
 // after which ch is closed.
-func (v *VXLAN) subscribeNeigh(ctx context.Context) (<-chan netlink.NeighUpdate, func(), error) {
+func (v *kernel) subscribeNeigh(ctx context.Context) (<-chan netlink.NeighUpdate, func(), error) {
 	ch := make(chan netlink.NeighUpdate, subBuffer)
 	done := make(chan struct{})
 	var err error
@@ -54,7 +54,7 @@ func (v *VXLAN) subscribeNeigh(ctx context.Context) (<-chan netlink.NeighUpdate,
 }
 
 // subscribeLink subscribes to link events; stop works as for subscribeNeigh.
-func (v *VXLAN) subscribeLink(ctx context.Context) (<-chan netlink.LinkUpdate, func(), error) {
+func (v *kernel) subscribeLink(ctx context.Context) (<-chan netlink.LinkUpdate, func(), error) {
 	ch := make(chan netlink.LinkUpdate, subBuffer)
 	done := make(chan struct{})
 	var err error
@@ -85,7 +85,7 @@ func stopper[T any](done chan struct{}, _ <-chan T) func() {
 
 // withNS opens the configured namespace for the duration of f (nil handle =
 // the current namespace).
-func (v *VXLAN) withNS(f func(*netns.NsHandle) error) error {
+func (v *kernel) withNS(f func(*netns.NsHandle) error) error {
 	if v.cfg.NetNSPath == "" {
 		return f(nil)
 	}
@@ -104,7 +104,7 @@ func (v *VXLAN) withNS(f func(*netns.NsHandle) error) error {
 // SetPeers or a reconcile dump. Any other Netlink (the Fake, a wrapper in
 // tests) is used as it is, as is the shared handle if a second cannot be
 // opened.
-func (v *VXLAN) missNetlink() (Netlink, func()) {
+func (v *kernel) missNetlink() (Netlink, func()) {
 	if _, ok := v.nl.(*netlink.Handle); !ok {
 		return v.nl, func() {}
 	}
@@ -126,7 +126,7 @@ func (v *VXLAN) missNetlink() (Netlink, func()) {
 }
 
 // subscriptionError logs why a subscription ended, unless we ended it.
-func (v *VXLAN) subscriptionError(ctx context.Context, done <-chan struct{}, what string) func(error) {
+func (v *kernel) subscriptionError(ctx context.Context, done <-chan struct{}, what string) func(error) {
 	return func(err error) {
 		select {
 		case <-done:

@@ -27,7 +27,7 @@ func (m ndtmsg) Serialize() []byte { return []byte{m.family, 0, 0, 0} }
 // setAppSolicit sets app_solicit of one device's IPv4 neighbour table through
 // rtnetlink. Unlike a write to /proc/sys it needs only CAP_NET_ADMIN: a
 // container that is not privileged gets /proc/sys mounted read-only.
-func (v *VXLAN) setAppSolicit(ifindex, probes int) error {
+func (v *kernel) setAppSolicit(ifindex, probes int) error {
 	send := func() error {
 		req := nl.NewNetlinkRequest(unix.RTM_SETNEIGHTBL, unix.NLM_F_ACK)
 		req.AddData(ndtmsg{family: unix.AF_INET})

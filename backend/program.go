@@ -2,59 +2,141 @@ package backend
 
 import (
 	"context"
-	"errors"
-	"fmt"
 	"log/slog"
 	"net"
 	"net/netip"
+	"slices"
+	"sync/atomic"
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 )
 
-// This file is the kernel half of SetPeers: it turns ops into netlink writes
-// and kernel dumps into the state model.
+// This file is the kernel half of programming: the executor turns ops into
+// netlink writes and records what they reached, and the lister turns kernel
+// dumps into the state model.
 
-// apply runs ops in order and records each successful write in v.have (in
-// place: O(1) per write). After a failed write for a peer, that peer's later
-// ops are skipped: its route must not be installed without its neighbour and
-// FDB entries, and its stale entries stay until their replacements are in. A
-// failure makes the next programming a full diff, which retries whatever is
-// missing.
-func (v *VXLAN) apply(ops []op) error {
-	var failed map[netip.Prefix]bool
-	var errs []error
-	debug := v.log.Enabled(context.Background(), slog.LevelDebug)
+// executor applies ops through the seam and records in have the state they
+// reached; it is the only writer of have. It also lists the kernel.
+type executor struct {
+	nl       Netlink
+	cfg      Config
+	log      *slog.Logger
+	devIndex *atomic.Int64 // the device's, as last ensured
+	have     owned
+}
+
+// failure is one op the kernel refused.
+type failure struct {
+	op  op
+	err error
+}
+
+// apply runs ops in order and records each successful write in its owner's
+// bucket (in place: O(1) per write). After a failed write for a peer, that
+// peer's later ops are skipped: its route must not be installed without its
+// neighbour and FDB entries, and its stale entries stay until their
+// replacements are in. It returns the failed ops; the caller diffs their
+// owners again next time.
+func (e *executor) apply(ops []op) []failure {
+	var failed []failure
+	debug := e.log.Enabled(context.Background(), slog.LevelDebug)
+	dev, underlay := int(e.devIndex.Load()), e.cfg.Device.UnderlayIndex
 	for _, o := range ops {
-		if o.peer.IsValid() && failed[o.peer] {
+		if o.peer.IsValid() && slices.ContainsFunc(failed, func(f failure) bool { return f.op.peer == o.peer }) {
 			continue
 		}
-		if err := v.write(v.nl, o); err != nil {
-			v.full = true
-			if o.peer.IsValid() {
-				if failed == nil {
-					failed = map[netip.Prefix]bool{}
-				}
-				failed[o.peer] = true
-				err = fmt.Errorf("peer %s: %s: %w", o.peer, o, err)
-			} else {
-				err = fmt.Errorf("%s: %w", o, err)
-			}
-			errs = append(errs, err)
+		if err := writeOp(e.nl, dev, underlay, o); err != nil {
+			failed = append(failed, failure{op: o, err: err})
 			continue
 		}
 		if debug {
-			v.log.Debug("programmed", "op", o.String())
+			e.log.Debug("programmed", "op", o.String())
 		}
-		v.have.record(o)
+		e.have.bucket(o.peer).record(o)
 	}
-	return errors.Join(errs...)
+	return failed
 }
 
-// write performs one op through nl. Deleting an entry that is already gone
-// succeeds.
-func (v *VXLAN) write(nl Netlink, o op) error {
-	dev := int(v.devIndex.Load())
+// recordAnswer records what a miss answer wrote, each entry in the bucket of
+// its owner in t, and returns those owners.
+func (e *executor) recordAnswer(t *peerTable, ops []op) []netip.Prefix {
+	owners := make([]netip.Prefix, 0, len(ops))
+	for _, o := range ops {
+		owner := t.fdbOwner(o.fdb.MAC)
+		if o.kind == opNeighSet {
+			owner = t.neighOwner(o.neigh.IP)
+		}
+		e.have.bucket(owner).record(o)
+		owners = append(owners, owner)
+	}
+	return owners
+}
+
+// reset replaces have with a kernel dump, every entry an orphan until
+// rehome finds its owner.
+func (e *executor) reset(dump state) {
+	e.have = owned{orphans: &dump}
+}
+
+// rehome moves the orphans that a peer of t owns into that peer's bucket
+// (O(orphans)): after a dump, every entry; later, entries of a subnet whose
+// peer has just been added. An FDB entry whose MAC no peer has belongs to the
+// peer whose neighbour carries that MAC (a peer that changed its VtepMAC):
+// its replacement is written before it goes. It returns the owners that
+// received entries.
+func (e *executor) rehome(t *peerTable) []netip.Prefix {
+	o, ok := e.have[orphans]
+	if !ok || o.empty() {
+		return nil
+	}
+	var got []netip.Prefix
+	move := func(owner netip.Prefix, op op) {
+		e.have.bucket(owner).record(op)
+		if len(got) == 0 || got[len(got)-1] != owner {
+			got = append(got, owner)
+		}
+	}
+	macOwner := map[string]netip.Prefix{}
+	for ip, n := range o.neigh {
+		if owner := t.neighOwner(ip); owner != orphans {
+			delete(o.neigh, ip)
+			move(owner, op{kind: opNeighSet, neigh: n})
+			macOwner[n.MAC] = owner
+		}
+	}
+	for dst, rs := range o.route {
+		if owner := t.routeOwner(dst); owner != orphans {
+			delete(o.route, dst)
+			b := e.have.bucket(owner)
+			b.init()
+			for _, r := range rs {
+				b.addRoute(r)
+			}
+			got = append(got, owner)
+		}
+	}
+	for mac, dsts := range o.fdb {
+		owner := t.fdbOwner(mac)
+		if owner == orphans {
+			owner = macOwner[mac]
+		}
+		if owner != orphans {
+			delete(o.fdb, mac)
+			b := e.have.bucket(owner)
+			b.init()
+			for _, d := range dsts {
+				b.addFDB(fdbEntry{MAC: mac, Dst: d})
+			}
+			got = append(got, owner)
+		}
+	}
+	return got
+}
+
+// writeOp performs one op through nl on device dev (routes with Underlay on
+// link underlay). Deleting an entry that is already gone succeeds.
+func writeOp(nl Netlink, dev, underlay int, o op) error {
 	var err error
 	switch o.kind {
 	case opNeighSet:
@@ -66,9 +148,9 @@ func (v *VXLAN) write(nl Netlink, o op) error {
 	case opFDBDel:
 		err = nl.NeighDel(fdbMsg(dev, o.fdb))
 	case opRouteSet:
-		err = nl.RouteReplace(v.routeMsg(dev, o.route))
+		err = nl.RouteReplace(routeMsg(dev, underlay, o.route))
 	case opRouteDel:
-		err = nl.RouteDel(v.routeMsg(dev, o.route))
+		err = nl.RouteDel(routeMsg(dev, underlay, o.route))
 	}
 	if err != nil && (o.kind == opNeighDel || o.kind == opFDBDel || o.kind == opRouteDel) && isGone(err) {
 		return nil
@@ -97,13 +179,13 @@ func fdbMsg(dev int, f fdbEntry) *netlink.Neigh {
 	}
 }
 
-func (v *VXLAN) routeMsg(dev int, r routeEntry) *netlink.Route {
+func routeMsg(dev, underlay int, r routeEntry) *netlink.Route {
 	// The protocol makes a delete precise: the kernel removes only a route
 	// with that protocol (a delete of flannel's route never takes ours).
 	m := &netlink.Route{LinkIndex: dev, Dst: prefixIPNet(r.Dst), Table: unix.RT_TABLE_MAIN, Scope: netlink.SCOPE_UNIVERSE,
 		Priority: int(r.Metric), Protocol: netlink.RouteProtocol(r.Proto)}
 	if r.Underlay {
-		m.LinkIndex = v.cfg.Device.UnderlayIndex
+		m.LinkIndex = underlay
 	}
 	if r.Gw.IsValid() {
 		m.Gw = r.Gw.AsSlice()
@@ -122,13 +204,13 @@ func (v *VXLAN) routeMsg(dev int, r routeEntry) *netlink.Route {
 // link-layer address and every FDB entry with a remote on the device, and the
 // main-table routes on the device and (with a Network) on the underlay that
 // ownsRoute accepts.
-func (v *VXLAN) listState() (state, error) {
-	dev := int(v.devIndex.Load())
-	neighs, err := listRetry("neighbours", func() ([]netlink.Neigh, error) { return v.nl.NeighList(dev, unix.AF_INET) })
+func (e *executor) listState() (state, error) {
+	dev := int(e.devIndex.Load())
+	neighs, err := listRetry("neighbours", func() ([]netlink.Neigh, error) { return e.nl.NeighList(dev, unix.AF_INET) })
 	if err != nil {
 		return state{}, err
 	}
-	s := newState(max(len(neighs), v.table.len()))
+	s := newState(len(neighs))
 	for _, n := range neighs {
 		ip, ok := netip.AddrFromSlice(n.IP)
 		if !ok || len(n.HardwareAddr) == 0 || n.State&(netlink.NUD_INCOMPLETE|netlink.NUD_FAILED|netlink.NUD_NOARP) != 0 {
@@ -137,7 +219,7 @@ func (v *VXLAN) listState() (state, error) {
 		ip = ip.Unmap()
 		s.neigh[ip] = neighEntry{IP: ip, MAC: macString(n.HardwareAddr), Permanent: n.State&netlink.NUD_PERMANENT != 0}
 	}
-	fdbs, err := listRetry("fdb", func() ([]netlink.Neigh, error) { return v.nl.NeighList(dev, unix.AF_BRIDGE) })
+	fdbs, err := listRetry("fdb", func() ([]netlink.Neigh, error) { return e.nl.NeighList(dev, unix.AF_BRIDGE) })
 	if err != nil {
 		return s, err
 	}
@@ -148,21 +230,21 @@ func (v *VXLAN) listState() (state, error) {
 		}
 		s.addFDB(fdbEntry{MAC: macString(n.HardwareAddr), Dst: dst.Unmap()})
 	}
-	if err := v.listRoutes(s, dev, false); err != nil {
+	if err := e.listRoutes(s, dev, false); err != nil {
 		return s, err
 	}
-	if v.cfg.Network.IsValid() {
-		if err := v.listRoutes(s, v.cfg.Device.UnderlayIndex, true); err != nil {
+	if e.cfg.Network.IsValid() {
+		if err := e.listRoutes(s, e.cfg.Device.UnderlayIndex, true); err != nil {
 			return s, err
 		}
 	}
 	return s, nil
 }
 
-func (v *VXLAN) listRoutes(s state, link int, underlay bool) error {
+func (e *executor) listRoutes(s state, link int, underlay bool) error {
 	filter := &netlink.Route{LinkIndex: link}
 	routes, err := listRetry("routes", func() ([]netlink.Route, error) {
-		return v.nl.RouteListFiltered(unix.AF_INET, filter, netlink.RT_FILTER_OIF)
+		return e.nl.RouteListFiltered(unix.AF_INET, filter, netlink.RT_FILTER_OIF)
 	})
 	if err != nil {
 		return err
@@ -175,20 +257,20 @@ func (v *VXLAN) listRoutes(s state, link int, underlay bool) error {
 		if !ok {
 			continue
 		}
-		e := routeEntry{Dst: dst, Underlay: underlay, Onlink: r.Flags&int(netlink.FLAG_ONLINK) != 0,
+		r2 := routeEntry{Dst: dst, Underlay: underlay, Onlink: r.Flags&int(netlink.FLAG_ONLINK) != 0,
 			Metric: uint32(r.Priority), Proto: uint8(r.Protocol)}
 		if gw, ok := netip.AddrFromSlice(r.Gw); ok {
-			e.Gw = gw.Unmap()
+			r2.Gw = gw.Unmap()
 		}
-		if v.ownsRoute(e) {
-			s.addRoute(e)
+		if ownsRoute(e.cfg.Network, r2) {
+			s.addRoute(r2)
 		}
 	}
 	return nil
 }
 
 // ownsRoute decides whether a main-table route found on the device (or, with
-// Underlay, on the underlay link) is the datapath's to keep, rewrite or
+// Underlay, on the underlay link) is, given the Network n, the datapath's to keep, rewrite or
 // delete. It is when
 //
 //   - it has protocol RouteProtocol: weft wrote it (on the underlay only
@@ -205,8 +287,7 @@ func (v *VXLAN) listRoutes(s state, link int, underlay bool) error {
 // gateway, one at another metric. A reconcile may still overwrite a foreign
 // route that has the destination and metric of one it wants, since a
 // replace is keyed by those, whatever the protocol.
-func (v *VXLAN) ownsRoute(r routeEntry) bool {
-	n := v.cfg.Network
+func ownsRoute(n netip.Prefix, r routeEntry) bool {
 	peerRoute := n.IsValid() && r.Gw.IsValid() && r.Dst.Bits() > n.Bits() && n.Contains(r.Dst.Addr())
 	switch r.Proto {
 	case RouteProtocol:
@@ -215,12 +296,6 @@ func (v *VXLAN) ownsRoute(r routeEntry) bool {
 		return peerRoute && (r.Metric == 0 || r.Metric == peerMetric(r.Dst)) && (r.Underlay || r.Gw == r.Dst.Addr())
 	}
 	return false
-}
-
-// linkRef is a minimal Link naming the device by index, for calls that only
-// read Attrs().Index (and Name for messages).
-func (v *VXLAN) linkRef() netlink.Link {
-	return &netlink.Vxlan{LinkAttrs: netlink.LinkAttrs{Name: v.cfg.deviceName(), Index: int(v.devIndex.Load())}}
 }
 
 func prefixIPNet(p netip.Prefix) *net.IPNet {
@@ -244,4 +319,55 @@ func ipNetPrefix(n *net.IPNet) (netip.Prefix, bool) {
 		ones -= 96
 	}
 	return netip.PrefixFrom(ip, ones), true
+}
+
+// underlayRoutes is a snapshot of the main table's IPv4 routes, taken with
+// every kernel dump, from which DirectRouting is decided: a peer update
+// makes no kernel query.
+type underlayRoutes []underlayRoute
+
+type underlayRoute struct {
+	dst     netip.Prefix
+	viaGw   bool
+	link    int
+	metric  int
+	unicast bool
+}
+
+// listUnderlay dumps the main table.
+func (e *executor) listUnderlay() (underlayRoutes, error) {
+	routes, err := listRetry("underlay routes", func() ([]netlink.Route, error) {
+		return e.nl.RouteListFiltered(unix.AF_INET, &netlink.Route{Table: unix.RT_TABLE_MAIN}, netlink.RT_FILTER_TABLE)
+	})
+	if err != nil {
+		return nil, err
+	}
+	u := make(underlayRoutes, 0, len(routes))
+	for _, r := range routes {
+		dst := netip.PrefixFrom(netip.IPv4Unspecified(), 0) // a default route has no Dst
+		if r.Dst != nil {
+			var ok bool
+			if dst, ok = ipNetPrefix(r.Dst); !ok || !dst.Addr().Is4() {
+				continue
+			}
+		}
+		u = append(u, underlayRoute{dst: dst.Masked(), viaGw: len(r.Gw) > 0 || len(r.MultiPath) > 0, link: r.LinkIndex,
+			metric: r.Priority, unicast: r.Type == 0 || r.Type == unix.RTN_UNICAST})
+	}
+	return u, nil
+}
+
+// direct reports whether the route the kernel picks for ip (longest prefix,
+// then lowest metric) reaches it without a gateway on link underlay.
+func (u underlayRoutes) direct(ip netip.Addr, underlay int) bool {
+	best := -1
+	for i, r := range u {
+		if !r.dst.Contains(ip) {
+			continue
+		}
+		if best < 0 || r.dst.Bits() > u[best].dst.Bits() || (r.dst.Bits() == u[best].dst.Bits() && r.metric < u[best].metric) {
+			best = i
+		}
+	}
+	return best >= 0 && !u[best].viaGw && u[best].link == underlay && u[best].unicast
 }

@@ -4,7 +4,6 @@ import (
 	"cmp"
 	"encoding/binary"
 	"fmt"
-	"maps"
 	"net"
 	"net/netip"
 	"slices"
@@ -16,6 +15,36 @@ import (
 
 // This file is the model of the kernel entries the datapath owns and of the
 // writes that change them; diff.go computes the writes. Nothing here does I/O.
+
+// owned is the kernel view (what the datapath owns of it) indexed by owning
+// subnet: each entry sits in the bucket of the peer that owned it when it was
+// recorded (see peerTable.owner), an entry no peer owns in the orphans
+// bucket (the zero Prefix). Peer subnets do not overlap, so a neighbour or a
+// route is in exactly one bucket, and one diff per bucket (diffOwner) serves
+// both a SetPeers (the buckets of the changed peers) and a reconcile (every
+// bucket). Only the executor changes it.
+type owned map[netip.Prefix]*state
+
+// orphans is the key of the entries no peer owns.
+var orphans netip.Prefix
+
+// bucket returns the bucket of owner, creating it.
+func (h owned) bucket(owner netip.Prefix) *state {
+	b, ok := h[owner]
+	if !ok {
+		b = &state{}
+		h[owner] = b
+	}
+	return b
+}
+
+// get returns the bucket of owner, empty if there is none.
+func (h owned) get(owner netip.Prefix) state {
+	if b, ok := h[owner]; ok {
+		return *b
+	}
+	return state{}
+}
 
 // neighEntry is an IPv4 neighbour on the VXLAN device.
 type neighEntry struct {
@@ -61,7 +90,7 @@ func peerMetric(subnet netip.Prefix) uint32 {
 	return binary.BigEndian.Uint32(a[:]) >> (32 - subnet.Bits())
 }
 
-// state is what the kernel holds (as far as we own it), indexed the way the
+// state is (a part of) what the kernel holds (as far as we own it), indexed the way the
 // kernel keys its entries so that recording a write is O(1): neighbours by
 // IP, FDB remotes by MAC, routes by destination. The slices hold more than
 // one element only for entries the kernel had before we wrote (a second
@@ -81,19 +110,6 @@ func newState(n int) state {
 	}
 }
 
-// sized returns s, copied into maps with room for n entries when its own
-// are much smaller (a bulk SetPeers would otherwise regrow them many times).
-func (s state) sized(n int) state {
-	if len(s.neigh) >= n/2 {
-		return s
-	}
-	c := newState(n)
-	maps.Copy(c.neigh, s.neigh)
-	maps.Copy(c.fdb, s.fdb)
-	maps.Copy(c.route, s.route)
-	return c
-}
-
 func (s state) hasFDB(f fdbEntry) bool { return slices.Contains(s.fdb[f.MAC], f.Dst) }
 
 func (s state) hasRoute(r routeEntry) bool { return slices.Contains(s.route[r.Dst], r) }
@@ -111,8 +127,19 @@ func (s state) addRoute(r routeEntry) {
 	}
 }
 
+func (s *state) empty() bool { return len(s.neigh) == 0 && len(s.fdb) == 0 && len(s.route) == 0 }
+
+// init makes s writable; a bucket starts without maps (most hold one
+// neighbour, one FDB entry and one route).
+func (s *state) init() {
+	if s.neigh == nil {
+		s.neigh, s.fdb, s.route = map[netip.Addr]neighEntry{}, map[string][]netip.Addr{}, map[netip.Prefix][]routeEntry{}
+	}
+}
+
 // record applies a successful op to s in O(1).
-func (s state) record(o op) {
+func (s *state) record(o op) {
+	s.init()
 	switch o.kind {
 	case opNeighSet:
 		s.neigh[o.neigh.IP] = o.neigh

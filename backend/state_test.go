@@ -323,7 +323,7 @@ func TestOwnsRoute(t *testing.T) {
 		{"no Network: flannel's shape is not taken over", none, r("10.244.2.0/24", "10.244.2.0", false, 0, boot), false},
 		{"no Network: weft's own on the device", none, r("10.244.2.0/24", "10.244.2.0", false, 717826, RouteProtocol), true},
 	} {
-		if got := tc.v.ownsRoute(tc.r); got != tc.want {
+		if got := ownsRoute(tc.v.cfg.Network, tc.r); got != tc.want {
 			t.Errorf("%s (%s): ownsRoute = %t, want %t", tc.name, tc.r, got, tc.want)
 		}
 	}
