@@ -118,7 +118,7 @@ func (t *peerTable) fdbOwner(mac string) netip.Prefix {
 // tagged with owner.
 func diffOwner(ops []op, owner netip.Prefix, have state, w peerWant, routes []routeEntry, d desired) []op {
 	if w.hasNeigh {
-		if cur, ok := have.neigh[w.neigh.IP]; !ok || cur != w.neigh {
+		if cur, ok := have.neighAt(w.neigh.IP); !ok || cur != w.neigh {
 			ops = append(ops, op{kind: opNeighSet, peer: owner, neigh: w.neigh})
 		}
 	}
@@ -134,11 +134,9 @@ func diffOwner(ops []op, owner netip.Prefix, have state, w peerWant, routes []ro
 		}
 	}
 	dels := len(ops)
-	for _, rs := range have.route {
-		for _, r := range rs {
-			if !wantsRoute(w, routes, r) {
-				ops = append(ops, op{kind: opRouteDel, peer: owner, route: r})
-			}
+	for _, r := range have.route {
+		if !wantsRoute(w, routes, r) {
+			ops = append(ops, op{kind: opRouteDel, peer: owner, route: r})
 		}
 	}
 	for _, n := range have.neigh {
@@ -148,11 +146,9 @@ func diffOwner(ops []op, owner netip.Prefix, have state, w peerWant, routes []ro
 			ops = append(ops, op{kind: opNeighDel, peer: owner, neigh: n})
 		}
 	}
-	for mac, dsts := range have.fdb {
-		for _, dst := range dsts {
-			if f := (fdbEntry{MAC: mac, Dst: dst}); !d.wantsFDB(f) {
-				ops = append(ops, op{kind: opFDBDel, peer: owner, fdb: f})
-			}
+	for _, f := range have.fdb {
+		if !d.wantsFDB(f) {
+			ops = append(ops, op{kind: opFDBDel, peer: owner, fdb: f})
 		}
 	}
 	slices.SortFunc(ops[dels:], compareOps)
@@ -213,7 +209,8 @@ func countProgrammed(have owned, d desired) int {
 	n := 0
 	for s, p := range d.t.bySubnet.all() {
 		w, b := d.want(p), have.get(s)
-		if (!w.hasNeigh || b.neigh[w.neigh.IP] == w.neigh) && (!w.hasFDB || b.hasFDB(w.fdb)) &&
+		nb, _ := b.neighAt(w.neigh.IP)
+		if (!w.hasNeigh || nb == w.neigh) && (!w.hasFDB || b.hasFDB(w.fdb)) &&
 			(!w.hasRoute || b.hasRoute(w.route)) {
 			n++
 		}

@@ -137,8 +137,9 @@ func (r *responder) answer(nl Netlink, u netlink.NeighUpdate) error {
 	return nil
 }
 
-// note keeps an answer until the control side takes it, and wakes Run's
-// control loop.
+// note keeps an answer until the control side takes it (VXLAN.
+// takeAnswersLocked, before every programming), and wakes Run's control loop
+// so an on-demand activation does not wait for the next SetPeers.
 func (r *responder) note(a answered) {
 	r.mu.Lock()
 	first := len(r.written) == 0

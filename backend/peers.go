@@ -114,6 +114,7 @@ func (m *model) removeUnlisted(t *peerTable, changes []peerChange) []peerChange 
 func (m *model) addPeers(t *peerTable, fresh []*tablePeer, changes []peerChange, errs []error) ([]peerChange, []error) {
 	if n := len(m.slots) + len(fresh); n > 2*len(m.slots) {
 		m.slots = copyMap(m.slots, n) // a bulk SetPeers would otherwise regrow it many times
+		t.reserve(n)
 	}
 	olds := make([]*tablePeer, len(fresh))
 	for i, p := range fresh {

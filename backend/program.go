@@ -58,6 +58,16 @@ func (e *executor) apply(ops []op) []failure {
 	return failed
 }
 
+// prune drops the buckets of owners that hold nothing any more (a departed
+// peer's, once its entries are deleted).
+func (e *executor) prune(owners []netip.Prefix) {
+	for _, o := range owners {
+		if b, ok := e.have[o]; ok && b.empty() {
+			delete(e.have, o)
+		}
+	}
+}
+
 // recordAnswer records what a miss answer wrote, each entry in the bucket of
 // its owner in t, and returns those owners.
 func (e *executor) recordAnswer(t *peerTable, ops []op) []netip.Prefix {
@@ -97,40 +107,44 @@ func (e *executor) rehome(t *peerTable) []netip.Prefix {
 			got = append(got, owner)
 		}
 	}
-	macOwner := map[string]netip.Prefix{}
-	for ip, n := range o.neigh {
-		if owner := t.neighOwner(ip); owner != orphans {
-			delete(o.neigh, ip)
+	var macOwner map[string]netip.Prefix
+	keep := o.neigh[:0]
+	for _, n := range o.neigh {
+		if owner := t.neighOwner(n.IP); owner != orphans {
 			move(owner, op{kind: opNeighSet, neigh: n})
-			macOwner[n.MAC] = owner
-		}
-	}
-	for dst, rs := range o.route {
-		if owner := t.routeOwner(dst); owner != orphans {
-			delete(o.route, dst)
-			b := e.have.bucket(owner)
-			b.init()
-			for _, r := range rs {
-				b.addRoute(r)
+			if macOwner == nil {
+				macOwner = map[string]netip.Prefix{}
 			}
-			got = append(got, owner)
+			macOwner[n.MAC] = owner
+		} else {
+			keep = append(keep, n)
 		}
 	}
-	for mac, dsts := range o.fdb {
-		owner := t.fdbOwner(mac)
+	o.neigh = keep
+	keepR := o.route[:0]
+	for _, r := range o.route {
+		if owner := t.routeOwner(r.Dst); owner != orphans {
+			e.have.bucket(owner).addRoute(r)
+			got = append(got, owner)
+		} else {
+			keepR = append(keepR, r)
+		}
+	}
+	o.route = keepR
+	keepF := o.fdb[:0]
+	for _, f := range o.fdb {
+		owner := t.fdbOwner(f.MAC)
 		if owner == orphans {
-			owner = macOwner[mac]
+			owner = macOwner[f.MAC]
 		}
 		if owner != orphans {
-			delete(o.fdb, mac)
-			b := e.have.bucket(owner)
-			b.init()
-			for _, d := range dsts {
-				b.addFDB(fdbEntry{MAC: mac, Dst: d})
-			}
+			e.have.bucket(owner).addFDB(f)
 			got = append(got, owner)
+		} else {
+			keepF = append(keepF, f)
 		}
 	}
+	o.fdb = keepF
 	return got
 }
 
@@ -210,14 +224,15 @@ func (e *executor) listState() (state, error) {
 	if err != nil {
 		return state{}, err
 	}
-	s := newState(len(neighs))
+	s := newState(0)
+	s.neigh = make([]neighEntry, 0, len(neighs))
 	for _, n := range neighs {
 		ip, ok := netip.AddrFromSlice(n.IP)
 		if !ok || len(n.HardwareAddr) == 0 || n.State&(netlink.NUD_INCOMPLETE|netlink.NUD_FAILED|netlink.NUD_NOARP) != 0 {
 			continue // mid-resolution (a miss in flight) or not a real entry
 		}
 		ip = ip.Unmap()
-		s.neigh[ip] = neighEntry{IP: ip, MAC: macString(n.HardwareAddr), Permanent: n.State&netlink.NUD_PERMANENT != 0}
+		s.neigh = append(s.neigh, neighEntry{IP: ip, MAC: macString(n.HardwareAddr), Permanent: n.State&netlink.NUD_PERMANENT != 0})
 	}
 	fdbs, err := listRetry("fdb", func() ([]netlink.Neigh, error) { return e.nl.NeighList(dev, unix.AF_BRIDGE) })
 	if err != nil {
@@ -228,20 +243,20 @@ func (e *executor) listState() (state, error) {
 		if !ok || len(n.HardwareAddr) == 0 || n.LinkIndex != dev {
 			continue
 		}
-		s.addFDB(fdbEntry{MAC: macString(n.HardwareAddr), Dst: dst.Unmap()})
+		s.fdb = append(s.fdb, fdbEntry{MAC: macString(n.HardwareAddr), Dst: dst.Unmap()}) // a dump lists each once
 	}
-	if err := e.listRoutes(s, dev, false); err != nil {
+	if err := e.listRoutes(&s, dev, false); err != nil {
 		return s, err
 	}
 	if e.cfg.Network.IsValid() {
-		if err := e.listRoutes(s, e.cfg.Device.UnderlayIndex, true); err != nil {
+		if err := e.listRoutes(&s, e.cfg.Device.UnderlayIndex, true); err != nil {
 			return s, err
 		}
 	}
 	return s, nil
 }
 
-func (e *executor) listRoutes(s state, link int, underlay bool) error {
+func (e *executor) listRoutes(s *state, link int, underlay bool) error {
 	filter := &netlink.Route{LinkIndex: link}
 	routes, err := listRetry("routes", func() ([]netlink.Route, error) {
 		return e.nl.RouteListFiltered(unix.AF_INET, filter, netlink.RT_FILTER_OIF)
@@ -263,7 +278,7 @@ func (e *executor) listRoutes(s state, link int, underlay bool) error {
 			r2.Gw = gw.Unmap()
 		}
 		if ownsRoute(e.cfg.Network, r2) {
-			s.addRoute(r2)
+			s.route = append(s.route, r2) // a dump lists each once
 		}
 	}
 	return nil

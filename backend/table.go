@@ -55,15 +55,13 @@ type peerTable struct {
 	mode     Mode
 	bySubnet cowMap[netip.Prefix, *tablePeer] // every accepted peer (DirectRouting ones too)
 	bits     [33]int32                        // peers per subnet length, for lookups
-	byGW     cowMap[netip.Addr, *tablePeer]
-	byMAC    cowMap[string, *tablePeer] // peers reached over VXLAN: one per VtepMAC
+	byMAC    cowMap[string, *tablePeer]       // peers reached over VXLAN: one per VtepMAC
 }
 
 func newPeerTable(mode Mode) *peerTable {
 	return &peerTable{
 		mode:     mode,
 		bySubnet: newCowMap[netip.Prefix, *tablePeer](hashPrefix),
-		byGW:     newCowMap[netip.Addr, *tablePeer](hashAddr),
 		byMAC:    newCowMap[string, *tablePeer](hashString),
 	}
 }
@@ -71,7 +69,7 @@ func newPeerTable(mode Mode) *peerTable {
 // edit returns a copy of t that may be changed without affecting t.
 func (t *peerTable) edit() *peerTable {
 	c := *t
-	c.bySubnet.mine, c.byGW.mine, c.byMAC.mine = 0, 0, 0
+	c.bySubnet.mine, c.byMAC.mine = 0, 0
 	return &c
 }
 
@@ -86,7 +84,6 @@ func (t *peerTable) add(p *tablePeer) error {
 		t.bits[p.Subnet.Bits()]++
 	}
 	if !p.direct { // reached over the underlay: never the subject of a miss
-		t.byGW.set(p.gw, p)
 		t.byMAC.set(p.mac, p)
 	}
 	return nil
@@ -97,9 +94,6 @@ func (t *peerTable) remove(p *tablePeer) {
 	if q, _ := t.bySubnet.get(p.Subnet); q == p {
 		t.bySubnet.del(p.Subnet)
 		t.bits[p.Subnet.Bits()]--
-	}
-	if q, _ := t.byGW.get(p.gw); q == p {
-		t.byGW.del(p.gw)
 	}
 	if q, _ := t.byMAC.get(p.mac); q == p {
 		t.byMAC.del(p.mac)
@@ -145,13 +139,7 @@ func (t *peerTable) sorted() []*tablePeer {
 // modes, any address of its subnet in on-demand mode (the Network route makes
 // the kernel resolve pod IPs directly).
 func (t *peerTable) forIP(ip netip.Addr) *tablePeer {
-	if p, ok := t.byGW.get(ip); ok {
-		return p
-	}
-	if t.mode != ModeOnDemand {
-		return nil
-	}
-	if p, ok := t.lookup(ip); ok && !p.direct {
+	if p, ok := t.lookup(ip); ok && !p.direct && (p.gw == ip || t.mode == ModeOnDemand) {
 		return p
 	}
 	return nil
@@ -190,12 +178,28 @@ func (m *cowMap[K, V]) get(k K) (V, bool) {
 // own makes shard i writable in place.
 func (m *cowMap[K, V]) own(i int) map[K]V {
 	if m.mine&(1<<i) == 0 {
-		c := make(map[K]V, len(m.shards[i])+1)
-		maps.Copy(c, m.shards[i])
-		m.shards[i] = c
+		if m.shards[i] == nil {
+			m.shards[i] = map[K]V{}
+		} else {
+			m.shards[i] = maps.Clone(m.shards[i])
+		}
 		m.mine |= 1 << i
 	}
 	return m.shards[i]
+}
+
+// reserve makes room for n entries in one step when the map is much smaller
+// (a bulk SetPeers would otherwise regrow every shard many times).
+func (m *cowMap[K, V]) reserve(n int) {
+	if m.n >= n/2 {
+		return
+	}
+	for i, s := range m.shards {
+		c := make(map[K]V, n/cowShards+n/(4*cowShards)+1)
+		maps.Copy(c, s)
+		m.shards[i] = c
+	}
+	m.mine = ^uint64(0)
 }
 
 // set stores v and reports whether k was present.
@@ -240,6 +244,12 @@ func hashAddr(a netip.Addr) uint64 {
 }
 
 func hashPrefix(p netip.Prefix) uint64 { return (hashAddr(p.Addr()) + uint64(p.Bits())) * fib }
+
+// reserve makes room for n peers (see cowMap.reserve).
+func (t *peerTable) reserve(n int) {
+	t.bySubnet.reserve(n)
+	t.byMAC.reserve(n)
+}
 
 var stringSeed = maphash.MakeSeed()
 

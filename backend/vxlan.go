@@ -282,8 +282,8 @@ func (v *VXLAN) takeAnswers() {
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	changes := v.takeAnswersLocked()
-	if len(changes) == 0 && len(v.dirty) == 0 {
-		return
+	if !v.model.set || (len(changes) == 0 && len(v.dirty) == 0) {
+		return // before the first SetPeers, nothing is known about peers
 	}
 	if _, err := v.programLocked(changes); err != nil {
 		v.log.Warn("programming activated peers failed", "peers", len(changes), "err", err)
@@ -339,8 +339,10 @@ func (v *VXLAN) programLocked(changes []peerChange) (int, error) {
 	}
 	clear(v.dirty)
 	ops := diffOwners(v.exec.have, d, owners)
+	failed := v.exec.apply(ops)
+	v.exec.prune(owners)
 	var errs []error
-	for _, f := range v.exec.apply(ops) {
+	for _, f := range failed {
 		v.dirty[f.op.peer] = true
 		if f.op.peer.IsValid() {
 			errs = append(errs, fmt.Errorf("peer %s: %s: %w", f.op.peer, f.op, f.err))
