@@ -78,16 +78,20 @@ type responder struct {
 	obs      Observer
 	log      *slog.Logger
 
-	mu      sync.Mutex // guards written
+	mu      sync.Mutex // guards written and spare
 	written []answered
+	spare   []answered    // the array take handed out last time, reused
 	wake    chan struct{} // written became non-empty (coalescing)
 }
 
 // answered is a miss answer as noted for the control side.
 type answered struct {
 	peer *tablePeer // the table entry the answer was decided from
-	ops  []op       // the writes that succeeded
+	ops  [2]op      // the writes that succeeded: the first n
+	n    int
 }
+
+func (a *answered) written() []op { return a.ops[:a.n] }
 
 // answer answers one neighbour update through nl if it is a miss on the
 // device: the FDB entry first, then (L3) the neighbour entry, because writing
@@ -110,21 +114,23 @@ func (r *responder) answer(nl Netlink, u netlink.NeighUpdate) error {
 		}
 		return nil
 	}
-	written := make([]op, 0, 2)
+	done := answered{peer: a.peer}
 	var errs []error
-	ops := []op{{kind: opFDBSet, peer: a.peer.Subnet, fdb: a.fdb}}
+	ops := [2]op{{kind: opFDBSet, peer: a.peer.Subnet, fdb: a.fdb}}
+	n := 1
 	if a.neigh != nil {
-		ops = append(ops, op{kind: opNeighSet, peer: a.peer.Subnet, neigh: *a.neigh})
+		ops[1], n = op{kind: opNeighSet, peer: a.peer.Subnet, neigh: *a.neigh}, 2
 	}
-	for _, o := range ops {
+	for _, o := range ops[:n] {
 		if err := writeOp(nl, dev, 0, o); err != nil {
 			errs = append(errs, fmt.Errorf("answer %s miss for %s: %s: %w", a.kind, a.peer.Name, o, err))
 			continue
 		}
-		written = append(written, o)
+		done.ops[done.n] = o
+		done.n++
 	}
 	latency := time.Since(received)
-	r.note(answered{peer: a.peer, ops: written})
+	r.note(done)
 	if err := errors.Join(errs...); err != nil {
 		return err
 	}
@@ -153,11 +159,14 @@ func (r *responder) note(a answered) {
 	}
 }
 
-// take returns the answers noted since the last take.
+// take returns the answers noted since the last take. The slice is valid
+// until the next take (its array is then reused); takes are serialised by
+// VXLAN.mu.
 func (r *responder) take() []answered {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	w := r.written
-	r.written = nil
+	clear(r.spare)
+	r.written, r.spare = r.spare[:0], w
 	return w
 }

@@ -24,6 +24,7 @@ type model struct {
 	gen    uint64
 	active map[netip.Prefix]bool // on-demand: peers programmed because a miss asked
 	under  underlayRoutes        // DirectRouting: the main table at the last dump
+	routes []routeEntry          // the peerless routes, computed once
 	// set: SetPeers has been called. Until then nothing is known about
 	// peers, so reconciles must not delete entries (a restarted agent's Run
 	// may start before its first SetPeers).
@@ -39,7 +40,12 @@ func newModel(cfg Config) model {
 	return model{cfg: cfg, table: newPeerTable(cfg.Mode), slots: map[netip.Prefix]*slot{}, active: map[netip.Prefix]bool{}}
 }
 
-func (m *model) desired() desired { return newDesired(m.table, m.cfg.Network, m.active) }
+func (m *model) desired() desired {
+	if m.routes == nil {
+		m.routes = newDesired(m.table, m.cfg.Network, m.active).routes
+	}
+	return desired{t: m.table, active: m.active, routes: m.routes}
+}
 
 // update makes the table hold the given peers and returns the peers added,
 // changed and removed. A peer identical to the one in the table costs a map

@@ -69,18 +69,16 @@ func (e *executor) prune(owners []netip.Prefix) {
 }
 
 // recordAnswer records what a miss answer wrote, each entry in the bucket of
-// its owner in t, and returns those owners.
-func (e *executor) recordAnswer(t *peerTable, ops []op) []netip.Prefix {
-	owners := make([]netip.Prefix, 0, len(ops))
+// its owner in t, and marks those owners in touched.
+func (e *executor) recordAnswer(t *peerTable, ops []op, touched map[netip.Prefix]bool) {
 	for _, o := range ops {
 		owner := t.fdbOwner(o.fdb.MAC)
 		if o.kind == opNeighSet {
 			owner = t.neighOwner(o.neigh.IP)
 		}
 		e.have.bucket(owner).record(o)
-		owners = append(owners, owner)
+		touched[owner] = true
 	}
-	return owners
 }
 
 // reset replaces have with a kernel dump, every entry an orphan until

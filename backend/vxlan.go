@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"maps"
 	"net"
 	"net/netip"
 	"slices"
@@ -298,9 +297,7 @@ func (v *VXLAN) takeAnswers() {
 func (v *VXLAN) takeAnswersLocked() []peerChange {
 	var changes []peerChange
 	for _, a := range v.resp.take() {
-		for _, o := range v.exec.recordAnswer(v.model.table, a.ops) {
-			v.dirty[o] = true
-		}
+		v.exec.recordAnswer(v.model.table, a.written(), v.dirty)
 		if v.model.activate(a.peer) {
 			p := v.model.table.get(a.peer.Subnet)
 			v.log.Info("peer activated by miss", "peer", p.Name, "subnet", p.Subnet)
@@ -335,7 +332,11 @@ func (v *VXLAN) programLocked(changes []peerChange) (int, error) {
 		v.full = false
 		owners = allOwners(v.exec.have, d)
 	} else {
-		owners = slices.SortedFunc(maps.Keys(v.dirty), comparePrefix)
+		owners = make([]netip.Prefix, 0, len(v.dirty))
+		for o := range v.dirty {
+			owners = append(owners, o)
+		}
+		slices.SortFunc(owners, comparePrefix)
 	}
 	clear(v.dirty)
 	ops := diffOwners(v.exec.have, d, owners)
