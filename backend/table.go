@@ -69,7 +69,7 @@ func newPeerTable(mode Mode) *peerTable {
 // edit returns a copy of t that may be changed without affecting t.
 func (t *peerTable) edit() *peerTable {
 	c := *t
-	c.bySubnet.mine, c.byMAC.mine = 0, 0
+	c.bySubnet.mine, c.byMAC.mine = [cowShards / 64]uint64{}, [cowShards / 64]uint64{}
 	return &c
 }
 
@@ -152,7 +152,7 @@ func (t *peerTable) forMAC(mac string) *tablePeer {
 }
 
 // cowShards is the number of shards of a cowMap; mine has one bit per shard.
-const cowShards = 64
+const cowShards = 256
 
 // cowMap is a map split into shards that are copied on write: a copy of the
 // struct shares every shard, and the first write to a shard after edit
@@ -161,14 +161,14 @@ type cowMap[K comparable, V any] struct {
 	hash   func(K) uint64
 	shards [cowShards]map[K]V
 	n      int
-	mine   uint64
+	mine   [cowShards / 64]uint64
 }
 
 func newCowMap[K comparable, V any](hash func(K) uint64) cowMap[K, V] {
 	return cowMap[K, V]{hash: hash}
 }
 
-func (m *cowMap[K, V]) shard(k K) int { return int(m.hash(k) >> 58) } // the top 6 bits
+func (m *cowMap[K, V]) shard(k K) int { return int(m.hash(k) >> 56) } // the top 8 bits
 
 func (m *cowMap[K, V]) get(k K) (V, bool) {
 	v, ok := m.shards[m.shard(k)][k]
@@ -177,13 +177,13 @@ func (m *cowMap[K, V]) get(k K) (V, bool) {
 
 // own makes shard i writable in place.
 func (m *cowMap[K, V]) own(i int) map[K]V {
-	if m.mine&(1<<i) == 0 {
+	if m.mine[i/64]&(1<<(i%64)) == 0 {
 		if m.shards[i] == nil {
 			m.shards[i] = map[K]V{}
 		} else {
 			m.shards[i] = maps.Clone(m.shards[i])
 		}
-		m.mine |= 1 << i
+		m.mine[i/64] |= 1 << (i % 64)
 	}
 	return m.shards[i]
 }
@@ -199,7 +199,9 @@ func (m *cowMap[K, V]) reserve(n int) {
 		maps.Copy(c, s)
 		m.shards[i] = c
 	}
-	m.mine = ^uint64(0)
+	for i := range m.mine {
+		m.mine[i] = ^uint64(0)
+	}
 }
 
 // set stores v and reports whether k was present.
