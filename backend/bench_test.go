@@ -164,7 +164,7 @@ func BenchmarkMissActivate(b *testing.B) {
 			if err := v.HandleMiss(u); err != nil {
 				b.Fatal(err)
 			}
-			v.recordAnswers(<-v.answered)
+			v.takeAnswers()
 		}
 	})
 }

@@ -21,29 +21,9 @@ import (
 // retrans_time (1 s).
 const appSolicit = 3
 
-// EnsureDevice creates flannel.<VNI> or reuses a compatible one, sets it up,
-// and returns it; Device.MAC is the VtepMAC to publish. A reused device keeps
-// its MAC, so peers stay valid across restarts.
-func (v *VXLAN) EnsureDevice() (Device, error) {
-	v.mu.Lock()
-	defer v.mu.Unlock()
-	d, recreated, err := v.ensureDeviceLocked()
-	if err != nil {
-		return Device{}, err
-	}
-	// Start from what the kernel holds, so the first SetPeers after a
-	// restart rewrites nothing that is right and removes departed peers.
-	if recreated {
-		v.have, v.full = newState(v.table.len()), true
-	} else if err := v.resyncLocked(); err != nil {
-		return Device{}, fmt.Errorf("ensure vxlan %q: %w", d.Name, err)
-	}
-	return *d, nil
-}
-
 // ensureDeviceLocked returns the device and whether it was (re)created, in
 // which case the kernel dropped every neighbour, FDB entry and route on it.
-func (v *VXLAN) ensureDeviceLocked() (*Device, bool, error) {
+func (v *link) ensureDeviceLocked() (*Device, bool, error) {
 	name := v.cfg.deviceName()
 	mtu, err := v.deviceMTU()
 	if err != nil {
@@ -89,7 +69,7 @@ func (v *VXLAN) ensureDeviceLocked() (*Device, bool, error) {
 
 // createDevice adds the link with the MAC set in the same request, so udev or
 // systemd's MACAddressPolicy has no window to publish another one.
-func (v *VXLAN) createDevice(name string, mtu int, mac net.HardwareAddr) (netlink.Link, error) {
+func (v *link) createDevice(name string, mtu int, mac net.HardwareAddr) (netlink.Link, error) {
 	dc := v.cfg.Device
 	want := &netlink.Vxlan{
 		LinkAttrs:    netlink.LinkAttrs{Name: name, MTU: mtu, HardwareAddr: mac},
@@ -124,7 +104,7 @@ func (v *VXLAN) createDevice(name string, mtu int, mac net.HardwareAddr) (netlin
 
 // finishDevice brings an existing compatible device to the wanted MTU, IPv6
 // and neighbour settings, sets it up and verifies its MAC.
-func (v *VXLAN) finishDevice(link netlink.Link, mtu int, mac net.HardwareAddr) (*Device, error) {
+func (v *link) finishDevice(link netlink.Link, mtu int, mac net.HardwareAddr) (*Device, error) {
 	a := link.Attrs()
 	if a.MTU != mtu {
 		v.log.Info("setting device MTU", "old", a.MTU, "new", mtu)
@@ -156,7 +136,7 @@ func (v *VXLAN) finishDevice(link netlink.Link, mtu int, mac net.HardwareAddr) (
 
 // verifyMAC re-reads the link after it is up and puts the MAC back if the
 // kernel, udev or anyone else changed it (flannel#1155, #1795).
-func (v *VXLAN) verifyMAC(link netlink.Link, mac net.HardwareAddr) (netlink.Link, error) {
+func (v *link) verifyMAC(link netlink.Link, mac net.HardwareAddr) (netlink.Link, error) {
 	got, err := v.nl.LinkByIndex(link.Attrs().Index)
 	if err != nil {
 		return nil, fmt.Errorf("read back: %w", err)
@@ -178,7 +158,7 @@ func (v *VXLAN) verifyMAC(link netlink.Link, mac net.HardwareAddr) (netlink.Link
 }
 
 // incompatible explains why an existing link cannot be reused ("" = it can).
-func (v *VXLAN) incompatible(link netlink.Link) string {
+func (v *link) incompatible(link netlink.Link) string {
 	vx, ok := link.(*netlink.Vxlan)
 	if !ok {
 		return fmt.Sprintf("type %q, want vxlan", link.Type())
@@ -207,7 +187,7 @@ func (v *VXLAN) incompatible(link netlink.Link) string {
 }
 
 // deviceMTU is the (overridden) underlay MTU minus the VXLAN overhead.
-func (v *VXLAN) deviceMTU() (int, error) {
+func (v *link) deviceMTU() (int, error) {
 	dc := v.cfg.Device
 	base := dc.MTU
 	if base == 0 {
@@ -233,7 +213,7 @@ func (v *VXLAN) deviceMTU() (int, error) {
 // deviceSysctls turns off IPv6 autoconfiguration on the device (no link-local
 // address, no router advertisements) and makes the neighbour table ask
 // userspace on a miss.
-func (v *VXLAN) deviceSysctls(link netlink.Link) error {
+func (v *link) deviceSysctls(link netlink.Link) error {
 	name := link.Attrs().Name
 	// IN6_ADDR_GEN_MODE_NONE: no link-local address. Fails harmlessly when
 	// the kernel has IPv6 disabled.
@@ -268,7 +248,7 @@ func (v *VXLAN) deviceSysctls(link netlink.Link) error {
 // settings are read (reads still work): only if the kernel would act on an
 // RA is that worth a warning, once per datapath (a reconcile re-applies the
 // settings every ResyncInterval); all else is logged at Debug.
-func (v *VXLAN) refuseRouterAdverts(name string) error {
+func (v *link) refuseRouterAdverts(name string) error {
 	dir := "net/ipv6/conf/" + name + "/"
 	err := v.nl.WriteSysctl(dir+"accept_ra", "0")
 	switch {
@@ -294,7 +274,7 @@ func (v *VXLAN) refuseRouterAdverts(name string) error {
 // routerAdvertsAccepted reads the device's IPv6 settings under dir and
 // reports whether the kernel acts on a router advertisement it receives. A
 // setting that cannot be read counts as accepting (with the error).
-func (v *VXLAN) routerAdvertsAccepted(dir string) (bool, error) {
+func (v *link) routerAdvertsAccepted(dir string) (bool, error) {
 	var vals [3]int
 	for i, key := range []string{"disable_ipv6", "accept_ra", "forwarding"} {
 		s, err := v.nl.ReadSysctl(dir + key)

@@ -24,9 +24,8 @@
 // → 717826), not 0. The kernel keeps a route's shared attributes in a hash
 // keyed by device, metric, scope, protocol and source, not by gateway, so
 // with every peer route at metric 0 on one device all of them chain in one
-// bucket and each insert compares itself with every other: 5000 peers cost
-// 421 ms of route inserts (`ip -batch`), 79 ms with distinct metrics. Peer
-// subnets never overlap, so the metric decides nothing. Nothing on the wire
+// bucket and each insert compares itself with every other, which distinct
+// metrics avoid (the bench measures it). Peer subnets never overlap, so the metric decides nothing. Nothing on the wire
 // changes. A node that ran flannel has its routes at metric 0: they are not
 // the wanted routes, so a reconcile adds ours and then deletes them.
 //
@@ -89,14 +88,20 @@
 //     remaining writes, including the deletes of its stale entries, wait for
 //     the next attempt.
 //   - Programming is incremental: the in-memory view of the kernel is
-//     updated in place by every successful write (indexed as the kernel keys
-//     its entries: neighbours by IP, FDB remotes by MAC, routes by
-//     destination), and SetPeers diffs only the peers added, changed or
-//     removed since the previous call (and the ones a miss activated), with
-//     the same per-peer and per-entry rules as the full diff, which runs
-//     after every kernel dump (EnsureDevice, reconcile) and after any failed
-//     write. The cost of a lease event is independent of the cluster size,
-//     apart from an allocation-free comparison of the list SetPeers gets.
+//     indexed by owning subnet (each entry in the bucket of the peer whose
+//     subnet holds it, or whose VtepMAC it carries; entries no peer owns in
+//     an orphans bucket) and updated in place by every successful write.
+//     One diff, diffOwner, takes one bucket to what its owner wants. A
+//     SetPeers runs it for the peers added, changed or removed since the
+//     previous call (and for the owners a failed write or a miss answer
+//     touched); a kernel dump (EnsureDevice, reconcile) is followed by a run
+//     over every bucket. The cost of a lease event is independent of the
+//     cluster size, apart from an allocation-free comparison of the list
+//     SetPeers gets.
+//   - DirectRouting is decided from a snapshot of the main table taken
+//     with every kernel dump (longest prefix, then lowest metric: no
+//     gateway, on the underlay link), so a peer update makes no kernel
+//     query; a reconcile re-decides every peer.
 //   - Among peers claiming one VtepMAC (the FDB has one remote per MAC) or
 //     one subnet, the peer already programmed keeps it; the others are
 //     reported as invalid on every SetPeers until the conflict ends.
@@ -117,19 +122,19 @@
 // MAC with no FDB entry (the l2miss flag, which cannot be changed after
 // creation, so a device without it is recreated once). The l3miss flag is not
 // used: it only fires for ARP requests the driver proxies. A miss is answered
-// from the in-memory peer table (SetPeers changes it in place, one peer at a
-// time, under the table's write lock), with no I/O besides the answer: FDB entry first, then the neighbour entry, because the
-// neighbour write releases the packets the kernel queued for it (up to
-// unres_qlen) and they must find the FDB entry. An L2 miss drops its packet;
+// from the published peer table, with no I/O besides the answer: FDB entry
+// first, then the neighbour entry, because the neighbour write releases the
+// packets the kernel queued for it (up to unres_qlen) and they must find the
+// FDB entry. An L2 miss drops its packet;
 // an L3 miss loses nothing when answered in time.
 //
 // flannel dropped its miss-driven design for static entries: with the
 // kernel state depending on a live daemon, a crashed or restarting flanneld
 // meant timeouts, and misses were lost or cost first packets (flannel#172,
-// #414). Here misses are a repair path only in the default proactive mode: every entry is programmed up front,
-// a periodic and event-driven reconcile restores anything lost, and the
-// subscription is re-established with a full resync when it ends (decode
-// error, ENOBUFS).
+// #414). Here misses are a repair path only in the default proactive mode:
+// every entry is programmed up front, a periodic and event-driven reconcile
+// restores anything lost, and the subscription is re-established with a
+// full resync when it ends (decode error, ENOBUFS).
 //
 // # On-demand mode
 //
@@ -146,12 +151,23 @@
 //
 // # Concurrency
 //
-// One mutex serialises programming (SetPeers, SetAddress, EnsureDevice and
-// Run's reconciles). The miss path does not take it: it reads the peer table
-// under the table's read lock (held for a lookup only) and the atomic device
-// index, writes, and hands what it wrote to Run's control loop, which records
-// it in the in-memory view and (on demand) activates the peer. Every goroutine
-// Run starts ends with its context.
+// One mutex, VXLAN.mu, serialises programming: SetPeers, SetAddress,
+// EnsureDevice, and Run's reconciles and on-demand activations. The miss
+// responder does not take it. It reads the peer table through an
+// atomic.Pointer: a published table is never changed; the control side
+// edits a copy (copy-on-write shards, so one lease event copies O(1)) and
+// publishes it whole before programming, so an answer sees either the old or
+// the new peers, never a mix. It reads the device index from an atomic too,
+// writes the answer, and notes what it wrote in a journal (a slice under its
+// own small mutex, unbounded: nothing is ever dropped). Every programming
+// (SetPeers, a reconcile, or the activation Run's control loop does when the
+// journal wakes it) first takes the journal: each written entry is recorded
+// in the bucket of its owner in the current table, and that owner is diffed
+// in the same programming. An answer decided from a peer that changed since
+// is therefore repaired at once (its stale entries are not wanted), and
+// correctness depends on no queue size; a reconcile would re-derive the
+// entries from a kernel dump in any case. Every goroutine Run starts ends
+// with its context.
 //
 // Run subscribes before it lists, as an informer does: its first reconcile
 // waits until the link and neighbour subscriptions have been tried, and

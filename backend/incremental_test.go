@@ -130,111 +130,6 @@ func replaced(peers []Peer, i int, p Peer) []Peer {
 	return peers
 }
 
-// TestDiffPeersMatchesDiff: from a view holding exactly the previous wanted
-// state, the per-peer diff SetPeers uses returns the same writes (and the
-// same peer tags) as the full diff of a reconcile.
-func TestDiffPeersMatchesDiff(t *testing.T) {
-	base := manyPeers(20)
-	with := func(i int, change func(*Peer)) []Peer {
-		ps := slices.Clone(base)
-		change(&ps[i])
-		return ps
-	}
-	swapped := slices.Clone(base)
-	swapped[3].VtepMAC, swapped[4].VtepMAC = base[4].VtepMAC, base[3].VtepMAC
-	heir := manyPeers(21)[20]
-	heir.VtepMAC = base[7].VtepMAC
-	many := append(slices.Delete(slices.Clone(base), 2, 4), manyPeers(22)[20:]...)
-	many[5].PublicIP = netip.MustParseAddr("198.18.3.6")
-	tests := []struct {
-		name          string
-		mode          Mode
-		directRouting bool
-		misses        []string // L3 misses answered before the change
-		pending       bool     // their answers not yet taken by the control loop
-		after         []Peer
-	}{
-		{name: "add one", after: manyPeers(21)},
-		{name: "remove one", after: slices.Delete(slices.Clone(base), 5, 6)},
-		{name: "new VtepMAC", after: with(6, func(p *Peer) { p.VtepMAC = macX })},
-		{name: "new PublicIP", after: with(6, func(p *Peer) { p.PublicIP = netip.MustParseAddr("198.18.3.7") })},
-		{name: "new VtepMAC and PublicIP", after: with(6, func(p *Peer) { p.VtepMAC, p.PublicIP = macX, netip.MustParseAddr("198.18.3.7") })},
-		{name: "renamed only", after: with(6, func(p *Peer) { p.Name = "renamed" })},
-		{name: "two peers swap VtepMACs", after: swapped},
-		{name: "a VtepMAC moves from a removed peer to a new one", after: append(slices.Delete(slices.Clone(base), 7, 8), heir)},
-		{name: "several at once", after: many},
-		{name: "becomes direct", directRouting: true, after: with(6, func(p *Peer) { p.PublicIP = netip.MustParseAddr("198.18.0.77") })},
-		{name: "on-demand: activations by misses", mode: ModeOnDemand, misses: []string{"10.244.12.5", "10.244.14.0"}, pending: true, after: base},
-		{name: "on-demand: active peer with pod-IP neighbours removed", mode: ModeOnDemand,
-			misses: []string{"10.244.12.5", "10.244.12.6", "10.244.13.0"}, after: slices.Delete(slices.Clone(base), 2, 3)},
-		{name: "on-demand: active peer with pod-IP neighbours gets a new VtepMAC", mode: ModeOnDemand,
-			misses: []string{"10.244.12.5", "10.244.12.6"}, after: with(2, func(p *Peer) { p.VtepMAC = macX })},
-	}
-	for _, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) {
-			v := programmedWithMisses(t, tc.mode, tc.directRouting, base, tc.misses, tc.pending)
-			v.mu.Lock()
-			defer v.mu.Unlock()
-			if v.full {
-				t.Fatal("view not in sync before the change")
-			}
-			changes := v.drainAnswersLocked(nil)
-			changes, errs := v.updatePeersLocked(tc.after, changes)
-			if len(errs) != 0 {
-				t.Fatal(errs)
-			}
-			want := newDesired(v.table, v.cfg.Network, v.active)
-			inc, full := tagged(diffPeers(v.have, want, changes)), tagged(diff(v.have, want))
-			if d := cmp.Diff(full, inc); d != "" {
-				t.Errorf("diffPeers differs from diff (-diff +diffPeers):\n%s", d)
-			}
-			if len(full) == 0 && tc.name != "renamed only" {
-				t.Error("the change needs no writes: the case tests nothing")
-			}
-		})
-	}
-}
-
-// programmedWithMisses returns a datapath over a Fake with peers programmed
-// and the given L3 misses answered; unless pending, the control loop has
-// taken the answers (activating their peers, on demand).
-func programmedWithMisses(t *testing.T, mode Mode, directRouting bool, peers []Peer, misses []string, pending bool) *VXLAN {
-	t.Helper()
-	if mode == "" {
-		mode = ModeProactive
-	}
-	f := host.NewFake()
-	v := newFakeVXLAN(t, f, mode, Observer{})
-	v.cfg.DirectRouting = directRouting
-	dev, err := v.EnsureDevice()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := v.SetPeers(peers); err != nil {
-		t.Fatal(err)
-	}
-	for _, ip := range misses {
-		u := l3Miss(ip)
-		u.LinkIndex = dev.Index
-		if err := v.HandleMiss(u); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if len(misses) > 0 && !pending {
-		v.recordAnswers(<-v.answered) // takes them all
-	}
-	return v
-}
-
-// tagged renders ops with the peer each is tagged with.
-func tagged(ops []op) []string {
-	var s []string
-	for _, o := range ops {
-		s = append(s, o.String()+" [peer "+o.peer.String()+"]")
-	}
-	return s
-}
-
 // TestSetPeersRejectsConflicts: a duplicate subnet or a VtepMAC another peer
 // holds is rejected, and the peer already programmed keeps its MAC whatever
 // the list order; once it leaves, the MAC is free.
@@ -290,7 +185,7 @@ func TestAnswersCoalesced(t *testing.T) {
 		}
 	}
 	f.ResetOps()
-	v.recordAnswers(<-v.answered)
+	v.takeAnswers()
 	var routes []string
 	for _, op := range f.Ops() {
 		if strings.HasPrefix(op, "route") {
@@ -307,7 +202,7 @@ func TestAnswersCoalesced(t *testing.T) {
 	if d := cmp.Diff(want, routes); d != "" || len(f.Ops()) != 6 {
 		t.Errorf("activation writes %q; routes (-want +got):\n%s", f.Ops(), d)
 	}
-	if len(v.answered) != 0 || len(v.active) != 3 || !v.Ready() {
-		t.Errorf("queued %d, active %d, ready %t", len(v.answered), len(v.active), v.Ready())
+	if len(v.resp.written) != 0 || len(v.model.active) != 3 || !v.Ready() {
+		t.Errorf("queued %d, active %d, ready %t", len(v.resp.written), len(v.model.active), v.Ready())
 	}
 }

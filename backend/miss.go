@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/vishvananda/netlink"
@@ -68,74 +70,105 @@ func decideMiss(u netlink.NeighUpdate, devIndex int, t *peerTable) (a missAnswer
 	return missAnswer{}, false
 }
 
-// HandleMiss answers one neighbour update if it is a miss on the device,
-// from the in-memory peer table: the FDB entry first, then (L3) the neighbour
-// entry, because writing the neighbour releases the packets the kernel queued
-// for it and they must find the FDB entry. No other I/O happens here. Run
-// answers every update itself (through a netlink handle of its own when it
-// can open one); tests over the Fake may call HandleMiss directly.
-func (v *VXLAN) HandleMiss(u netlink.NeighUpdate) error { return v.answerMiss(v.nl, u) }
+// responder answers misses from the published peer table, without the
+// datapath's lock: it reads an immutable table (atomic.Pointer, replaced
+// whole by every change) and the atomic device index, writes the answer,
+// and notes what it wrote for the control side (see take).
+type responder struct {
+	table    atomic.Pointer[peerTable]
+	devIndex *atomic.Int64
+	obs      Observer
+	log      *slog.Logger
 
-// answerMiss is HandleMiss writing through nl.
-func (v *VXLAN) answerMiss(nl host.Host, u netlink.NeighUpdate) error {
+	mu      sync.Mutex // guards written and spare
+	written []answered
+	spare   []answered    // the array take handed out last time, reused
+	wake    chan struct{} // written became non-empty (coalescing)
+}
+
+// answered is a miss answer as noted for the control side.
+type answered struct {
+	peer *tablePeer // the table entry the answer was decided from
+	ops  [2]op      // the writes that succeeded: the first n
+	n    int
+}
+
+func (a *answered) written() []op { return a.ops[:a.n] }
+
+// answer answers one neighbour update through nl if it is a miss on the
+// device: the FDB entry first, then (L3) the neighbour entry, because writing
+// the neighbour releases the packets the kernel queued for it and they must
+// find the FDB entry. No other I/O happens here.
+func (r *responder) answer(nl host.Host, u netlink.NeighUpdate) error {
 	received := time.Now()
-	a, ok := decideMiss(u, int(v.devIndex.Load()), v.table)
+	dev := int(r.devIndex.Load())
+	a, ok := decideMiss(u, dev, r.table.Load())
 	if !ok {
 		return nil
 	}
-	debug := v.log.Enabled(context.Background(), slog.LevelDebug)
+	debug := r.log.Enabled(context.Background(), slog.LevelDebug)
 	if a.peer == nil {
 		if debug {
-			v.log.Debug("miss for unknown destination ignored", "kind", a.kind, "ip", u.IP, "mac", u.HardwareAddr.String())
+			r.log.Debug("miss for unknown destination ignored", "kind", a.kind, "ip", u.IP, "mac", u.HardwareAddr.String())
 		}
-		if f := v.cfg.Observer.MissIgnored; f != nil {
+		if f := r.obs.MissIgnored; f != nil {
 			f(a.kind)
 		}
 		return nil
 	}
-	written := make([]op, 0, 2)
+	done := answered{peer: a.peer}
 	var errs []error
-	ops := []op{{kind: opFDBSet, peer: a.peer.Subnet, fdb: a.fdb}}
+	ops := [2]op{{kind: opFDBSet, peer: a.peer.Subnet, fdb: a.fdb}}
+	n := 1
 	if a.neigh != nil {
-		ops = append(ops, op{kind: opNeighSet, peer: a.peer.Subnet, neigh: *a.neigh})
+		ops[1], n = op{kind: opNeighSet, peer: a.peer.Subnet, neigh: *a.neigh}, 2
 	}
-	for _, o := range ops {
-		if err := v.write(nl, o); err != nil {
+	for _, o := range ops[:n] {
+		if err := writeOp(nl, dev, 0, o); err != nil {
 			errs = append(errs, fmt.Errorf("answer %s miss for %s: %s: %w", a.kind, a.peer.Name, o, err))
 			continue
 		}
-		written = append(written, o)
+		done.ops[done.n] = o
+		done.n++
 	}
 	latency := time.Since(received)
-	// Hand what was written to the control loop, which records it (so a
-	// later SetPeers can remove it) and, on demand, activates the peer.
-	select {
-	case v.answered <- answered{peer: a.peer, ops: written}:
-	default:
-		v.requestReconcile() // a full reconcile lists the kernel instead
-	}
+	r.note(done)
 	if err := errors.Join(errs...); err != nil {
 		return err
 	}
 	if debug {
-		v.log.Debug("miss answered", "kind", a.kind, "peer", a.peer.Name, "ip", u.IP, "mac", a.peer.mac, "latency", latency)
+		r.log.Debug("miss answered", "kind", a.kind, "peer", a.peer.Name, "ip", u.IP, "mac", a.peer.mac, "latency", latency)
 	}
-	if f := v.cfg.Observer.MissAnswered; f != nil {
+	if f := r.obs.MissAnswered; f != nil {
 		f(a.kind, latency)
 	}
 	return nil
 }
 
-// answered is a miss answer as reported to the control loop.
-type answered struct {
-	peer *tablePeer // the table entry the answer was decided from
-	ops  []op       // the writes that succeeded
+// note keeps an answer until the control side takes it (VXLAN.
+// takeAnswersLocked, before every programming), and wakes Run's control loop
+// so an on-demand activation does not wait for the next SetPeers.
+func (r *responder) note(a answered) {
+	r.mu.Lock()
+	first := len(r.written) == 0
+	r.written = append(r.written, a)
+	r.mu.Unlock()
+	if first {
+		select {
+		case r.wake <- struct{}{}:
+		default:
+		}
+	}
 }
 
-// requestReconcile asks Run for a full list-and-diff reconcile (coalescing).
-func (v *VXLAN) requestReconcile() {
-	select {
-	case v.kick <- struct{}{}:
-	default:
-	}
+// take returns the answers noted since the last take. The slice is valid
+// until the next take (its array is then reused); takes are serialised by
+// VXLAN.mu.
+func (r *responder) take() []answered {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	w := r.written
+	clear(r.spare)
+	r.written, r.spare = r.spare[:0], w
+	return w
 }

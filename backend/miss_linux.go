@@ -17,7 +17,7 @@ const rtmDelLink = unix.RTM_DELLINK
 
 // subscribeNeigh subscribes to neighbour events; stop ends the subscription,
 // after which ch is closed (callers keep ranging over ch until it is).
-func (v *VXLAN) subscribeNeigh(ctx context.Context) (<-chan netlink.NeighUpdate, func(), error) {
+func (v *kernel) subscribeNeigh(ctx context.Context) (<-chan netlink.NeighUpdate, func(), error) {
 	sctx, stop := context.WithCancel(ctx)
 	ch, err := v.nl.SubscribeNeigh(sctx, v.subscriptionError("neighbour"))
 	if err != nil {
@@ -28,7 +28,7 @@ func (v *VXLAN) subscribeNeigh(ctx context.Context) (<-chan netlink.NeighUpdate,
 }
 
 // subscribeLink subscribes to link events; stop works as for subscribeNeigh.
-func (v *VXLAN) subscribeLink(ctx context.Context) (<-chan netlink.LinkUpdate, func(), error) {
+func (v *kernel) subscribeLink(ctx context.Context) (<-chan netlink.LinkUpdate, func(), error) {
 	sctx, stop := context.WithCancel(ctx)
 	ch, err := v.nl.SubscribeLinks(sctx, v.subscriptionError("link"))
 	if err != nil {
@@ -43,7 +43,7 @@ func (v *VXLAN) subscribeLink(ctx context.Context) (<-chan netlink.LinkUpdate, f
 // serialises its requests and answers would otherwise wait behind a bulk
 // SetPeers or a reconcile dump. If no clone can be opened, the datapath's
 // own Host is shared.
-func (v *VXLAN) missNetlink() (host.Host, func()) {
+func (v *kernel) missNetlink() (host.Host, func()) {
 	h, err := v.nl.Clone()
 	if err != nil {
 		v.log.Warn("cannot open a second netlink connection for miss answers; sharing the datapath's", "err", err)
@@ -58,7 +58,7 @@ func (v *VXLAN) missNetlink() (host.Host, func()) {
 
 // subscriptionError logs why a subscription failed (the Host reports no
 // failure after we ended it).
-func (v *VXLAN) subscriptionError(what string) func(error) {
+func (v *kernel) subscriptionError(what string) func(error) {
 	return func(err error) {
 		v.log.Warn("subscription error", "subscription", what, "err", err)
 	}

@@ -2,11 +2,11 @@ package backend
 
 import (
 	"context"
-	"errors"
-	"fmt"
 	"log/slog"
 	"net"
 	"net/netip"
+	"slices"
+	"sync/atomic"
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
@@ -14,49 +14,143 @@ import (
 	"github.com/weftnet/weft/host"
 )
 
-// This file is the kernel half of SetPeers: it turns ops into netlink writes
-// and kernel dumps into the state model.
+// This file is the kernel half of programming: the executor turns ops into
+// netlink writes and records what they reached, and the lister turns kernel
+// dumps into the state model.
 
-// apply runs ops in order and records each successful write in v.have (in
-// place: O(1) per write). After a failed write for a peer, that peer's later
-// ops are skipped: its route must not be installed without its neighbour and
-// FDB entries, and its stale entries stay until their replacements are in. A
-// failure makes the next programming a full diff, which retries whatever is
-// missing.
-func (v *VXLAN) apply(ops []op) error {
-	var failed map[netip.Prefix]bool
-	var errs []error
-	debug := v.log.Enabled(context.Background(), slog.LevelDebug)
+// executor applies ops through the seam and records in have the state they
+// reached; it is the only writer of have. It also lists the kernel.
+type executor struct {
+	nl       host.Host
+	cfg      Config
+	log      *slog.Logger
+	devIndex *atomic.Int64 // the device's, as last ensured
+	have     owned
+}
+
+// failure is one op the kernel refused.
+type failure struct {
+	op  op
+	err error
+}
+
+// apply runs ops in order and records each successful write in its owner's
+// bucket (in place: O(1) per write). After a failed write for a peer, that
+// peer's later ops are skipped: its route must not be installed without its
+// neighbour and FDB entries, and its stale entries stay until their
+// replacements are in. It returns the failed ops; the caller diffs their
+// owners again next time.
+func (e *executor) apply(ops []op) []failure {
+	var failed []failure
+	debug := e.log.Enabled(context.Background(), slog.LevelDebug)
+	dev, underlay := int(e.devIndex.Load()), e.cfg.Device.UnderlayIndex
 	for _, o := range ops {
-		if o.peer.IsValid() && failed[o.peer] {
+		if o.peer.IsValid() && slices.ContainsFunc(failed, func(f failure) bool { return f.op.peer == o.peer }) {
 			continue
 		}
-		if err := v.write(v.nl, o); err != nil {
-			v.full = true
-			if o.peer.IsValid() {
-				if failed == nil {
-					failed = map[netip.Prefix]bool{}
-				}
-				failed[o.peer] = true
-				err = fmt.Errorf("peer %s: %s: %w", o.peer, o, err)
-			} else {
-				err = fmt.Errorf("%s: %w", o, err)
-			}
-			errs = append(errs, err)
+		if err := writeOp(e.nl, dev, underlay, o); err != nil {
+			failed = append(failed, failure{op: o, err: err})
 			continue
 		}
 		if debug {
-			v.log.Debug("programmed", "op", o.String())
+			e.log.Debug("programmed", "op", o.String())
 		}
-		v.have.record(o)
+		e.have.bucket(o.peer).record(o)
 	}
-	return errors.Join(errs...)
+	return failed
 }
 
-// write performs one op through nl. Deleting an entry that is already gone
-// succeeds.
-func (v *VXLAN) write(nl host.Host, o op) error {
-	dev := int(v.devIndex.Load())
+// prune drops the buckets of owners that hold nothing any more (a departed
+// peer's, once its entries are deleted).
+func (e *executor) prune(owners []netip.Prefix) {
+	for _, o := range owners {
+		if b, ok := e.have[o]; ok && b.empty() {
+			delete(e.have, o)
+		}
+	}
+}
+
+// recordAnswer records what a miss answer wrote, each entry in the bucket of
+// its owner in t, and marks those owners in touched.
+func (e *executor) recordAnswer(t *peerTable, ops []op, touched map[netip.Prefix]bool) {
+	for _, o := range ops {
+		owner := t.fdbOwner(o.fdb.MAC)
+		if o.kind == opNeighSet {
+			owner = t.neighOwner(o.neigh.IP)
+		}
+		e.have.bucket(owner).record(o)
+		touched[owner] = true
+	}
+}
+
+// reset replaces have with a kernel dump, every entry an orphan until
+// rehome finds its owner.
+func (e *executor) reset(dump state) {
+	e.have = owned{orphans: &dump}
+}
+
+// rehome moves the orphans that a peer of t owns into that peer's bucket
+// (O(orphans)): after a dump, every entry; later, entries of a subnet whose
+// peer has just been added. An FDB entry whose MAC no peer has belongs to the
+// peer whose neighbour carries that MAC (a peer that changed its VtepMAC):
+// its replacement is written before it goes. It returns the owners that
+// received entries.
+func (e *executor) rehome(t *peerTable) []netip.Prefix {
+	o, ok := e.have[orphans]
+	if !ok || o.empty() {
+		return nil
+	}
+	var got []netip.Prefix
+	move := func(owner netip.Prefix, op op) {
+		e.have.bucket(owner).record(op)
+		if len(got) == 0 || got[len(got)-1] != owner {
+			got = append(got, owner)
+		}
+	}
+	var macOwner map[string]netip.Prefix
+	keep := o.neigh[:0]
+	for _, n := range o.neigh {
+		if owner := t.neighOwner(n.IP); owner != orphans {
+			move(owner, op{kind: opNeighSet, neigh: n})
+			if macOwner == nil {
+				macOwner = map[string]netip.Prefix{}
+			}
+			macOwner[n.MAC] = owner
+		} else {
+			keep = append(keep, n)
+		}
+	}
+	o.neigh = keep
+	keepR := o.route[:0]
+	for _, r := range o.route {
+		if owner := t.routeOwner(r.Dst); owner != orphans {
+			e.have.bucket(owner).addRoute(r)
+			got = append(got, owner)
+		} else {
+			keepR = append(keepR, r)
+		}
+	}
+	o.route = keepR
+	keepF := o.fdb[:0]
+	for _, f := range o.fdb {
+		owner := t.fdbOwner(f.MAC)
+		if owner == orphans {
+			owner = macOwner[f.MAC]
+		}
+		if owner != orphans {
+			e.have.bucket(owner).addFDB(f)
+			got = append(got, owner)
+		} else {
+			keepF = append(keepF, f)
+		}
+	}
+	o.fdb = keepF
+	return got
+}
+
+// writeOp performs one op through nl on device dev (routes with Underlay on
+// link underlay). Deleting an entry that is already gone succeeds.
+func writeOp(nl host.Host, dev, underlay int, o op) error {
 	var err error
 	switch o.kind {
 	case opNeighSet:
@@ -68,9 +162,9 @@ func (v *VXLAN) write(nl host.Host, o op) error {
 	case opFDBDel:
 		err = nl.NeighDel(fdbMsg(dev, o.fdb))
 	case opRouteSet:
-		err = nl.RouteReplace(v.routeMsg(dev, o.route))
+		err = nl.RouteReplace(routeMsg(dev, underlay, o.route))
 	case opRouteDel:
-		err = nl.RouteDel(v.routeMsg(dev, o.route))
+		err = nl.RouteDel(routeMsg(dev, underlay, o.route))
 	}
 	if err != nil && (o.kind == opNeighDel || o.kind == opFDBDel || o.kind == opRouteDel) && isGone(err) {
 		return nil
@@ -99,13 +193,13 @@ func fdbMsg(dev int, f fdbEntry) *netlink.Neigh {
 	}
 }
 
-func (v *VXLAN) routeMsg(dev int, r routeEntry) *netlink.Route {
+func routeMsg(dev, underlay int, r routeEntry) *netlink.Route {
 	// The protocol makes a delete precise: the kernel removes only a route
 	// with that protocol (a delete of flannel's route never takes ours).
 	m := &netlink.Route{LinkIndex: dev, Dst: prefixIPNet(r.Dst), Table: unix.RT_TABLE_MAIN, Scope: netlink.SCOPE_UNIVERSE,
 		Priority: int(r.Metric), Protocol: netlink.RouteProtocol(r.Proto)}
 	if r.Underlay {
-		m.LinkIndex = v.cfg.Device.UnderlayIndex
+		m.LinkIndex = underlay
 	}
 	if r.Gw.IsValid() {
 		m.Gw = r.Gw.AsSlice()
@@ -124,22 +218,23 @@ func (v *VXLAN) routeMsg(dev int, r routeEntry) *netlink.Route {
 // link-layer address and every FDB entry with a remote on the device, and the
 // main-table routes on the device and (with a Network) on the underlay that
 // ownsRoute accepts.
-func (v *VXLAN) listState() (state, error) {
-	dev := int(v.devIndex.Load())
-	neighs, err := v.nl.NeighList(dev, unix.AF_INET)
+func (e *executor) listState() (state, error) {
+	dev := int(e.devIndex.Load())
+	neighs, err := e.nl.NeighList(dev, unix.AF_INET)
 	if err != nil {
 		return state{}, err
 	}
-	s := newState(max(len(neighs), v.table.len()))
+	s := newState(0)
+	s.neigh = make([]neighEntry, 0, len(neighs))
 	for _, n := range neighs {
 		ip, ok := netip.AddrFromSlice(n.IP)
 		if !ok || len(n.HardwareAddr) == 0 || n.State&(netlink.NUD_INCOMPLETE|netlink.NUD_FAILED|netlink.NUD_NOARP) != 0 {
 			continue // mid-resolution (a miss in flight) or not a real entry
 		}
 		ip = ip.Unmap()
-		s.neigh[ip] = neighEntry{IP: ip, MAC: macString(n.HardwareAddr), Permanent: n.State&netlink.NUD_PERMANENT != 0}
+		s.neigh = append(s.neigh, neighEntry{IP: ip, MAC: macString(n.HardwareAddr), Permanent: n.State&netlink.NUD_PERMANENT != 0})
 	}
-	fdbs, err := v.nl.NeighList(dev, unix.AF_BRIDGE)
+	fdbs, err := e.nl.NeighList(dev, unix.AF_BRIDGE)
 	if err != nil {
 		return s, err
 	}
@@ -148,22 +243,22 @@ func (v *VXLAN) listState() (state, error) {
 		if !ok || len(n.HardwareAddr) == 0 || n.LinkIndex != dev {
 			continue
 		}
-		s.addFDB(fdbEntry{MAC: macString(n.HardwareAddr), Dst: dst.Unmap()})
+		s.fdb = append(s.fdb, fdbEntry{MAC: macString(n.HardwareAddr), Dst: dst.Unmap()}) // a dump lists each once
 	}
-	if err := v.listRoutes(s, dev, false); err != nil {
+	if err := e.listRoutes(&s, dev, false); err != nil {
 		return s, err
 	}
-	if v.cfg.Network.IsValid() {
-		if err := v.listRoutes(s, v.cfg.Device.UnderlayIndex, true); err != nil {
+	if e.cfg.Network.IsValid() {
+		if err := e.listRoutes(&s, e.cfg.Device.UnderlayIndex, true); err != nil {
 			return s, err
 		}
 	}
 	return s, nil
 }
 
-func (v *VXLAN) listRoutes(s state, link int, underlay bool) error {
+func (e *executor) listRoutes(s *state, link int, underlay bool) error {
 	filter := &netlink.Route{LinkIndex: link}
-	routes, err := v.nl.RouteListFiltered(unix.AF_INET, filter, netlink.RT_FILTER_OIF)
+	routes, err := e.nl.RouteListFiltered(unix.AF_INET, filter, netlink.RT_FILTER_OIF)
 	if err != nil {
 		return err
 	}
@@ -175,20 +270,20 @@ func (v *VXLAN) listRoutes(s state, link int, underlay bool) error {
 		if !ok {
 			continue
 		}
-		e := routeEntry{Dst: dst, Underlay: underlay, Onlink: r.Flags&int(netlink.FLAG_ONLINK) != 0,
+		r2 := routeEntry{Dst: dst, Underlay: underlay, Onlink: r.Flags&int(netlink.FLAG_ONLINK) != 0,
 			Metric: uint32(r.Priority), Proto: uint8(r.Protocol)}
 		if gw, ok := netip.AddrFromSlice(r.Gw); ok {
-			e.Gw = gw.Unmap()
+			r2.Gw = gw.Unmap()
 		}
-		if v.ownsRoute(e) {
-			s.addRoute(e)
+		if ownsRoute(e.cfg.Network, r2) {
+			s.route = append(s.route, r2) // a dump lists each once
 		}
 	}
 	return nil
 }
 
 // ownsRoute decides whether a main-table route found on the device (or, with
-// Underlay, on the underlay link) is the datapath's to keep, rewrite or
+// Underlay, on the underlay link) is, given the Network n, the datapath's to keep, rewrite or
 // delete. It is when
 //
 //   - it has protocol RouteProtocol: weft wrote it (on the underlay only
@@ -205,8 +300,7 @@ func (v *VXLAN) listRoutes(s state, link int, underlay bool) error {
 // gateway, one at another metric. A reconcile may still overwrite a foreign
 // route that has the destination and metric of one it wants, since a
 // replace is keyed by those, whatever the protocol.
-func (v *VXLAN) ownsRoute(r routeEntry) bool {
-	n := v.cfg.Network
+func ownsRoute(n netip.Prefix, r routeEntry) bool {
 	peerRoute := n.IsValid() && r.Gw.IsValid() && r.Dst.Bits() > n.Bits() && n.Contains(r.Dst.Addr())
 	switch r.Proto {
 	case RouteProtocol:
@@ -215,12 +309,6 @@ func (v *VXLAN) ownsRoute(r routeEntry) bool {
 		return peerRoute && (r.Metric == 0 || r.Metric == peerMetric(r.Dst)) && (r.Underlay || r.Gw == r.Dst.Addr())
 	}
 	return false
-}
-
-// linkRef is a minimal Link naming the device by index, for calls that only
-// read Attrs().Index (and Name for messages).
-func (v *VXLAN) linkRef() netlink.Link {
-	return &netlink.Vxlan{LinkAttrs: netlink.LinkAttrs{Name: v.cfg.deviceName(), Index: int(v.devIndex.Load())}}
 }
 
 func prefixIPNet(p netip.Prefix) *net.IPNet {
@@ -244,4 +332,53 @@ func ipNetPrefix(n *net.IPNet) (netip.Prefix, bool) {
 		ones -= 96
 	}
 	return netip.PrefixFrom(ip, ones), true
+}
+
+// underlayRoutes is a snapshot of the main table's IPv4 routes, taken with
+// every kernel dump, from which DirectRouting is decided: a peer update
+// makes no kernel query.
+type underlayRoutes []underlayRoute
+
+type underlayRoute struct {
+	dst     netip.Prefix
+	viaGw   bool
+	link    int
+	metric  int
+	unicast bool
+}
+
+// listUnderlay dumps the main table.
+func (e *executor) listUnderlay() (underlayRoutes, error) {
+	routes, err := e.nl.RouteListFiltered(unix.AF_INET, &netlink.Route{Table: unix.RT_TABLE_MAIN}, netlink.RT_FILTER_TABLE)
+	if err != nil {
+		return nil, err
+	}
+	u := make(underlayRoutes, 0, len(routes))
+	for _, r := range routes {
+		dst := netip.PrefixFrom(netip.IPv4Unspecified(), 0) // a default route has no Dst
+		if r.Dst != nil {
+			var ok bool
+			if dst, ok = ipNetPrefix(r.Dst); !ok || !dst.Addr().Is4() {
+				continue
+			}
+		}
+		u = append(u, underlayRoute{dst: dst.Masked(), viaGw: len(r.Gw) > 0 || len(r.MultiPath) > 0, link: r.LinkIndex,
+			metric: r.Priority, unicast: r.Type == 0 || r.Type == unix.RTN_UNICAST})
+	}
+	return u, nil
+}
+
+// direct reports whether the route the kernel picks for ip (longest prefix,
+// then lowest metric) reaches it without a gateway on link underlay.
+func (u underlayRoutes) direct(ip netip.Addr, underlay int) bool {
+	best := -1
+	for i, r := range u {
+		if !r.dst.Contains(ip) {
+			continue
+		}
+		if best < 0 || r.dst.Bits() > u[best].dst.Bits() || (r.dst.Bits() == u[best].dst.Bits() && r.metric < u[best].metric) {
+			best = i
+		}
+	}
+	return best >= 0 && !u[best].viaGw && u[best].link == underlay && u[best].unicast
 }

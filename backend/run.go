@@ -3,9 +3,11 @@ package backend
 import (
 	"context"
 	"errors"
-	"net"
+	"log/slog"
 	"sync"
 	"time"
+
+	"github.com/vishvananda/netlink"
 )
 
 // Retry delays after a failed reconcile or a lost subscription.
@@ -34,30 +36,44 @@ const (
 func (v *VXLAN) Run(ctx context.Context) error {
 	var wg, tried sync.WaitGroup
 	tried.Add(2)
-	wg.Go(func() { v.missLoop(ctx, sync.OnceFunc(tried.Done)) })
-	wg.Go(func() { v.linkLoop(ctx, sync.OnceFunc(tried.Done)) })
+	// subscribed reports one successful subscription of kind: the Observer
+	// hears of it, and then either the first try is over (the first
+	// reconcile follows) or a reconcile is asked for, since events may have
+	// been missed while there was no subscription.
+	subscribed := func(kind string, first bool, tried func()) {
+		if f := v.cfg.Observer.Subscribed; f != nil {
+			f(kind)
+		}
+		if first {
+			tried()
+		} else {
+			v.requestReconcile()
+		}
+	}
+	wg.Go(func() {
+		nl, closeNL := v.missNetlink()
+		defer closeNL()
+		resubscribe(ctx, v.log, SubscriptionNeigh, "neighbour", v.subscribeNeigh, func(u netlink.NeighUpdate) {
+			if err := v.resp.answer(nl, u); err != nil {
+				v.log.Warn("miss answer failed", "err", err)
+			}
+		}, subscribed, sync.OnceFunc(tried.Done))
+	})
+	wg.Go(func() {
+		resubscribe(ctx, v.log, SubscriptionLink, "link", v.subscribeLink, func(u netlink.LinkUpdate) {
+			if v.needsRepair(u) {
+				v.requestReconcile()
+			}
+		}, subscribed, sync.OnceFunc(tried.Done))
+	})
 	tried.Wait()
 	v.controlLoop(ctx)
 	wg.Wait()
 	return nil
 }
 
-// subscribed reports one successful subscription of kind: the Observer hears
-// of it, and then either the first try is over (tried: the first reconcile
-// follows) or a reconcile is asked for, since events may have been missed
-// while there was no subscription.
-func (v *VXLAN) subscribed(kind string, first bool, tried func()) {
-	if f := v.cfg.Observer.Subscribed; f != nil {
-		f(kind)
-	}
-	if first {
-		tried()
-	} else {
-		v.requestReconcile()
-	}
-}
-
-// controlLoop serialises reconciles and on-demand activations.
+// controlLoop serialises reconciles and on-demand activations (SetPeers
+// takes the same lock).
 func (v *VXLAN) controlLoop(ctx context.Context) {
 	tick := time.NewTicker(v.cfg.ResyncInterval)
 	defer tick.Stop()
@@ -83,8 +99,8 @@ func (v *VXLAN) controlLoop(ctx context.Context) {
 			run()
 		case <-v.kick:
 			run()
-		case a := <-v.answered:
-			v.recordAnswers(a)
+		case <-v.resp.wake:
+			v.takeAnswers()
 		}
 	}
 }
@@ -109,110 +125,45 @@ func (v *VXLAN) reconcile() (err error) {
 	}
 	var errs []error
 	if v.lease.IsValid() {
-		errs = append(errs, v.setAddressLocked())
+		errs = append(errs, v.setAddress(v.lease))
 	}
-	if err := v.resyncLocked(); err != nil {
+	flips, err := v.resyncLocked(false)
+	if err != nil {
 		v.ready.Store(false)
 		return errors.Join(append(errs, err)...)
 	}
-	clear(v.direct)
-	if !v.peersSet {
+	if !v.model.set {
 		return errors.Join(errs...) // programming waits for the first SetPeers
 	}
-	changes := v.drainAnswersLocked(nil)
-	errs = append(errs, v.refreshDirectLocked()...)
-	n, err := v.programLocked(changes)
+	errs = append(errs, flips...)
+	n, err := v.programLocked(v.takeAnswersLocked())
 	if n > 0 {
 		v.log.Info("reconcile rewrote kernel entries", "writes", n)
 	}
 	return errors.Join(append(errs, err)...)
 }
 
-// resyncLocked replaces the in-memory view with a kernel dump; the next
-// programming is a full diff. In on-demand mode it adopts the peers found
-// there.
-func (v *VXLAN) resyncLocked() error {
-	have, err := v.listState()
-	if err != nil {
-		return err
-	}
-	v.have = have
-	v.full = true
-	v.adoptPending = v.cfg.Mode == ModeOnDemand
-	return nil
-}
-
-// recordAnswers takes a miss answer, and every other one already queued, from
-// the control loop and programs the peers they activated (on demand), only
-// those peers' entries.
-func (v *VXLAN) recordAnswers(a answered) {
-	v.mu.Lock()
-	defer v.mu.Unlock()
-	var changes []peerChange
-	if c, ok := v.takeAnswerLocked(a); ok {
-		changes = append(changes, c)
-	}
-	changes = v.drainAnswersLocked(changes)
-	if len(changes) == 0 {
-		return
-	}
-	if _, err := v.programLocked(changes); err != nil {
-		v.log.Warn("programming activated peers failed", "peers", len(changes), "err", err)
+// requestReconcile asks Run for a full list-and-diff reconcile (coalescing).
+func (v *VXLAN) requestReconcile() {
+	select {
+	case v.kick <- struct{}{}:
+	default:
 	}
 }
 
-// takeAnswerLocked records what a miss answer wrote and reports whether it
-// activated its peer (on demand: the peer's regular neighbour, FDB and route
-// are to be programmed so later packets to its subnet no longer miss).
-func (v *VXLAN) takeAnswerLocked(a answered) (peerChange, bool) {
-	p := v.table.get(a.peer.Subnet)
-	if p != a.peer && (p == nil || p.mac != a.peer.mac || p.PublicIP != a.peer.PublicIP || p.direct != a.peer.direct) {
-		// The peer left or changed between the answer and now: the
-		// answer may have written stale entries, which a reconcile
-		// (listing the kernel) removes.
-		v.requestReconcile()
-		return peerChange{}, false
-	}
-	for _, o := range a.ops {
-		v.have.record(o)
-	}
-	if v.cfg.Mode != ModeOnDemand || v.active[p.Subnet] {
-		return peerChange{}, false
-	}
-	v.active[p.Subnet] = true
-	v.log.Info("peer activated by miss", "peer", p.Name, "subnet", p.Subnet)
-	return peerChange{old: p, cur: p}, true
-}
-
-// drainAnswersLocked takes the answers not yet seen by the control loop, so
-// programming starts from a complete view even when Run is not running, and
-// appends the activations to changes. It takes at most what the queue holds.
-func (v *VXLAN) drainAnswersLocked(changes []peerChange) []peerChange {
-	for range cap(v.answered) {
-		select {
-		case a := <-v.answered:
-			if c, ok := v.takeAnswerLocked(a); ok {
-				changes = append(changes, c)
-			}
-		default:
-			return changes
-		}
-	}
-	return changes
-}
-
-// missLoop answers misses until ctx ends, resubscribing (and asking for a full
-// resync, since events were lost) whenever the subscription ends. tried is
-// called once the first subscription attempt is over (or ctx ended).
-func (v *VXLAN) missLoop(ctx context.Context, tried func()) {
+// resubscribe handles the events of one subscription until ctx ends,
+// resubscribing whenever the subscription ends. subscribed is told of every
+// subscription made; tried is called once the first attempt is over (or ctx
+// ended).
+func resubscribe[T any](ctx context.Context, log *slog.Logger, kind, what string,
+	subscribe func(context.Context) (<-chan T, func(), error), handle func(T),
+	subscribed func(kind string, first bool, tried func()), tried func()) {
 	defer tried()
-	nl, closeNL := v.missNetlink()
-	defer closeNL()
 	delay := minRetry
 	for first := true; ctx.Err() == nil; first = false {
-		ch, stop, err := v.subscribeNeigh(ctx)
+		ch, stop, err := subscribe(ctx)
 		if err != nil {
-			v.log.Warn("neighbour subscription failed; retrying", "err", err, "in", delay)
+			log.Warn(what+" subscription failed; retrying", "err", err, "in", delay)
 			tried() // the first reconcile does not wait for a retry
 			if !sleepCtx(ctx, delay) {
 				return
@@ -221,54 +172,18 @@ func (v *VXLAN) missLoop(ctx context.Context, tried func()) {
 			continue
 		}
 		delay = minRetry
-		v.subscribed(SubscriptionNeigh, first, tried)
+		subscribed(kind, first, tried)
 		unhook := context.AfterFunc(ctx, stop)
 		for u := range ch {
 			if ctx.Err() != nil {
 				continue // draining after stop; the channel closes soon
 			}
-			if err := v.answerMiss(nl, u); err != nil {
-				v.log.Warn("miss answer failed", "err", err)
-			}
+			handle(u)
 		}
 		unhook()
 		stop()
 		if ctx.Err() == nil {
-			v.log.Warn("neighbour subscription ended; resubscribing and resyncing")
-		}
-	}
-}
-
-// linkLoop asks for a reconcile when the device disappears, is replaced, goes
-// down or changes its MAC (flannel#2247: the device vanished with a NIC flap
-// and was never recreated), and after every resubscription. tried works as
-// for missLoop.
-func (v *VXLAN) linkLoop(ctx context.Context, tried func()) {
-	defer tried()
-	delay := minRetry
-	for first := true; ctx.Err() == nil; first = false {
-		ch, stop, err := v.subscribeLink(ctx)
-		if err != nil {
-			v.log.Warn("link subscription failed; retrying", "err", err, "in", delay)
-			tried()
-			if !sleepCtx(ctx, delay) {
-				return
-			}
-			delay = min(2*delay, maxRetry)
-			continue
-		}
-		delay = minRetry
-		v.subscribed(SubscriptionLink, first, tried)
-		unhook := context.AfterFunc(ctx, stop)
-		for u := range ch {
-			if ctx.Err() == nil && v.linkNeedsRepair(u.Header.Type, u.Attrs().Index, u.Attrs().Name, u.Attrs().Flags, u.Attrs().HardwareAddr) {
-				v.requestReconcile()
-			}
-		}
-		unhook()
-		stop()
-		if ctx.Err() == nil {
-			v.log.Warn("link subscription ended; resubscribing and resyncing")
+			log.Warn(what + " subscription ended; resubscribing and resyncing")
 		}
 	}
 }
@@ -284,19 +199,3 @@ func sleepCtx(ctx context.Context, d time.Duration) bool {
 		return true
 	}
 }
-
-// linkNeedsRepair decides whether a link event concerns the device in a way
-// a reconcile must repair.
-func (v *VXLAN) linkNeedsRepair(msgType uint16, index int, name string, flags net.Flags, mac net.HardwareAddr) bool {
-	cur := int(v.devIndex.Load())
-	if index != cur && name != v.cfg.deviceName() {
-		return false
-	}
-	if msgType == rtmDelLink {
-		return index == cur
-	}
-	want := v.devSnap.Load()
-	return want == nil || index != cur || flags&net.FlagUp == 0 || !macEqual(mac, want.MAC)
-}
-
-func macEqual(a, b net.HardwareAddr) bool { return a.String() == b.String() }

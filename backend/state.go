@@ -4,7 +4,6 @@ import (
 	"cmp"
 	"encoding/binary"
 	"fmt"
-	"maps"
 	"net"
 	"net/netip"
 	"slices"
@@ -16,6 +15,36 @@ import (
 
 // This file is the model of the kernel entries the datapath owns and of the
 // writes that change them; diff.go computes the writes. Nothing here does I/O.
+
+// owned is the kernel view (what the datapath owns of it) indexed by owning
+// subnet: each entry sits in the bucket of the peer that owned it when it was
+// recorded (see peerTable.owner), an entry no peer owns in the orphans
+// bucket (the zero Prefix). Peer subnets do not overlap, so a neighbour or a
+// route is in exactly one bucket, and one diff per bucket (diffOwner) serves
+// both a SetPeers (the buckets of the changed peers) and a reconcile (every
+// bucket). Only the executor changes it.
+type owned map[netip.Prefix]*state
+
+// orphans is the key of the entries no peer owns.
+var orphans netip.Prefix
+
+// bucket returns the bucket of owner, creating it.
+func (h owned) bucket(owner netip.Prefix) *state {
+	b, ok := h[owner]
+	if !ok {
+		b = newBucket()
+		h[owner] = b
+	}
+	return b
+}
+
+// get returns the bucket of owner, empty if there is none.
+func (h owned) get(owner netip.Prefix) state {
+	if b, ok := h[owner]; ok {
+		return *b
+	}
+	return state{}
+}
 
 // neighEntry is an IPv4 neighbour on the VXLAN device.
 type neighEntry struct {
@@ -50,9 +79,8 @@ type routeEntry struct {
 // attributes (fib_info) in a hash table keyed by device, metric and a few
 // other fields but not the gateway, so flannel's layout (every peer route
 // through the same device at metric 0) puts all of them in one bucket and
-// makes each insert scan all the others: 5000 routes took 421 ms through
-// `ip -batch` on the bench machine, 79 ms with distinct metrics. The metric
-// changes nothing else: peer subnets never overlap.
+// makes each insert scan all the others; distinct metrics spread them. The
+// metric changes nothing else: peer subnets never overlap.
 func peerMetric(subnet netip.Prefix) uint32 {
 	if subnet.Bits() == 0 {
 		return 0
@@ -61,98 +89,100 @@ func peerMetric(subnet netip.Prefix) uint32 {
 	return binary.BigEndian.Uint32(a[:]) >> (32 - subnet.Bits())
 }
 
-// state is what the kernel holds (as far as we own it), indexed the way the
-// kernel keys its entries so that recording a write is O(1): neighbours by
-// IP, FDB remotes by MAC, routes by destination. The slices hold more than
-// one element only for entries the kernel had before we wrote (a second
-// remote of a MAC, a second route to a destination at another metric).
+// state is (a part of) what the kernel holds, as far as we own it: one
+// owner's bucket, or a kernel dump before rehome sorts it into buckets. A
+// bucket usually holds one neighbour, one FDB entry and one route (more for
+// a peer with pod-IP neighbours on demand, or for the orphans after a dump),
+// so entries are kept in slices and a bucket is one allocation.
 type state struct {
-	neigh map[netip.Addr]neighEntry
-	fdb   map[string][]netip.Addr       // MAC → remotes, the first is the one a replace rewrites
-	route map[netip.Prefix][]routeEntry // destination → routes
+	neigh []neighEntry // one per IP
+	// fdb holds (MAC, remote) pairs; of a MAC's remotes the first is the one
+	// a replace rewrites.
+	fdb   []fdbEntry
+	route []routeEntry
 }
 
-// newState returns an empty state with room for about n peers.
+// newState returns an empty state with room for about n entries of each kind.
 func newState(n int) state {
-	return state{
-		neigh: make(map[netip.Addr]neighEntry, n),
-		fdb:   make(map[string][]netip.Addr, n),
-		route: make(map[netip.Prefix][]routeEntry, n),
-	}
+	return state{neigh: make([]neighEntry, 0, n), fdb: make([]fdbEntry, 0, n), route: make([]routeEntry, 0, n)}
 }
 
-// sized returns s, copied into maps with room for n entries when its own
-// are much smaller (a bulk SetPeers would otherwise regrow them many times).
-func (s state) sized(n int) state {
-	if len(s.neigh) >= n/2 {
-		return s
-	}
-	c := newState(n)
-	maps.Copy(c.neigh, s.neigh)
-	maps.Copy(c.fdb, s.fdb)
-	maps.Copy(c.route, s.route)
-	return c
+// newBucket returns an empty bucket with room for one entry of each kind
+// in the same allocation.
+func newBucket() *state {
+	b := &struct {
+		state
+		n [1]neighEntry
+		f [1]fdbEntry
+		r [1]routeEntry
+	}{}
+	b.neigh, b.fdb, b.route = b.n[:0], b.f[:0], b.r[:0]
+	return &b.state
 }
 
-func (s state) hasFDB(f fdbEntry) bool { return slices.Contains(s.fdb[f.MAC], f.Dst) }
+func (s *state) empty() bool { return len(s.neigh) == 0 && len(s.fdb) == 0 && len(s.route) == 0 }
 
-func (s state) hasRoute(r routeEntry) bool { return slices.Contains(s.route[r.Dst], r) }
+func (s state) neighAt(ip netip.Addr) (neighEntry, bool) {
+	for _, n := range s.neigh {
+		if n.IP == ip {
+			return n, true
+		}
+	}
+	return neighEntry{}, false
+}
+
+func (s state) hasFDB(f fdbEntry) bool { return slices.Contains(s.fdb, f) }
+
+func (s state) hasRoute(r routeEntry) bool { return slices.Contains(s.route, r) }
 
 // addFDB and addRoute add an entry found in a kernel dump.
-func (s state) addFDB(f fdbEntry) {
+func (s *state) addFDB(f fdbEntry) {
 	if !s.hasFDB(f) {
-		s.fdb[f.MAC] = append(s.fdb[f.MAC], f.Dst)
+		s.fdb = append(s.fdb, f)
 	}
 }
 
-func (s state) addRoute(r routeEntry) {
+func (s *state) addRoute(r routeEntry) {
 	if !s.hasRoute(r) {
-		s.route[r.Dst] = append(s.route[r.Dst], r)
+		s.route = append(s.route, r)
 	}
 }
 
-// record applies a successful op to s in O(1).
-func (s state) record(o op) {
+// record applies a successful op to s (O(entries of s): a bucket is small).
+func (s *state) record(o op) {
 	switch o.kind {
 	case opNeighSet:
-		s.neigh[o.neigh.IP] = o.neigh
+		if i := slices.IndexFunc(s.neigh, func(n neighEntry) bool { return n.IP == o.neigh.IP }); i >= 0 {
+			s.neigh[i] = o.neigh
+		} else {
+			s.neigh = append(s.neigh, o.neigh)
+		}
 	case opNeighDel:
-		delete(s.neigh, o.neigh.IP)
+		s.neigh = slices.DeleteFunc(s.neigh, func(n neighEntry) bool { return n.IP == o.neigh.IP })
 	case opFDBSet:
 		// A replace (NLM_F_REPLACE) leaves the MAC alone when the remote
 		// is already there and otherwise rewrites its first remote.
-		switch dsts := s.fdb[o.fdb.MAC]; {
-		case slices.Contains(dsts, o.fdb.Dst):
-		case len(dsts) > 0:
-			dsts[0] = o.fdb.Dst
-		default:
-			s.fdb[o.fdb.MAC] = []netip.Addr{o.fdb.Dst}
+		if s.hasFDB(o.fdb) {
+			return
+		}
+		if i := slices.IndexFunc(s.fdb, func(f fdbEntry) bool { return f.MAC == o.fdb.MAC }); i >= 0 {
+			s.fdb[i] = o.fdb
+		} else {
+			s.fdb = append(s.fdb, o.fdb)
 		}
 	case opFDBDel:
-		dsts := slices.DeleteFunc(s.fdb[o.fdb.MAC], func(d netip.Addr) bool { return d == o.fdb.Dst })
-		setOrDelete(s.fdb, o.fdb.MAC, dsts)
+		s.fdb = slices.DeleteFunc(s.fdb, func(f fdbEntry) bool { return f == o.fdb })
 	case opRouteSet:
 		// A replace overwrites the main-table route with the same
 		// destination and metric, whatever its device.
-		rs := s.route[o.route.Dst]
-		if i := slices.IndexFunc(rs, func(r routeEntry) bool { return r.Metric == o.route.Metric }); i >= 0 {
-			rs[i] = o.route
+		if i := slices.IndexFunc(s.route, func(r routeEntry) bool { return r.Dst == o.route.Dst && r.Metric == o.route.Metric }); i >= 0 {
+			s.route[i] = o.route
 		} else {
-			rs = append(rs, o.route)
+			s.route = append(s.route, o.route)
 		}
-		s.route[o.route.Dst] = rs
 	case opRouteDel:
-		rs := slices.DeleteFunc(s.route[o.route.Dst], func(r routeEntry) bool { return r == o.route })
-		setOrDelete(s.route, o.route.Dst, rs)
+		s.route = slices.DeleteFunc(s.route, func(r routeEntry) bool { return r == o.route })
 	}
-}
-
-func setOrDelete[K comparable, V any](m map[K][]V, k K, vs []V) {
-	if len(vs) == 0 {
-		delete(m, k)
-		return
-	}
-	m[k] = vs
 }
 
 // opKind names one kernel write.
@@ -167,8 +197,8 @@ const (
 	opFDBDel
 )
 
-// op is one kernel write; peer is the subnet it serves or, for a delete, the
-// wanted peer the stale entry belonged to (zero for peerless entries).
+// op is one kernel write; peer is its owner: the bucket it was diffed from,
+// where the executor records it (zero for the orphans).
 type op struct {
 	kind  opKind
 	peer  netip.Prefix

@@ -39,7 +39,7 @@ func stateOf(t *testing.T, lines ...string) state {
 		switch f[0] {
 		case "neigh":
 			ip := netip.MustParseAddr(f[1])
-			s.neigh[ip] = neighEntry{IP: ip, MAC: f[2], Permanent: len(f) > 3 && f[3] == "permanent"}
+			s.record(op{kind: opNeighSet, neigh: neighEntry{IP: ip, MAC: f[2], Permanent: len(f) > 3 && f[3] == "permanent"}})
 		case "fdb":
 			s.addFDB(fdbEntry{MAC: f[1], Dst: netip.MustParseAddr(f[2])})
 		case "route":
@@ -78,31 +78,27 @@ func stateLines(s state) []string {
 	for _, n := range s.neigh {
 		res = append(res, strings.TrimSpace("neigh "+n.IP.String()+" "+n.MAC+nudText(n.Permanent)))
 	}
-	for mac, dsts := range s.fdb {
-		for _, d := range dsts {
-			res = append(res, "fdb "+mac+" "+d.String())
-		}
+	for _, f := range s.fdb {
+		res = append(res, "fdb "+f.MAC+" "+f.Dst.String())
 	}
-	for _, rs := range s.route {
-		for _, r := range rs {
-			l := "route " + r.Dst.String() + " -"
-			if r.Gw.IsValid() {
-				l = "route " + r.Dst.String() + " " + r.Gw.String()
-			}
-			if r.Onlink {
-				l += " onlink"
-			}
-			if r.Underlay {
-				l += " underlay"
-			}
-			if r.Metric != 0 {
-				l += " metric " + strconv.FormatUint(uint64(r.Metric), 10)
-			}
-			if r.Proto != RouteProtocol {
-				l += " proto " + protoName(r.Proto)
-			}
-			res = append(res, l)
+	for _, r := range s.route {
+		l := "route " + r.Dst.String() + " -"
+		if r.Gw.IsValid() {
+			l = "route " + r.Dst.String() + " " + r.Gw.String()
 		}
+		if r.Onlink {
+			l += " onlink"
+		}
+		if r.Underlay {
+			l += " underlay"
+		}
+		if r.Metric != 0 {
+			l += " metric " + strconv.FormatUint(uint64(r.Metric), 10)
+		}
+		if r.Proto != RouteProtocol {
+			l += " proto " + protoName(r.Proto)
+		}
+		res = append(res, l)
 	}
 	slices.Sort(res)
 	return res
@@ -323,7 +319,7 @@ func TestOwnsRoute(t *testing.T) {
 		{"no Network: flannel's shape is not taken over", none, r("10.244.2.0/24", "10.244.2.0", false, 0, boot), false},
 		{"no Network: weft's own on the device", none, r("10.244.2.0/24", "10.244.2.0", false, 717826, RouteProtocol), true},
 	} {
-		if got := tc.v.ownsRoute(tc.r); got != tc.want {
+		if got := ownsRoute(tc.v.cfg.Network, tc.r); got != tc.want {
 			t.Errorf("%s (%s): ownsRoute = %t, want %t", tc.name, tc.r, got, tc.want)
 		}
 	}

@@ -2,55 +2,29 @@ package backend
 
 import (
 	"bytes"
-	"cmp"
+	"encoding/binary"
 	"fmt"
+	"hash/maphash"
+	"iter"
 	"maps"
 	"net/netip"
 	"slices"
-	"sync"
 )
 
 // tablePeer is a validated Peer plus what the datapath derived from it. It is
-// never changed once in the table (a changed peer is a new tablePeer), so the
-// miss path may keep using one after the table lock is released; only seen is
-// written later, by the control side.
+// never changed once created (a changed peer is a new tablePeer), so a
+// published peerTable may hand it to the miss responder.
 type tablePeer struct {
 	Peer
 	gw     netip.Addr // the peer's flannel.1 address: Subnet's .0
 	mac    string
 	direct bool // DirectRouting: route via PublicIP on the underlay, no VXLAN entries
-
-	// seen is the SetPeers generation that last listed this peer; control
-	// side only (guarded by VXLAN.mu), never read by the miss path.
-	seen uint64
 }
 
 // same reports whether p describes this peer exactly (p's subnet is the
 // table key, already matched).
 func (tp *tablePeer) same(p *Peer) bool {
 	return tp.PublicIP == p.PublicIP.Unmap() && bytes.Equal(tp.VtepMAC, p.VtepMAC) && tp.Name == p.Name
-}
-
-// peerTable is the desired peers, indexed for the diff and for the miss path.
-// It is changed in place, one peer at a time, by the control side, which holds
-// VXLAN.mu and so reads it without mu; the miss path reads it under mu's read
-// lock. Each peer's entry is consistent on its own; a SetPeers that changes
-// many peers is seen by the miss path peer by peer.
-type peerTable struct {
-	mu       sync.RWMutex
-	mode     Mode
-	bySubnet *prefixMap[*tablePeer] // every accepted peer (DirectRouting ones too)
-	byGW     map[netip.Addr]*tablePeer
-	byMAC    map[string]*tablePeer // peers reached over VXLAN: one per VtepMAC
-}
-
-func newPeerTable(mode Mode) *peerTable {
-	return &peerTable{
-		mode:     mode,
-		bySubnet: newPrefixMap[*tablePeer](0),
-		byGW:     map[netip.Addr]*tablePeer{},
-		byMAC:    map[string]*tablePeer{},
-	}
 }
 
 // validatePeer checks one Peer; local is the node's own public IP.
@@ -71,67 +45,90 @@ func validatePeer(p Peer, local netip.Addr) (*tablePeer, error) {
 	return &tablePeer{Peer: p, gw: p.Subnet.Addr(), mac: macString(p.VtepMAC)}, nil
 }
 
-// reserve makes room for n peers in one step when the indexes are much
-// smaller (a bulk SetPeers would otherwise regrow them many times).
-func (t *peerTable) reserve(n int) {
-	if t.len() >= n/2 {
-		return
-	}
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	t.bySubnet.m = copyMap(t.bySubnet.m, n)
-	t.byGW = copyMap(t.byGW, n)
-	t.byMAC = copyMap(t.byMAC, n)
+// peerTable is the index of the wanted peers that the diff and the miss
+// responder read. A published table is immutable: the control side changes
+// a copy (edit) and publishes that, so the responder reads a consistent
+// table without a lock, and a SetPeers that changes many peers is seen
+// whole or not at all. An edit copies only the shards it writes, so one
+// lease event costs O(1) copying, not O(peers).
+type peerTable struct {
+	mode     Mode
+	bySubnet cowMap[netip.Prefix, *tablePeer] // every accepted peer (DirectRouting ones too)
+	bits     [33]int32                        // peers per subnet length, for lookups
+	byMAC    cowMap[string, *tablePeer]       // peers reached over VXLAN: one per VtepMAC
 }
 
-func copyMap[K comparable, V any](m map[K]V, n int) map[K]V {
-	c := make(map[K]V, n)
-	maps.Copy(c, m)
-	return c
+func newPeerTable(mode Mode) *peerTable {
+	return &peerTable{
+		mode:     mode,
+		bySubnet: newCowMap[netip.Prefix, *tablePeer](hashPrefix),
+		byMAC:    newCowMap[string, *tablePeer](hashString),
+	}
+}
+
+// edit returns a copy of t that may be changed without affecting t.
+func (t *peerTable) edit() *peerTable {
+	c := *t
+	c.bySubnet.mine, c.byMAC.mine = [cowShards / 64]uint64{}, [cowShards / 64]uint64{}
+	return &c
 }
 
 // add indexes p. A peer whose VtepMAC another peer already claims is rejected
 // (the FDB has one remote per MAC); the caller has removed any peer with p's
 // subnet.
 func (t *peerTable) add(p *tablePeer) error {
-	if q, ok := t.byMAC[p.mac]; ok && !p.direct {
+	if q, ok := t.byMAC.get(p.mac); ok && !p.direct {
 		return fmt.Errorf("%w %s: VtepMAC %s already used by %s", ErrInvalidPeer, p.Name, p.mac, q.Name)
 	}
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	t.bySubnet.set(p.Subnet, p)
+	if !t.bySubnet.set(p.Subnet, p) {
+		t.bits[p.Subnet.Bits()]++
+	}
 	if !p.direct { // reached over the underlay: never the subject of a miss
-		t.byGW[p.gw] = p
-		t.byMAC[p.mac] = p
+		t.byMAC.set(p.mac, p)
 	}
 	return nil
 }
 
 // remove drops p (and only p) from the indexes.
 func (t *peerTable) remove(p *tablePeer) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	if t.bySubnet.m[p.Subnet] == p {
+	if q, _ := t.bySubnet.get(p.Subnet); q == p {
 		t.bySubnet.del(p.Subnet)
+		t.bits[p.Subnet.Bits()]--
 	}
-	if t.byGW[p.gw] == p {
-		delete(t.byGW, p.gw)
-	}
-	if t.byMAC[p.mac] == p {
-		delete(t.byMAC, p.mac)
+	if q, _ := t.byMAC.get(p.mac); q == p {
+		t.byMAC.del(p.mac)
 	}
 }
 
-// get returns the peer with this subnet (control side).
-func (t *peerTable) get(subnet netip.Prefix) *tablePeer { return t.bySubnet.m[subnet] }
+// get returns the peer with this subnet.
+func (t *peerTable) get(subnet netip.Prefix) *tablePeer {
+	p, _ := t.bySubnet.get(subnet)
+	return p
+}
 
-func (t *peerTable) len() int { return len(t.bySubnet.m) }
+func (t *peerTable) len() int { return t.bySubnet.n }
 
-// sorted returns every peer by subnet (control side; O(N log N), for the full
-// diff).
+// lookup finds the peer whose subnet contains ip, with one map lookup per
+// subnet length in use (peer subnets usually share one), so a miss is
+// answered in O(1) whatever the cluster size.
+func (t *peerTable) lookup(ip netip.Addr) (*tablePeer, bool) {
+	for b := 32; b >= 0; b-- {
+		if t.bits[b] == 0 {
+			continue
+		}
+		if pfx, err := ip.Prefix(b); err == nil {
+			if p, ok := t.bySubnet.get(pfx); ok {
+				return p, true
+			}
+		}
+	}
+	return nil, false
+}
+
+// sorted returns every peer by subnet (O(N log N), for the full diff).
 func (t *peerTable) sorted() []*tablePeer {
 	ps := make([]*tablePeer, 0, t.len())
-	for _, p := range t.bySubnet.m {
+	for _, p := range t.bySubnet.all() {
 		ps = append(ps, p)
 	}
 	slices.SortFunc(ps, func(a, b *tablePeer) int { return comparePrefix(a.Subnet, b.Subnet) })
@@ -142,15 +139,7 @@ func (t *peerTable) sorted() []*tablePeer {
 // modes, any address of its subnet in on-demand mode (the Network route makes
 // the kernel resolve pod IPs directly).
 func (t *peerTable) forIP(ip netip.Addr) *tablePeer {
-	t.mu.RLock()
-	defer t.mu.RUnlock()
-	if p, ok := t.byGW[ip]; ok {
-		return p
-	}
-	if t.mode != ModeOnDemand {
-		return nil
-	}
-	if p, ok := t.bySubnet.lookup(ip); ok && !p.direct {
+	if p, ok := t.lookup(ip); ok && !p.direct && (p.gw == ip || t.mode == ModeOnDemand) {
 		return p
 	}
 	return nil
@@ -158,58 +147,112 @@ func (t *peerTable) forIP(ip netip.Addr) *tablePeer {
 
 // forMAC finds the peer an L2 miss for mac belongs to.
 func (t *peerTable) forMAC(mac string) *tablePeer {
-	t.mu.RLock()
-	defer t.mu.RUnlock()
-	return t.byMAC[mac]
+	p, _ := t.byMAC.get(mac)
+	return p
 }
 
-// prefixMap finds the entry whose prefix contains an address, with one map
-// lookup per distinct prefix length (peer subnets usually share one length),
-// so a miss is answered in O(1) whatever the cluster size.
-type prefixMap[V any] struct {
-	m    map[netip.Prefix]V
-	bits []int       // distinct lengths, longest first
-	nbit map[int]int // entries per length
+// cowShards is the number of shards of a cowMap; mine has one bit per shard.
+const cowShards = 256
+
+// cowMap is a map split into shards that are copied on write: a copy of the
+// struct shares every shard, and the first write to a shard after edit
+// clones it. Only shards whose bit is set in mine are written in place.
+type cowMap[K comparable, V any] struct {
+	hash   func(K) uint64
+	shards [cowShards]map[K]V
+	n      int
+	mine   [cowShards / 64]uint64
 }
 
-func newPrefixMap[V any](n int) *prefixMap[V] {
-	return &prefixMap[V]{m: make(map[netip.Prefix]V, n), nbit: map[int]int{}}
+func newCowMap[K comparable, V any](hash func(K) uint64) cowMap[K, V] {
+	return cowMap[K, V]{hash: hash}
 }
 
-func (pm *prefixMap[V]) set(p netip.Prefix, v V) {
-	p = p.Masked()
-	if _, ok := pm.m[p]; !ok {
-		pm.nbit[p.Bits()]++
+func (m *cowMap[K, V]) shard(k K) int { return int(m.hash(k) >> 56) } // the top 8 bits
+
+func (m *cowMap[K, V]) get(k K) (V, bool) {
+	v, ok := m.shards[m.shard(k)][k]
+	return v, ok
+}
+
+// own makes shard i writable in place.
+func (m *cowMap[K, V]) own(i int) map[K]V {
+	if m.mine[i/64]&(1<<(i%64)) == 0 {
+		if m.shards[i] == nil {
+			m.shards[i] = map[K]V{}
+		} else {
+			m.shards[i] = maps.Clone(m.shards[i])
+		}
+		m.mine[i/64] |= 1 << (i % 64)
 	}
-	pm.m[p] = v
-	if !slices.Contains(pm.bits, p.Bits()) {
-		pm.bits = append(pm.bits, p.Bits())
-		slices.SortFunc(pm.bits, func(a, b int) int { return cmp.Compare(b, a) })
-	}
+	return m.shards[i]
 }
 
-func (pm *prefixMap[V]) del(p netip.Prefix) {
-	p = p.Masked()
-	if _, ok := pm.m[p]; !ok {
+// reserve makes room for n entries in one step when the map is much smaller
+// (a bulk SetPeers would otherwise regrow every shard many times).
+func (m *cowMap[K, V]) reserve(n int) {
+	if m.n >= n/2 {
 		return
 	}
-	delete(pm.m, p)
-	if pm.nbit[p.Bits()]--; pm.nbit[p.Bits()] == 0 {
-		delete(pm.nbit, p.Bits())
-		pm.bits = slices.DeleteFunc(pm.bits, func(b int) bool { return b == p.Bits() })
+	for i, s := range m.shards {
+		c := make(map[K]V, n/cowShards+n/(4*cowShards)+1)
+		maps.Copy(c, s)
+		m.shards[i] = c
+	}
+	for i := range m.mine {
+		m.mine[i] = ^uint64(0)
 	}
 }
 
-func (pm *prefixMap[V]) lookup(ip netip.Addr) (V, bool) {
-	for _, b := range pm.bits {
-		p, err := ip.Prefix(b)
-		if err != nil {
-			continue
-		}
-		if v, ok := pm.m[p]; ok {
-			return v, true
+// set stores v and reports whether k was present.
+func (m *cowMap[K, V]) set(k K, v V) bool {
+	s := m.own(m.shard(k))
+	_, had := s[k]
+	if !had {
+		m.n++
+	}
+	s[k] = v
+	return had
+}
+
+func (m *cowMap[K, V]) del(k K) {
+	i := m.shard(k)
+	if _, ok := m.shards[i][k]; !ok {
+		return
+	}
+	delete(m.own(i), k)
+	m.n--
+}
+
+func (m *cowMap[K, V]) all() iter.Seq2[K, V] {
+	return func(yield func(K, V) bool) {
+		for _, s := range m.shards {
+			for k, v := range s {
+				if !yield(k, v) {
+					return
+				}
+			}
 		}
 	}
-	var zero V
-	return zero, false
 }
+
+// Shard hashes: Fibonacci hashing of the part of the key that varies
+// between peers, so consecutive subnets spread over the shards.
+const fib = 0x9E3779B97F4A7C15
+
+func hashAddr(a netip.Addr) uint64 {
+	b := a.As16()
+	return (binary.BigEndian.Uint64(b[:8]) ^ binary.BigEndian.Uint64(b[8:])) * fib
+}
+
+func hashPrefix(p netip.Prefix) uint64 { return (hashAddr(p.Addr()) + uint64(p.Bits())) * fib }
+
+// reserve makes room for n peers (see cowMap.reserve).
+func (t *peerTable) reserve(n int) {
+	t.bySubnet.reserve(n)
+	t.byMAC.reserve(n)
+}
+
+var stringSeed = maphash.MakeSeed()
+
+func hashString(s string) uint64 { return maphash.String(stringSeed, s) }

@@ -7,12 +7,12 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/vishvananda/netlink"
-	"golang.org/x/sys/unix"
 
 	"github.com/weftnet/weft/host"
 )
@@ -101,47 +101,37 @@ type Device struct {
 }
 
 // VXLAN is the datapath of one node. Its methods are safe for concurrent use.
+//
+// It is made of parts with one job each: link keeps the device, model
+// decides what is wanted (pure), executor writes and records what it reached
+// (the only writer of the kernel view), responder answers misses without
+// the lock. VXLAN owns the one mutex that serialises SetPeers, SetAddress,
+// EnsureDevice, reconciles and on-demand activations.
 type VXLAN struct {
-	nl  host.Host
-	cfg Config
-	log *slog.Logger
+	cfg   Config
+	log   *slog.Logger
+	*link // the device: EnsureDevice, reconciles
 
-	// Read by the miss path without VXLAN.mu.
-	table    *peerTable // the desired peers; see peerTable for its locking
-	devIndex atomic.Int64
-	devSnap  atomic.Pointer[Device] // the device as last ensured
-	ready    atomic.Bool
+	resp  *responder    // read by the miss path without mu
+	ready atomic.Bool   // see Ready
+	kick  chan struct{} // request a reconcile (coalescing)
 
-	kick     chan struct{} // request a full reconcile (coalescing)
-	answered chan answered // miss answers, to record (and activate, on demand)
-
-	mu  sync.Mutex // serialises programming; guards the fields below
-	dev *Device
-	// peersSet: SetPeers has been called. Until then nothing is known
-	// about peers, so reconciles must not delete entries (a restarted
-	// agent's Run may start before its first SetPeers).
-	peersSet bool
-	lease    netip.Prefix
-	gen      uint64 // SetPeers calls, for tablePeer.seen
-	have     state  // the kernel view, updated in place by every write
-	// full: the next programming compares everything (diff) rather than
-	// the changed peers (diffPeers): have was just listed or reset, or a
-	// write failed, so have and the wanted state may differ anywhere.
-	full   bool
-	active map[netip.Prefix]bool // on-demand: peers programmed because a miss asked
-	// adoptPending: have was just listed; on demand, peers found in it
-	// become active at the next programming.
-	adoptPending bool
-	direct       map[netip.Addr]bool // DirectRouting decisions by PublicIP (cleared on reconcile)
-	newMAC       func() (net.HardwareAddr, error)
-	raWarned     bool // the warning that the device accepts router advertisements was given
+	mu    sync.Mutex // serialises programming; guards the fields below and link's
+	model model
+	exec  executor
+	lease netip.Prefix
+	// full: the next programming diffs every owner, because the kernel
+	// view was just listed or reset. Otherwise it diffs the owners of the
+	// changed peers and those in dirty.
+	full  bool
+	dirty map[netip.Prefix]bool // owners a failed write or a miss answer touched
 }
 
 // New validates cfg, applies its defaults and returns a datapath that has not
 // touched the kernel yet.
 func New(nl host.Host, cfg Config, log *slog.Logger) (*VXLAN, error) {
 	if nl == nil {
-		return nil, fmt.Errorf("%w: nil Host", ErrInvalidConfig)
+		return nil, fmt.Errorf("%w: nil host", ErrInvalidConfig)
 	}
 	if log == nil {
 		log = slog.New(slog.NewTextHandler(io.Discard, nil))
@@ -149,19 +139,21 @@ func New(nl host.Host, cfg Config, log *slog.Logger) (*VXLAN, error) {
 	if err := applyDefaults(&cfg); err != nil {
 		return nil, err
 	}
+	log = log.With("device", cfg.deviceName())
+	k := &kernel{nl: nl, cfg: cfg, log: log}
+	l := &link{kernel: k, newMAC: randomMAC}
 	v := &VXLAN{
-		nl:       nl,
-		cfg:      cfg,
-		log:      log.With("device", cfg.deviceName()),
-		kick:     make(chan struct{}, 1),
-		answered: make(chan answered, 1024),
-		table:    newPeerTable(cfg.Mode),
-		have:     newState(0),
-		full:     true,
-		active:   map[netip.Prefix]bool{},
-		direct:   map[netip.Addr]bool{},
-		newMAC:   randomMAC,
+		cfg:   cfg,
+		log:   log,
+		link:  l,
+		resp:  &responder{devIndex: &l.devIndex, obs: cfg.Observer, log: log, wake: make(chan struct{}, 1)},
+		kick:  make(chan struct{}, 1),
+		model: newModel(cfg),
+		exec:  executor{nl: nl, cfg: cfg, log: log, devIndex: &l.devIndex, have: owned{}},
+		full:  true,
+		dirty: map[netip.Prefix]bool{},
 	}
+	v.resp.table.Store(v.model.table)
 	return v, nil
 }
 
@@ -220,6 +212,28 @@ func DeviceName(vni int) string {
 // not make the datapath unready.
 func (v *VXLAN) Ready() bool { return v.ready.Load() }
 
+// EnsureDevice creates flannel.<VNI> or reuses a compatible one, sets it up,
+// and returns it; Device.MAC is the VtepMAC to publish. A reused device keeps
+// its MAC, so peers stay valid across restarts.
+func (v *VXLAN) EnsureDevice() (Device, error) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	d, recreated, err := v.ensureDeviceLocked()
+	if err != nil {
+		return Device{}, err
+	}
+	// Start from what the kernel holds, so the first SetPeers after a
+	// restart rewrites nothing that is right and removes departed peers.
+	flips, err := v.resyncLocked(recreated)
+	if err != nil {
+		return Device{}, fmt.Errorf("ensure vxlan %q: %w", d.Name, err)
+	}
+	if err := errors.Join(flips...); err != nil {
+		v.log.Warn("peers rejected after a DirectRouting change", "err", err)
+	}
+	return *d, nil
+}
+
 // SetAddress puts <lease .0>/32 on the device and removes any other IPv4
 // address from it. The lease is remembered and re-applied when the device is
 // recreated.
@@ -233,32 +247,7 @@ func (v *VXLAN) SetAddress(lease netip.Prefix) error {
 	if v.dev == nil {
 		return fmt.Errorf("set address %s: %w", v.lease.Addr(), ErrNoDevice)
 	}
-	return v.setAddressLocked()
-}
-
-func (v *VXLAN) setAddressLocked() error {
-	link := v.linkRef()
-	want := netip.PrefixFrom(v.lease.Addr(), 32)
-	addr := &netlink.Addr{IPNet: prefixIPNet(want)}
-	if err := v.nl.AddrReplace(link, addr); err != nil {
-		return fmt.Errorf("set address %s on %s: %w", want, v.dev.Name, err)
-	}
-	addrs, err := v.nl.AddrList(link, unix.AF_INET)
-	if err != nil {
-		return fmt.Errorf("set address %s on %s: %w", want, v.dev.Name, err)
-	}
-	var errs []error
-	for _, a := range addrs {
-		p, ok := ipNetPrefix(a.IPNet)
-		if !ok || p == want {
-			continue
-		}
-		v.log.Info("removing stale address", "addr", p)
-		if err := v.nl.AddrDel(link, &a); err != nil && !isGone(err) {
-			errs = append(errs, fmt.Errorf("remove stale address %s from %s: %w", p, v.dev.Name, err))
-		}
-	}
-	return errors.Join(errs...)
+	return v.setAddress(v.lease)
 }
 
 // SetPeers makes the kernel hold exactly the entries the given peers need
@@ -271,10 +260,134 @@ func (v *VXLAN) SetPeers(peers []Peer) error {
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	start := time.Now()
-	v.peersSet = true
-	changes := v.drainAnswersLocked(nil)
-	changes, errs := v.updatePeersLocked(peers, changes)
-	ops, err := v.programLocked(changes)
-	v.log.Debug("peers set", "peers", v.table.len(), "changed", len(changes), "writes", ops, "took", time.Since(start))
+	v.model.set = true
+	changes := v.takeAnswersLocked()
+	more, errs := v.model.update(peers)
+	changes = append(changes, more...)
+	n, err := v.programLocked(changes)
+	v.log.Debug("peers set", "peers", v.model.table.len(), "changed", len(changes), "writes", n, "took", time.Since(start))
 	return errors.Join(append(errs, err)...)
+}
+
+// HandleMiss answers one neighbour update if it is a miss on the device,
+// from the published peer table (see responder.answer). Run answers every
+// update itself (through a netlink handle of its own when it can open one);
+// tests over the Fake may call HandleMiss directly. What it wrote is taken
+// by the next programming.
+func (v *VXLAN) HandleMiss(u netlink.NeighUpdate) error { return v.resp.answer(v.nl, u) }
+
+// takeAnswers takes the miss answers noted so far and programs the peers
+// they activated (on demand) and the owners of what they wrote.
+func (v *VXLAN) takeAnswers() {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	changes := v.takeAnswersLocked()
+	if !v.model.set || (len(changes) == 0 && len(v.dirty) == 0) {
+		return // before the first SetPeers, nothing is known about peers
+	}
+	if _, err := v.programLocked(changes); err != nil {
+		v.log.Warn("programming activated peers failed", "peers", len(changes), "err", err)
+	}
+}
+
+// takeAnswersLocked records what the miss answers noted so far wrote, each
+// entry in its owner's bucket (which the next programming diffs: an answer
+// decided from a peer that changed since is repaired there), and returns the
+// activations: on demand, the answer's peer gets its regular neighbour, FDB
+// and route, so later packets to its subnet no longer miss.
+func (v *VXLAN) takeAnswersLocked() []peerChange {
+	var changes []peerChange
+	for _, a := range v.resp.take() {
+		v.exec.recordAnswer(v.model.table, a.written(), v.dirty)
+		if v.model.activate(a.peer) {
+			p := v.model.table.get(a.peer.Subnet)
+			v.log.Info("peer activated by miss", "peer", p.Name, "subnet", p.Subnet)
+			changes = append(changes, peerChange{old: p, cur: p})
+		}
+	}
+	return changes
+}
+
+// programLocked publishes the table and writes what the wanted state needs:
+// the buckets of the changed peers and the dirty owners, or every bucket
+// when v.full. It returns the number of writes attempted.
+func (v *VXLAN) programLocked(changes []peerChange) (int, error) {
+	logChanges(v.log, changes)
+	v.resp.table.Store(v.model.table)
+	for _, c := range changes {
+		v.dirty[c.subnet()] = true
+	}
+	if v.dev == nil {
+		v.ready.Store(false)
+		return 0, fmt.Errorf("set peers: %w", ErrNoDevice)
+	}
+	d := v.model.desired()
+	for _, o := range v.exec.rehome(d.t) {
+		v.dirty[o] = true
+	}
+	var owners []netip.Prefix
+	if v.full {
+		for _, p := range v.model.adopt(v.exec.have) {
+			v.log.Debug("peer adopted from kernel state", "peer", p.Name, "subnet", p.Subnet)
+		}
+		v.full = false
+		owners = allOwners(v.exec.have, d)
+	} else {
+		owners = make([]netip.Prefix, 0, len(v.dirty))
+		for o := range v.dirty {
+			owners = append(owners, o)
+		}
+		slices.SortFunc(owners, comparePrefix)
+	}
+	clear(v.dirty)
+	ops := diffOwners(v.exec.have, d, owners)
+	failed := v.exec.apply(ops)
+	v.exec.prune(owners)
+	var errs []error
+	for _, f := range failed {
+		v.dirty[f.op.peer] = true
+		if f.op.peer.IsValid() {
+			errs = append(errs, fmt.Errorf("peer %s: %s: %w", f.op.peer, f.op, f.err))
+		} else {
+			errs = append(errs, fmt.Errorf("%s: %w", f.op, f.err))
+		}
+	}
+	err := errors.Join(errs...)
+	v.ready.Store(err == nil)
+	if f := v.cfg.Observer.PeersProgrammed; f != nil {
+		n := d.t.len() // with no failed write, every peer is programmed
+		if err != nil {
+			n = countProgrammed(v.exec.have, d)
+		}
+		f(n)
+	}
+	return len(ops), err
+}
+
+// resyncLocked replaces the kernel view with a kernel dump (an empty one for
+// a device just created) and re-decides DirectRouting from a dump of the
+// underlay routes; the next programming diffs every owner (and, on demand,
+// adopts the peers found in the kernel). It returns the errors of peers
+// rejected when their DirectRouting flipped.
+func (v *VXLAN) resyncLocked(created bool) ([]error, error) {
+	var dump state
+	if !created {
+		var err error
+		if dump, err = v.exec.listState(); err != nil {
+			return nil, err
+		}
+	}
+	var flips []error
+	if v.cfg.DirectRouting {
+		under, err := v.exec.listUnderlay()
+		if err != nil {
+			return nil, err
+		}
+		var changes []peerChange
+		changes, flips = v.model.redecideDirect(under, nil, nil)
+		logChanges(v.log, changes)
+	}
+	v.exec.reset(dump)
+	v.full = true
+	return flips, nil
 }
