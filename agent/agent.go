@@ -207,7 +207,7 @@ func (a *Agent) acquire(ctx context.Context, ul underlay.Underlay, dev backend.D
 	} else if !errors.Is(err, os.ErrNotExist) {
 		a.log.Warn("ignoring unreadable previous subnet file", "err", err)
 	}
-	l, err := a.store.Acquire(ctx, req)
+	l, err := a.store.Acquire(ctx, nw, req)
 	if err != nil {
 		return lease.Lease{}, fmt.Errorf("acquire lease: %w", err)
 	}
