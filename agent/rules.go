@@ -35,8 +35,7 @@ type rules struct {
 // would act on RAs.
 func (a *Agent) guardRouterAdverts(device string) *rules {
 	r := &rules{device: device}
-	err := a.withNetns(func(fd int) error { return masq.EnsureRADrop(fd, device, a.log) })
-	if err != nil {
+	if err := a.masq.EnsureRADrop(device); err != nil {
 		a.log.Warn("cannot drop router advertisements on the vxlan device", "device", device, "err", err)
 		return r
 	}
@@ -50,45 +49,40 @@ const errorEvery = 5 * time.Minute
 // ensureRules is the start-up pass; its errors stop the agent.
 func (a *Agent) ensureRules(r *rules, nw *lease.Network, l lease.Lease) error {
 	r.masq = masq.Rules{Network: nw.Network, Subnet: l.Subnet, VXLANPort: nw.Backend.Port}
-	fd, closeFd, err := a.netnsFd()
-	if err != nil {
-		return err
-	}
-	defer closeFd()
 	// A previous run with the flag set may have left rules behind.
 	if !a.cfg.IPMasq {
-		if err := masq.Delete(fd); err != nil {
+		if err := a.masq.Delete(); err != nil {
 			a.log.Warn("remove masquerade rules", "err", err)
 		}
 	}
 	if !a.cfg.ForwardRules {
-		if err := masq.DeleteForward(fd); err != nil {
+		if err := a.masq.DeleteForward(); err != nil {
 			a.log.Warn("remove forward rules", "err", err)
 		}
 	}
-	return a.ensureOnce(fd, r)
+	return a.ensureOnce(r)
 }
 
 // ensureOnce puts masquerade and forward rules in place and checks for
 // blockers; it logs the blockers when they change.
-func (a *Agent) ensureOnce(fd int, r *rules) error {
+func (a *Agent) ensureOnce(r *rules) error {
 	// The masq package's errors name the step already.
 	if a.cfg.IPMasq {
-		if err := masq.Ensure(fd, r.masq, a.log); err != nil {
+		if err := a.masq.Ensure(r.masq); err != nil {
 			return err
 		}
 	}
 	if a.cfg.ForwardRules {
-		if err := masq.EnsureForward(fd, r.masq.Network, a.log); err != nil {
+		if err := a.masq.EnsureForward(r.masq.Network); err != nil {
 			return err
 		}
 	}
 	if r.raGuarded {
-		if err := masq.EnsureRADrop(fd, r.device, a.log); err != nil {
+		if err := a.masq.EnsureRADrop(r.device); err != nil {
 			return err
 		}
 	}
-	bs, err := masq.ForwardBlockers(fd, r.masq.Network)
+	bs, err := a.masq.ForwardBlockers(r.masq.Network)
 	if err != nil {
 		// Only a diagnosis: the rules above are in place, so go on.
 		a.log.Warn("could not check for firewalls dropping pod traffic", "err", err)
@@ -128,7 +122,7 @@ func (a *Agent) rulesLoop(ctx context.Context, r *rules) error {
 			return nil
 		case <-t.C:
 		}
-		err := a.withNetns(func(fd int) error { return a.ensureOnce(fd, r) })
+		err := a.ensureOnce(r)
 		if err == nil {
 			if r.errMsg != "" {
 				a.log.Info("nftables rules in place again")
@@ -142,14 +136,4 @@ func (a *Agent) rulesLoop(ctx context.Context, r *rules) error {
 			r.errMsg, r.errAt = msg, time.Now()
 		}
 	}
-}
-
-// withNetns runs f with the netns fd for nftables.
-func (a *Agent) withNetns(f func(fd int) error) error {
-	fd, closeFd, err := a.netnsFd()
-	if err != nil {
-		return err
-	}
-	defer closeFd()
-	return f(fd)
 }
