@@ -2,6 +2,7 @@ package agent_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -213,6 +214,43 @@ func TestTableRules(t *testing.T) {
 	}
 }
 
+// Without a network config the agent waits, unready, with a stale conflist
+// of ours withdrawn (after a reboot subnet.env is gone); once the config
+// appears it gets ready and puts the conflist back.
+func TestTableWaitsForConfig(t *testing.T) {
+	t.Parallel()
+	n := newTableNode(t)
+	if err := os.Remove(n.cfg.SubnetFile); err != nil {
+		t.Fatal(err)
+	}
+	nw, _ := n.store.NetworkConfig(t.Context())
+	n.store.SetConfig(nil)
+	conflist := filepath.Join(n.cfg.CNIConfDir, "10-weft.conflist")
+	if err := os.MkdirAll(n.cfg.CNIConfDir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(conflist, []byte(agent.DefaultConflist), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	n.configRetry = 10 * time.Millisecond
+	n.launch(t)
+	n.eventually(t, "stale conflist withdrawn", func() error {
+		if _, err := os.Stat(conflist); !os.IsNotExist(err) {
+			return fmt.Errorf("conflist still there (%v)", err)
+		}
+		return nil
+	})
+	if ok, _ := n.ag.Ready(); ok {
+		t.Fatal("ready without a network config")
+	}
+	n.store.SetConfig(nw)
+	n.waitReady(t)
+	if b, err := os.ReadFile(conflist); err != nil || string(b) != agent.DefaultConflist {
+		t.Fatalf("conflist after the config appeared: %q %v", b, err)
+	}
+	n.stop(t)
+}
+
 // tableNode is one agent over a MemStore, the fake host and fake nftables.
 type tableNode struct {
 	cfg   agent.Config
@@ -221,6 +259,8 @@ type tableNode struct {
 	masq  *recordingMasq
 	ul    underlay.Underlay
 	log   *slog.Logger
+	// configRetry, when set, replaces the agent's 1s between config reads.
+	configRetry time.Duration
 
 	ag     *agent.Agent
 	cancel context.CancelFunc
@@ -259,6 +299,13 @@ func newTableNode(t *testing.T) *tableNode {
 // until it is ready.
 func (n *tableNode) start(t *testing.T) {
 	t.Helper()
+	n.launch(t)
+	n.waitReady(t)
+}
+
+// launch runs a new agent without waiting for it.
+func (n *tableNode) launch(t *testing.T) {
+	t.Helper()
 	ag, err := agent.New(n.cfg, agent.Deps{
 		Leases: n.store,
 		NewDatapath: func(c backend.Config) (agent.Datapath, error) {
@@ -271,23 +318,41 @@ func (n *tableNode) start(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if n.configRetry != 0 {
+		agent.SetConfigRetry(ag, n.configRetry)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	n.ag, n.cancel, n.done = ag, cancel, make(chan error, 1)
 	go func() { n.done <- ag.Run(ctx) }()
+}
+
+func (n *tableNode) waitReady(t *testing.T) {
+	t.Helper()
+	n.eventually(t, "ready", func() error {
+		if ok, why := n.ag.Ready(); !ok {
+			return errors.New(why)
+		}
+		return nil
+	})
+}
+
+// eventually waits up to 10s for f to hold, failing early if the agent exits.
+func (n *tableNode) eventually(t *testing.T, what string, f func() error) {
+	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		ok, why := ag.Ready()
-		if ok {
+		err := f()
+		if err == nil {
 			return
 		}
 		select {
-		case err := <-n.done:
+		case exit := <-n.done:
 			n.cancel = nil
-			t.Fatalf("agent exited before ready: %v", err)
+			t.Fatalf("%s: agent exited: %v", what, exit)
 		case <-time.After(5 * time.Millisecond):
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("agent not ready within 10s: %s", why)
+			t.Fatalf("%s: not within 10s: %v", what, err)
 		}
 	}
 }
