@@ -15,43 +15,37 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/weftnet/weft/backend"
-	"github.com/weftnet/weft/backend/masq"
 	"github.com/weftnet/weft/backend/underlay"
-	"github.com/weftnet/weft/host"
 	"github.com/weftnet/weft/lease"
 )
 
-// Host is the network namespace the agent works in: what the datapath and
-// the underlay look-up need, plus what masq needs for nftables. *host.NS
-// satisfies it.
-type Host interface {
-	host.Host
-	masq.Host
-}
-
 // Agent runs one node's share of the overlay.
 type Agent struct {
-	cfg     Config
-	store   lease.Store
-	host    Host
-	metrics *Metrics
-	log     *slog.Logger
-	ready   readiness
+	cfg         Config
+	leases      Leases
+	newDatapath func(backend.Config) (Datapath, error)
+	masq        Masq
+	underlay    underlay.Underlay
+	metrics     *Metrics
+	log         *slog.Logger
+	ready       readiness
+	// configRetry is how often a missing network config is looked up again.
+	configRetry time.Duration
 
 	// set during Run
-	lease   lease.Lease
-	network *lease.Network
+	lease lease.Lease
 }
 
-// New returns an agent; cfg must have passed Validate. metrics may be nil.
-func New(cfg Config, store lease.Store, h Host, metrics *Metrics, log *slog.Logger) *Agent {
-	if metrics == nil {
-		metrics = NewMetrics()
+// New returns an agent; cfg must have passed Validate. It fails when a
+// dependency is missing.
+func New(cfg Config, deps Deps) (*Agent, error) {
+	if err := deps.check(); err != nil {
+		return nil, err
 	}
-	if log == nil {
-		log = slog.New(slog.DiscardHandler)
-	}
-	return &Agent{cfg: cfg, store: store, host: h, metrics: metrics, log: log}
+	return &Agent{
+		cfg: cfg, leases: deps.Leases, newDatapath: deps.NewDatapath, masq: deps.Masq, underlay: deps.Underlay,
+		metrics: deps.Metrics, log: deps.Log, configRetry: time.Second,
+	}, nil
 }
 
 // Lease returns the lease acquired by Run (zero before).
@@ -97,18 +91,12 @@ func (a *Agent) run(ctx context.Context, g *errgroup.Group) error {
 	if err != nil {
 		return err
 	}
-	a.network = nw
-	ul, err := underlay.Find(a.host, underlay.Options{
-		Ifaces: a.cfg.Ifaces, IfaceRegex: a.cfg.IfaceRegex, CanReach: a.cfg.IfaceCanReach, PublicIP: a.cfg.PublicIP,
-	})
-	if err != nil {
-		return fmt.Errorf("choose underlay interface: %w", err)
-	}
+	ul := a.underlay
 	a.log.Info("using underlay", "iface", ul.Name, "ip", ul.IP, "public_ip", ul.PublicIP, "mtu", ul.MTU)
 	// Before the device exists, so that it is never up unguarded.
 	rs := a.guardRouterAdverts(backend.DeviceName(nw.Backend.VNI))
 
-	be, err := backend.New(a.host, backend.Config{
+	dp, err := a.newDatapath(backend.Config{
 		Device: backend.DeviceConfig{
 			VNI: nw.Backend.VNI, Port: nw.Backend.Port, LocalIP: ul.IP, UnderlayIndex: ul.Index,
 			UnderlayMTU: ul.MTU, MTU: nw.Backend.MTU, GBP: nw.Backend.GBP, Learning: nw.Backend.Learning,
@@ -119,16 +107,15 @@ func (a *Agent) run(ctx context.Context, g *errgroup.Group) error {
 		ResyncInterval: a.cfg.ResyncInterval,
 		Observer:       a.metrics.observer(),
 		RAGuarded:      rs.raGuarded,
-	}, a.log.With("component", "vxlan"))
+	})
 	if err != nil {
 		return fmt.Errorf("create vxlan backend: %w", err)
 	}
-	dev, err := be.EnsureDevice()
+	dev, err := dp.EnsureDevice()
 	if err != nil {
 		return fmt.Errorf("ensure vxlan device: %w", err)
 	}
-	ready := be.Ready
-	a.ready.datapath.Store(&ready)
+	a.ready.datapath.Store(&dp)
 
 	l, err := a.acquire(ctx, ul, dev, nw)
 	if err != nil {
@@ -136,7 +123,7 @@ func (a *Agent) run(ctx context.Context, g *errgroup.Group) error {
 	}
 	a.lease = l
 	a.ready.leaseHeld.Store(true)
-	if err := be.SetAddress(l.Subnet); err != nil {
+	if err := dp.SetAddress(l.Subnet); err != nil {
 		return fmt.Errorf("set device address: %w", err)
 	}
 	if err := a.ensureRules(rs, nw, l); err != nil {
@@ -149,10 +136,10 @@ func (a *Agent) run(ctx context.Context, g *errgroup.Group) error {
 		return err
 	}
 
-	w := newWatcher(a, be, l)
+	w := newWatcher(a.leases, dp, nw, l, a.log, a.metrics)
 	g.Go(func() error { return a.keepAlive(ctx, l) })
 	g.Go(func() error { return w.run(ctx) })
-	g.Go(func() error { return be.Run(ctx) })
+	g.Go(func() error { return dp.Run(ctx) })
 	g.Go(func() error { return a.rulesLoop(ctx, rs) })
 	return nil
 }
@@ -161,7 +148,7 @@ func (a *Agent) run(ctx context.Context, g *errgroup.Group) error {
 func (a *Agent) waitNetworkConfig(ctx context.Context) (*lease.Network, error) {
 	logged := ""
 	for {
-		nw, err := a.store.NetworkConfig(ctx)
+		nw, err := a.leases.NetworkConfig(ctx)
 		if err == nil {
 			if nw.Backend.Type != "vxlan" {
 				return nil, fmt.Errorf("backend type %q: weft supports only vxlan", nw.Backend.Type)
@@ -188,7 +175,7 @@ func (a *Agent) waitNetworkConfig(ctx context.Context) (*lease.Network, error) {
 		select {
 		case <-ctx.Done():
 			return nil, ctx.Err()
-		case <-time.After(a.cfg.ConfigRetry):
+		case <-time.After(a.configRetry):
 		}
 	}
 }
@@ -209,7 +196,7 @@ func (a *Agent) acquire(ctx context.Context, ul underlay.Underlay, dev backend.D
 	} else if !errors.Is(err, os.ErrNotExist) {
 		a.log.Warn("ignoring unreadable previous subnet file", "err", err)
 	}
-	l, err := a.store.Acquire(ctx, req)
+	l, err := a.leases.Acquire(ctx, nw, req)
 	if err != nil {
 		return lease.Lease{}, fmt.Errorf("acquire lease: %w", err)
 	}
@@ -234,14 +221,25 @@ func (a *Agent) writeSubnetEnv(nw *lease.Network, l lease.Lease, mtu int) error 
 	return nil
 }
 
-// DefaultConflist is installed when --cni-conf-source is not given (FORMATS.md).
+// DefaultConflist is installed when --cni-conf-source is not given
+// (FORMATS.md). It is manifests/10-weft.conflist byte for byte (a test in
+// manifests pins them together).
 const DefaultConflist = `{
   "name": "cbr0",
   "cniVersion": "1.0.0",
   "cniVersions": ["1.0.0", "1.1.0"],
   "plugins": [
-    {"type": "weft", "hairpinMode": true, "isDefaultGateway": true},
-    {"type": "portmap", "capabilities": {"portMappings": true}}
+    {
+      "type": "weft",
+      "hairpinMode": true,
+      "isDefaultGateway": true
+    },
+    {
+      "type": "portmap",
+      "capabilities": {
+        "portMappings": true
+      }
+    }
   ]
 }
 `
@@ -331,7 +329,7 @@ func (a *Agent) installCNIConf() error {
 }
 
 func (a *Agent) keepAlive(ctx context.Context, l lease.Lease) error {
-	err := a.store.KeepAlive(ctx, l)
+	err := a.leases.KeepAlive(ctx, l)
 	if ctx.Err() != nil {
 		return nil
 	}

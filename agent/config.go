@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/weftnet/weft/backend"
+	"github.com/weftnet/weft/backend/underlay"
 	"github.com/weftnet/weft/lease"
 )
 
@@ -50,8 +51,11 @@ type Config struct {
 
 	// ResyncInterval is the datapath's periodic list-and-diff reconcile.
 	ResyncInterval time.Duration
-	// ConfigRetry is how often a missing network config is looked up again.
-	ConfigRetry time.Duration
+}
+
+// UnderlayOptions are the flags that choose the underlay (underlay.Find).
+func (c *Config) UnderlayOptions() underlay.Options {
+	return underlay.Options{Ifaces: c.Ifaces, IfaceRegex: c.IfaceRegex, CanReach: c.IfaceCanReach, PublicIP: c.PublicIP}
 }
 
 // DefaultConfig returns flannel's defaults where flannel has the knob.
@@ -63,7 +67,6 @@ func DefaultConfig() Config {
 		ForwardRules:   true,
 		HealthzIP:      "0.0.0.0",
 		ResyncInterval: time.Minute,
-		ConfigRetry:    time.Second,
 	}
 }
 
@@ -100,9 +103,6 @@ func (c *Config) Validate() error {
 	}
 	if c.ResyncInterval <= 0 {
 		c.ResyncInterval = time.Minute
-	}
-	if c.ConfigRetry <= 0 {
-		c.ConfigRetry = time.Second
 	}
 	return errors.Join(errs...)
 }

@@ -1,12 +1,15 @@
 // Package agent is weftd's node agent: it ties the lease store, the VXLAN
-// datapath and the node files together.
+// datapath, nftables and the node files together. It builds none of them:
+// New takes them as Deps (small interfaces this package owns), with the
+// underlay interface already chosen, so that a table test can run the whole
+// agent over lease.MemStore and the datapath over a fake host.
 //
 // Run does, in this order (each step needs the one before):
 //
 //  1. read the network config (waiting, with a clear message, while the key is missing);
-//  2. choose the underlay interface and public IP;
-//  3. ensure the VXLAN device (its MAC is published in the lease);
-//  4. acquire the lease (own lease, then the subnet of the previous subnet.env, then a free block);
+//  2. guard the VXLAN device against router advertisements;
+//  3. build the datapath from that config and ensure the VXLAN device (its MAC is published in the lease);
+//  4. acquire the lease under that same config (own lease, then the subnet of the previous subnet.env, then a free block);
 //  5. put <lease .0>/32 on the device;
 //  6. install (or remove) the masquerade rules;
 //  7. write subnet.env atomically;

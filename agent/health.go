@@ -18,9 +18,9 @@ import (
 type readiness struct {
 	leaseHeld atomic.Bool
 	subnetEnv atomic.Bool
-	datapath  atomic.Pointer[func() bool] // set once the device exists
-	conflict  atomic.Pointer[string]      // set when another node took our lease
-	blocked   atomic.Pointer[string]      // set while a firewall drops pod traffic
+	datapath  atomic.Pointer[Datapath] // set once the device exists
+	conflict  atomic.Pointer[string]   // set when another node took our lease
+	blocked   atomic.Pointer[string]   // set while a firewall drops pod traffic
 }
 
 func (r *readiness) ready() (bool, string) {
@@ -35,7 +35,7 @@ func (r *readiness) ready() (bool, string) {
 		return false, "lease not held"
 	case !r.subnetEnv.Load():
 		return false, "subnet.env not written"
-	case r.datapath.Load() == nil || !(*r.datapath.Load())():
+	case r.datapath.Load() == nil || !(*r.datapath.Load()).Ready():
 		return false, "datapath not programmed"
 	}
 	return true, "ok"

@@ -10,11 +10,13 @@ import (
 	"testing"
 	"time"
 
+	dto "github.com/prometheus/client_model/go"
 	"github.com/vishvananda/netlink"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/weftnet/weft/agent"
 	"github.com/weftnet/weft/backend"
+	"github.com/weftnet/weft/backend/underlay"
 	"github.com/weftnet/weft/host"
 	"github.com/weftnet/weft/lease/etcdstore"
 	"github.com/weftnet/weft/lease/etcdstore/etcdtest"
@@ -161,9 +163,26 @@ func (n *node) launch() {
 	store := etcdstore.New(cli, n.c.prefix, log, etcdstore.WithObserver(n.metrics.ObserveEtcd))
 	h, err := host.Open(n.ns.Path)
 	if err != nil {
+		t.Fatalf("%s: host: %v", n.name, err)
+	}
+	t.Cleanup(func() { _ = h.Close() })
+	ul, err := underlay.Find(h, n.cfg.UnderlayOptions())
+	if err != nil {
+		t.Fatalf("%s: underlay: %v", n.name, err)
+	}
+	n.ag, err = agent.New(n.cfg, agent.Deps{
+		Leases: store,
+		NewDatapath: func(c backend.Config) (agent.Datapath, error) {
+			return backend.New(h, c, log.With("component", "vxlan"))
+		},
+		Masq:     agent.NewNftables(h, log),
+		Underlay: ul,
+		Log:      log,
+		Metrics:  n.metrics,
+	})
+	if err != nil {
 		t.Fatalf("%s: %v", n.name, err)
 	}
-	n.ag = agent.New(n.cfg, store, h, n.metrics, log)
 	ctx, cancel := context.WithCancel(context.Background())
 	n.cancel, n.done = cancel, make(chan error, 1)
 	go func() {
@@ -235,6 +254,46 @@ func checkNoAgentGoroutines(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// sampled reads a histogram without labels from m's registry: its sample count and mean.
+func sampled(t *testing.T, m *agent.Metrics, name string) (uint64, time.Duration) {
+	t.Helper()
+	for _, mf := range gather(t, m) {
+		if mf.GetName() != name || len(mf.GetMetric()) == 0 {
+			continue
+		}
+		h := mf.GetMetric()[0].GetHistogram()
+		if h.GetSampleCount() == 0 {
+			return 0, 0
+		}
+		return h.GetSampleCount(), time.Duration(h.GetSampleSum() / float64(h.GetSampleCount()) * float64(time.Second))
+	}
+	t.Fatalf("metric %s not registered", name)
+	return 0, 0
+}
+
+// counterSum adds up every labelled series of a counter in m's registry.
+func counterSum(t *testing.T, m *agent.Metrics, name string) float64 {
+	t.Helper()
+	sum := 0.0
+	for _, mf := range gather(t, m) {
+		if mf.GetName() == name {
+			for _, s := range mf.GetMetric() {
+				sum += s.GetCounter().GetValue()
+			}
+		}
+	}
+	return sum
+}
+
+func gather(t *testing.T, m *agent.Metrics) []*dto.MetricFamily {
+	t.Helper()
+	mfs, err := m.Registry.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return mfs
 }
 
 // counter reads a counter (or gauge) without labels from m's registry.

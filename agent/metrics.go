@@ -1,11 +1,8 @@
 package agent
 
 import (
-	"fmt"
 	"sync/atomic"
 	"time"
-
-	dto "github.com/prometheus/client_model/go"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/weftnet/weft/backend"
@@ -143,37 +140,4 @@ func (m *Metrics) observer() backend.Observer {
 		},
 		PeersProgrammed: func(n int) { m.peersProgrammed.Set(float64(n)) },
 	}
-}
-
-// MissesAnswered returns how many misses of kind ("l2" or "l3") were answered.
-func (m *Metrics) MissesAnswered(kind string) float64 {
-	var d dto.Metric
-	if err := m.missesAnswered.WithLabelValues(kind).Write(&d); err != nil {
-		return 0
-	}
-	return d.GetCounter().GetValue()
-}
-
-// MissLatencyMean is the mean miss-to-answer latency (0 without samples).
-func (m *Metrics) MissLatencyMean() time.Duration {
-	var d dto.Metric
-	if err := m.missLatency.Write(&d); err != nil || d.GetHistogram().GetSampleCount() == 0 {
-		return 0
-	}
-	h := d.GetHistogram()
-	return time.Duration(h.GetSampleSum() / float64(h.GetSampleCount()) * float64(time.Second))
-}
-
-// MissLatencySummary renders the miss latency histogram's count and sum.
-func (m *Metrics) MissLatencySummary() string {
-	var d dto.Metric
-	if err := m.missLatency.Write(&d); err != nil {
-		return err.Error()
-	}
-	h := d.GetHistogram()
-	if h.GetSampleCount() == 0 {
-		return "no samples"
-	}
-	return fmt.Sprintf("%d samples, mean %s", h.GetSampleCount(),
-		time.Duration(h.GetSampleSum()/float64(h.GetSampleCount())*float64(time.Second)))
 }

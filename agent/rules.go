@@ -35,8 +35,7 @@ type rules struct {
 // would act on RAs.
 func (a *Agent) guardRouterAdverts(device string) *rules {
 	r := &rules{device: device}
-	err := masq.EnsureRADrop(a.host, device, a.log)
-	if err != nil {
+	if err := a.masq.EnsureRADrop(device); err != nil {
 		a.log.Warn("cannot drop router advertisements on the vxlan device", "device", device, "err", err)
 		return r
 	}
@@ -52,12 +51,12 @@ func (a *Agent) ensureRules(r *rules, nw *lease.Network, l lease.Lease) error {
 	r.masq = masq.Rules{Network: nw.Network, Subnet: l.Subnet, VXLANPort: nw.Backend.Port}
 	// A previous run with the flag set may have left rules behind.
 	if !a.cfg.IPMasq {
-		if err := masq.Delete(a.host); err != nil {
+		if err := a.masq.Delete(); err != nil {
 			a.log.Warn("remove masquerade rules", "err", err)
 		}
 	}
 	if !a.cfg.ForwardRules {
-		if err := masq.DeleteForward(a.host); err != nil {
+		if err := a.masq.DeleteForward(); err != nil {
 			a.log.Warn("remove forward rules", "err", err)
 		}
 	}
@@ -69,21 +68,21 @@ func (a *Agent) ensureRules(r *rules, nw *lease.Network, l lease.Lease) error {
 func (a *Agent) ensureOnce(r *rules) error {
 	// The masq package's errors name the step already.
 	if a.cfg.IPMasq {
-		if err := masq.Ensure(a.host, r.masq, a.log); err != nil {
+		if err := a.masq.Ensure(r.masq); err != nil {
 			return err
 		}
 	}
 	if a.cfg.ForwardRules {
-		if err := masq.EnsureForward(a.host, r.masq.Network, a.log); err != nil {
+		if err := a.masq.EnsureForward(r.masq.Network); err != nil {
 			return err
 		}
 	}
 	if r.raGuarded {
-		if err := masq.EnsureRADrop(a.host, r.device, a.log); err != nil {
+		if err := a.masq.EnsureRADrop(r.device); err != nil {
 			return err
 		}
 	}
-	bs, err := masq.ForwardBlockers(a.host, r.masq.Network)
+	bs, err := a.masq.ForwardBlockers(r.masq.Network)
 	if err != nil {
 		// Only a diagnosis: the rules above are in place, so go on.
 		a.log.Warn("could not check for firewalls dropping pod traffic", "err", err)

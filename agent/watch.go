@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/binary"
 	"fmt"
+	"log/slog"
 	"net/netip"
 	"time"
 
@@ -11,24 +12,38 @@ import (
 	"github.com/weftnet/weft/lease"
 )
 
-// watcher turns lease events into the datapath's desired peer set.
-type watcher struct {
-	a      *Agent
-	be     *backend.VXLAN
-	own    netip.Prefix
-	vni    int
-	leases map[netip.Prefix]lease.Lease
+// leaseSource is where the watcher reads lease events from.
+type leaseSource interface {
+	Watch(ctx context.Context) (<-chan []lease.Event, error)
 }
 
-func newWatcher(a *Agent, be *backend.VXLAN, own lease.Lease) *watcher {
-	return &watcher{a: a, be: be, own: own.Subnet, vni: own.Attrs.BackendData.VNI, leases: map[netip.Prefix]lease.Lease{}}
+// peerSink is where the watcher sends the desired peer set.
+type peerSink interface {
+	SetPeers(peers []backend.Peer) error
+}
+
+// watcher turns lease events into the datapath's desired peer set.
+type watcher struct {
+	src     leaseSource
+	sink    peerSink
+	network *lease.Network
+	log     *slog.Logger
+	metrics *Metrics
+	own     netip.Prefix
+	vni     int
+	leases  map[netip.Prefix]lease.Lease
+}
+
+func newWatcher(src leaseSource, sink peerSink, nw *lease.Network, own lease.Lease, log *slog.Logger, m *Metrics) *watcher {
+	return &watcher{src: src, sink: sink, network: nw, log: log, metrics: m,
+		own: own.Subnet, vni: own.Attrs.BackendData.VNI, leases: map[netip.Prefix]lease.Lease{}}
 }
 
 // retryAfter is how long a failed SetPeers waits before it is tried again.
 const retryAfter = time.Second
 
 func (w *watcher) run(ctx context.Context) error {
-	ch, err := w.a.store.Watch(ctx)
+	ch, err := w.src.Watch(ctx)
 	if err != nil {
 		return fmt.Errorf("watch leases: %w", err)
 	}
@@ -49,8 +64,8 @@ func (w *watcher) run(ctx context.Context) error {
 			w.apply(batch)
 			w.drain(ch)
 		}
-		if err := w.be.SetPeers(w.peers()); err != nil {
-			w.a.log.Warn("program peers (will retry)", "err", err)
+		if err := w.sink.SetPeers(w.peers()); err != nil {
+			w.log.Warn("program peers (will retry)", "err", err)
 			retry = time.After(retryAfter)
 		}
 	}
@@ -84,13 +99,11 @@ func (w *watcher) apply(batch []lease.Event) {
 		if l.Subnet == w.own {
 			continue
 		}
-		w.a.log.Info("peer "+ev.Type.String(), "subnet", l.Subnet, "public_ip", l.Attrs.PublicIP,
+		w.log.Info("peer "+ev.Type.String(), "subnet", l.Subnet, "public_ip", l.Attrs.PublicIP,
 			"vtep_mac", vtepMAC(l), "node", l.Attrs.NodeName)
 	}
-	w.a.metrics.leasesKnown.Set(float64(len(w.leases)))
-	if w.a.network != nil {
-		w.a.metrics.freeSubnets.Set(float64(totalBlocks(w.a.network) - len(w.leases)))
-	}
+	w.metrics.leasesKnown.Set(float64(len(w.leases)))
+	w.metrics.freeSubnets.Set(float64(totalBlocks(w.network) - len(w.leases)))
 }
 
 // peers maps every other vxlan lease with our VNI to a datapath peer.

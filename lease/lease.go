@@ -130,22 +130,22 @@ func itoa(n int) string {
 	return string(b)
 }
 
-// Store is where leases live. Implemented by etcdstore.Store (and MemStore for unit tests).
+// Store is where leases live. Implemented by etcdstore.Store and MemStore.
 // All methods are safe for concurrent use; none exposes store-specific types.
 type Store interface {
 	// NetworkConfig reads, defaults and validates <prefix>/config.
 	// A missing key returns an error matching ErrNoConfig.
 	NetworkConfig(ctx context.Context) (*Network, error)
-	// Acquire claims a subnet: our existing lease (same PublicIP or NodeName),
-	// else req.Prev if free, else a random free block. It may update the value
-	// of our existing lease (new VtepMAC, PublicIP) with a compare-and-swap.
-	Acquire(ctx context.Context, req Request) (Lease, error)
+	// Acquire claims a subnet of cfg, the config the caller read with
+	// NetworkConfig (and built its device from): our existing lease (same
+	// PublicIP or NodeName), else req.Prev if free, else a random free block.
+	// It may update the value of our existing lease (new VtepMAC, PublicIP)
+	// with a compare-and-swap. A nil cfg fails with ErrNoConfig.
+	Acquire(ctx context.Context, cfg *Network, req Request) (Lease, error)
 	// KeepAlive keeps l alive until ctx ends (returns nil then). When the etcd
 	// lease is lost it re-creates the same key first; it returns ErrLeaseLost
 	// only when the key now belongs to someone else. A reservation needs no renewal.
 	KeepAlive(ctx context.Context, l Lease) error
-	// Release deletes l (revokes its lease). Reservations are left alone.
-	Release(ctx context.Context, l Lease) error
 	// List returns every valid lease. Corrupt values and other backends are skipped.
 	List(ctx context.Context) ([]Lease, error)
 	// Watch sends a snapshot first (one batch of Added events, possibly empty),

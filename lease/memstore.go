@@ -11,12 +11,16 @@ import (
 // MemStore is an in-memory Store for unit tests of the agent. It follows the
 // etcd store's semantics (acquire order, value update in place, re-create
 // on loss, ErrLeaseLost when the key belongs to another node, reservations
-// never renewed, snapshot-then-deltas watch) and adds hooks to play the other
-// nodes: PutPeer, Remove and Expire. Nothing expires by itself.
+// never renewed, snapshot-then-deltas watch, unusable values skipped but
+// their blocks taken) and adds hooks to play the other nodes: PutPeer,
+// PutRaw, Remove and Expire. Nothing expires by itself.
 type MemStore struct {
-	mu       sync.Mutex
-	cfg      *Network
-	leases   map[string]Lease
+	mu     sync.Mutex
+	cfg    *Network
+	leases map[string]Lease
+	// blocked holds the keys whose value is unusable (PutRaw): invisible
+	// to List and Watch, but their blocks are not free.
+	blocked  map[string]Lease
 	nextID   int64
 	changed  chan struct{} // closed and replaced on every change
 	watchers map[*memWatcher]struct{}
@@ -32,7 +36,7 @@ type memWatcher struct {
 // NewMemStore returns an empty store with config cfg (nil: NetworkConfig
 // fails with ErrNoConfig until SetConfig).
 func NewMemStore(cfg *Network) *MemStore {
-	return &MemStore{cfg: cfg, leases: map[string]Lease{}, changed: make(chan struct{}), watchers: map[*memWatcher]struct{}{}}
+	return &MemStore{cfg: cfg, leases: map[string]Lease{}, blocked: map[string]Lease{}, changed: make(chan struct{}), watchers: map[*memWatcher]struct{}{}}
 }
 
 // SetConfig replaces the network config.
@@ -53,17 +57,22 @@ func (m *MemStore) NetworkConfig(ctx context.Context) (*Network, error) {
 	return &c, nil
 }
 
-// Acquire applies Choose to the stored leases and commits the choice.
-func (m *MemStore) Acquire(ctx context.Context, req Request) (Lease, error) {
+// Acquire applies Choose under cfg to the stored leases (and the blocks of
+// unusable values) and commits the choice. The stored config is not read.
+func (m *MemStore) Acquire(ctx context.Context, cfg *Network, req Request) (Lease, error) {
 	if err := ctx.Err(); err != nil {
 		return Lease{}, fmt.Errorf("acquire lease: %w", err)
 	}
+	if cfg == nil {
+		return Lease{}, fmt.Errorf("acquire lease: no network config given: %w", ErrNoConfig)
+	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if m.cfg == nil {
-		return Lease{}, fmt.Errorf("acquire lease: %w", ErrNoConfig)
+	taken := m.sortedLocked()
+	for _, b := range m.blocked {
+		taken = append(taken, b)
 	}
-	c, err := Choose(m.cfg, m.sortedLocked(), req)
+	c, err := Choose(cfg, taken, req)
 	if err != nil {
 		return Lease{}, fmt.Errorf("acquire lease: %w", err)
 	}
@@ -127,19 +136,6 @@ func (m *MemStore) KeepAlive(ctx context.Context, l Lease) error {
 		case <-ch:
 		}
 	}
-}
-
-// Release deletes l unless it is a reservation or the key holds another node's value.
-func (m *MemStore) Release(ctx context.Context, l Lease) error {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	cur, ok := m.leases[l.Key()]
-	if !ok || cur.Reservation || !Owns(cur.Attrs, l.Attrs) {
-		return nil
-	}
-	delete(m.leases, l.Key())
-	m.emitLocked([]Event{{Type: Removed, Lease: cur}})
-	return nil
 }
 
 // List returns every lease, sorted by key.
@@ -211,9 +207,44 @@ func (m *MemStore) PutPeer(l Lease) Lease {
 	if _, ok := m.leases[l.Key()]; ok {
 		typ = Changed
 	}
+	delete(m.blocked, l.Key())
 	m.leases[l.Key()] = l
 	m.emitLocked([]Event{{Type: typ, Lease: l}})
 	return l
+}
+
+// PutRaw writes value at key (the name below subnets/) as another writer
+// might, not as a lease (test hook: a corrupt value, another backend's
+// lease). A usable vxlan value is stored as PutPeer stores it. An unusable
+// one is skipped as the etcd store skips it: List and Watch do not show it
+// (a lease that was at key is Removed), yet its block is not free. PutRaw
+// returns why the value is unusable (nil when usable); a key that does not
+// parse stores nothing.
+func (m *MemStore) PutRaw(key string, value []byte) error {
+	v4, v6, err := ParseKey(key)
+	if err != nil {
+		return fmt.Errorf("put %q: %w", key, err)
+	}
+	a, err := ParseValue(value)
+	if err == nil {
+		err = a.CheckVXLAN()
+	}
+	if err == nil {
+		m.PutPeer(Lease{Subnet: v4, IPv6Subnet: v6, Attrs: a})
+		return nil
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.nextID++
+	b := Lease{Subnet: v4, IPv6Subnet: v6, LeaseID: m.nextID}
+	m.blocked[b.Key()] = b
+	var evs []Event
+	if old, ok := m.leases[b.Key()]; ok {
+		delete(m.leases, b.Key())
+		evs = append(evs, Event{Type: Removed, Lease: old})
+	}
+	m.emitLocked(evs)
+	return fmt.Errorf("put %q: unusable value: %w", key, err)
 }
 
 // Remove deletes the lease at key (test hook: a peer leaves). It reports
@@ -221,6 +252,11 @@ func (m *MemStore) PutPeer(l Lease) Lease {
 func (m *MemStore) Remove(key string) bool {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	if _, ok := m.blocked[key]; ok {
+		delete(m.blocked, key)
+		m.emitLocked(nil)
+		return true
+	}
 	l, ok := m.leases[key]
 	if !ok {
 		return false

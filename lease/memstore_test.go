@@ -41,7 +41,7 @@ func TestMemStoreLifecycle(t *testing.T) {
 	}
 	req := Request{Attrs: testAttrs(), Prev: netip.MustParsePrefix("10.244.5.0/24")}
 	req.Attrs.NodeName = "me"
-	l, err := m.Acquire(ctx, req)
+	l, err := m.Acquire(ctx, n, req)
 	if err != nil || l.Subnet != req.Prev {
 		t.Fatalf("acquire: %+v %v", l, err)
 	}
@@ -50,7 +50,7 @@ func TestMemStoreLifecycle(t *testing.T) {
 	}
 	// Restart with a new PublicIP: same subnet, value changed in place.
 	req.Attrs.PublicIP = netip.MustParseAddr("198.18.0.77")
-	l2, err := m.Acquire(ctx, req)
+	l2, err := m.Acquire(ctx, n, req)
 	if err != nil || l2.Subnet != l.Subnet || l2.Attrs.PublicIP != req.Attrs.PublicIP {
 		t.Fatalf("re-acquire: %+v %v", l2, err)
 	}
@@ -83,18 +83,76 @@ func TestMemStoreLifecycle(t *testing.T) {
 }
 
 func TestMemStoreOutOfSubnets(t *testing.T) {
-	m := NewMemStore(mustNetwork(t, `{"Network":"10.244.0.0/28"}`)) // /30 blocks: 3 usable
+	n := mustNetwork(t, `{"Network":"10.244.0.0/28"}`) // /30 blocks: 3 usable
+	m := NewMemStore(n)
 	for i := range 3 {
 		r := Request{Attrs: testAttrs()}
 		r.Attrs.PublicIP = netip.AddrFrom4([4]byte{198, 18, 1, byte(i)})
-		if _, err := m.Acquire(t.Context(), r); err != nil {
+		if _, err := m.Acquire(t.Context(), n, r); err != nil {
 			t.Fatal(err)
 		}
 	}
 	r := Request{Attrs: testAttrs()}
-	_, err := m.Acquire(t.Context(), r)
+	_, err := m.Acquire(t.Context(), n, r)
 	var oos *OutOfSubnetsError
 	if !errors.As(err, &oos) || oos.Used != 3 || oos.Total != 3 {
 		t.Fatalf("err %v", err)
+	}
+}
+
+// Acquire uses the config it is given, not the stored one: the caller built
+// its device from that config.
+func TestMemStoreAcquireUsesGivenConfig(t *testing.T) {
+	m := NewMemStore(mustNetwork(t, `{"Network":"10.244.0.0/16"}`))
+	given := mustNetwork(t, `{"Network":"10.99.0.0/16"}`)
+	l, err := m.Acquire(t.Context(), given, Request{Attrs: testAttrs()})
+	if err != nil || !given.Network.Contains(l.Subnet.Addr()) {
+		t.Fatalf("acquire under the given config: %+v %v", l, err)
+	}
+	if _, err := m.Acquire(t.Context(), nil, Request{Attrs: testAttrs()}); !errors.Is(err, ErrNoConfig) {
+		t.Fatalf("acquire without config: %v", err)
+	}
+}
+
+// PutRaw with an unusable value: skipped by List and Watch (a lease there
+// before is removed), its block still taken; other leases stay.
+func TestMemStorePutRaw(t *testing.T) {
+	n := mustNetwork(t, `{"Network":"10.244.0.0/28"}`) // /30 blocks: 3 usable
+	m := NewMemStore(n)
+	keep := m.PutPeer(lease4("10.244.0.4/30", "198.18.0.9", "keep"))
+	m.PutPeer(lease4("10.244.0.8/30", "198.18.0.10", "spoilt"))
+	w, err := m.Watch(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if snap := recv(t, w); len(snap) != 2 {
+		t.Fatalf("snapshot %+v", snap)
+	}
+	if err := m.PutRaw("10.244.0.8-30", []byte(`{"PublicIP":`)); err == nil {
+		t.Fatal("corrupt value accepted")
+	}
+	if b := recv(t, w); len(b) != 1 || b[0].Type != Removed || b[0].Lease.Key() != "10.244.0.8-30" {
+		t.Fatalf("corrupted lease: %+v", b)
+	}
+	if ls, _ := m.List(t.Context()); len(ls) != 1 || ls[0].Key() != keep.Key() {
+		t.Fatalf("list %+v", ls)
+	}
+	// Blocks left: 10.244.0.12/30 only (.0/30 is not between SubnetMin and SubnetMax).
+	l, err := m.Acquire(t.Context(), n, Request{Attrs: testAttrs()})
+	if err != nil || l.Subnet != netip.MustParsePrefix("10.244.0.12/30") {
+		t.Fatalf("acquire next to a corrupt value: %+v %v", l, err)
+	}
+	if b := recv(t, w); b[0].Type != Added {
+		t.Fatalf("own lease: %+v", b)
+	}
+	if err := m.PutRaw("not-a-key", []byte(`{}`)); err == nil {
+		t.Fatal("bad key accepted")
+	}
+	// A usable value again is a lease again.
+	if err := m.PutRaw("10.244.0.8-30", []byte(`{"PublicIP":"198.18.0.10","BackendType":"vxlan","BackendData":{"VNI":1,"VtepMAC":"0a:00:00:00:00:0a"}}`)); err != nil {
+		t.Fatal(err)
+	}
+	if b := recv(t, w); b[0].Type != Added || b[0].Lease.Attrs.PublicIP != netip.MustParseAddr("198.18.0.10") {
+		t.Fatalf("repaired lease: %+v", b)
 	}
 }

@@ -4,12 +4,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 
 	"github.com/spf13/cobra"
 
 	"github.com/weftnet/weft/agent"
 	"github.com/weftnet/weft/backend"
+	"github.com/weftnet/weft/backend/underlay"
 	"github.com/weftnet/weft/host"
 )
 
@@ -43,11 +45,11 @@ Without --etcd-endpoints an embedded single-node etcd is started in --data-dir.`
 				return err
 			}
 			defer conn.Close()
-			h, err := host.Open("")
+			nl, err := host.Open("")
 			if err != nil {
-				return err
+				return fmt.Errorf("open the host's network namespace: %w", err)
 			}
-			defer h.Close()
+			defer func() { _ = nl.Close() }()
 			// The agent stops if the etcd weftd started exits under it.
 			ctx, cancel := context.WithCancelCause(cmd.Context())
 			defer cancel(nil)
@@ -65,7 +67,10 @@ Without --etcd-endpoints an embedded single-node etcd is started in --data-dir.`
 				node = "(none: the public IP identifies this node)"
 			}
 			log.Info("weftd starting", "version", agent.Version, "node", node, "neigh_mode", cfg.NeighMode)
-			err = agent.New(cfg, conn.store, h, metrics, log).Run(ctx)
+			ag, err := newAgent(cfg, conn.store, nl, metrics, log)
+			if err == nil {
+				err = ag.Run(ctx)
+			}
 			if cause := context.Cause(ctx); errors.Is(cause, errEtcdExited) {
 				err = fmt.Errorf("%w (%v)", cause, conn.child.err)
 			}
@@ -95,4 +100,34 @@ Without --etcd-endpoints an embedded single-node etcd is started in --data-dir.`
 	f.StringVar(&cfg.CNIConfSource, "cni-conf-source", "", "conflist file to install (default: the built-in weft+portmap conflist)")
 	f.DurationVar(&cfg.ResyncInterval, "resync-interval", cfg.ResyncInterval, "period of the datapath's list-and-diff reconcile")
 	return cmd
+}
+
+// newAgent resolves the underlay and gives the agent its production
+// dependencies: the etcd store, the VXLAN datapath over nl and nftables in
+// the current network namespace.
+func newAgent(cfg agent.Config, store agent.Leases, nl *host.NS, metrics *agent.Metrics, log *slog.Logger) (*agent.Agent, error) {
+	ul, err := underlay.Find(nl, cfg.UnderlayOptions())
+	if err != nil {
+		return nil, fmt.Errorf("choose underlay interface: %w", err)
+	}
+	return agent.New(cfg, agent.Deps{
+		Leases:      store,
+		NewDatapath: newDatapath(nl, log.With("component", "vxlan")),
+		Masq:        agent.NewNftables(nl, log),
+		Underlay:    ul,
+		Log:         log,
+		Metrics:     metrics,
+	})
+}
+
+// newDatapath builds the VXLAN datapath over nl once the agent knows the
+// network config.
+func newDatapath(nl host.Host, log *slog.Logger) func(backend.Config) (agent.Datapath, error) {
+	return func(c backend.Config) (agent.Datapath, error) {
+		v, err := backend.New(nl, c, log)
+		if err != nil {
+			return nil, err
+		}
+		return v, nil
+	}
 }

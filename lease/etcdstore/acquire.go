@@ -15,18 +15,19 @@ import (
 // errRace: another writer changed the key between our read and our write.
 var errRace = errors.New("lost a race for the key")
 
-// Acquire claims a subnet in the order of FORMATS.md (see lease.Choose) and
-// retries, re-listing each time, when another node wins a race.
-func (s *Store) Acquire(ctx context.Context, req lease.Request) (lease.Lease, error) {
+// Acquire claims a subnet of cfg in the order of FORMATS.md (see
+// lease.Choose) and retries, re-listing each time, when another node wins a
+// race. cfg is the caller's: the config is not read again, so the lease is
+// chosen under the config the caller's device was built from.
+func (s *Store) Acquire(ctx context.Context, cfg *lease.Network, req lease.Request) (lease.Lease, error) {
+	if cfg == nil {
+		return lease.Lease{}, fmt.Errorf("acquire lease: no network config given: %w", lease.ErrNoConfig)
+	}
 	if err := req.Attrs.CheckVXLAN(); err != nil {
 		return lease.Lease{}, fmt.Errorf("acquire lease: %w", err)
 	}
 	if !req.Attrs.PublicIP.Is4() {
 		return lease.Lease{}, fmt.Errorf("acquire lease: PublicIP %v is not IPv4", req.Attrs.PublicIP)
-	}
-	cfg, err := s.NetworkConfig(ctx)
-	if err != nil {
-		return lease.Lease{}, fmt.Errorf("acquire lease: %w", err)
 	}
 	value, err := json.Marshal(req.Attrs)
 	if err != nil {

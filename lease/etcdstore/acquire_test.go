@@ -11,6 +11,7 @@ import (
 
 	"github.com/weftnet/weft/lease"
 	"github.com/weftnet/weft/lease/etcdstore"
+	"github.com/weftnet/weft/lease/etcdstore/etcdtest"
 )
 
 // 64 concurrent acquirers get 64 distinct blocks; filling the /16 then
@@ -29,7 +30,7 @@ func TestAcquireConcurrentThenOutOfSubnets(t *testing.T) {
 			wg.Go(func() {
 				s := etcdstore.New(cli, "", nil) // each node has its own store
 				ip := fmt.Sprintf("198.18.1.%d", i+1)
-				l, err := s.Acquire(tctx(t), req(ip, "node-"+ip))
+				l, err := acquire(tctx(t), s, req(ip, "node-"+ip))
 				mu.Lock()
 				defer mu.Unlock()
 				if err != nil {
@@ -57,11 +58,11 @@ func TestAcquireConcurrentThenOutOfSubnets(t *testing.T) {
 		s := etcdstore.New(cli, "", nil)
 		for i := 64; i < 255; i++ {
 			ip := fmt.Sprintf("198.18.%d.%d", 2+i/250, 1+i%250)
-			if _, err := s.Acquire(tctx(t), req(ip, "")); err != nil {
+			if _, err := acquire(tctx(t), s, req(ip, "")); err != nil {
 				t.Fatalf("acquirer %d: %v", i+1, err)
 			}
 		}
-		_, err := s.Acquire(tctx(t), req("198.18.9.9", ""))
+		_, err := acquire(tctx(t), s, req("198.18.9.9", ""))
 		var oos *lease.OutOfSubnetsError
 		if !errors.As(err, &oos) || !errors.Is(err, lease.ErrOutOfSubnets) || oos.Used != 255 || oos.Total != 255 {
 			t.Fatalf("256th acquirer: %v", err)
@@ -79,7 +80,7 @@ func TestAcquireConcurrentThenOutOfSubnets(t *testing.T) {
 func TestAcquireRestartKeepsSubnet(t *testing.T) {
 	eachEtcd(t, func(t *testing.T, eps []string) {
 		cli, s := setup(t, eps, testConfig)
-		first, err := s.Acquire(tctx(t), req("198.18.0.2", "node-a"))
+		first, err := acquire(tctx(t), s, req("198.18.0.2", "node-a"))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -87,13 +88,13 @@ func TestAcquireRestartKeepsSubnet(t *testing.T) {
 			t.Fatalf("first lease %+v", first)
 		}
 		// Restart with the same PublicIP and name: same key, same etcd lease.
-		again, err := etcdstore.New(cli, "", nil).Acquire(tctx(t), req("198.18.0.2", "node-a"))
+		again, err := acquire(tctx(t), etcdstore.New(cli, "", nil), req("198.18.0.2", "node-a"))
 		if err != nil || again.Subnet != first.Subnet || again.LeaseID != first.LeaseID {
 			t.Fatalf("same IP: %+v %v (first %s)", again, err, first.Subnet)
 		}
 		// The node's IP changed: the name keeps the subnet, the value is
 		// updated in place and the key keeps its etcd lease.
-		moved, err := etcdstore.New(cli, "", nil).Acquire(tctx(t), req("198.18.0.3", "node-a"))
+		moved, err := acquire(tctx(t), etcdstore.New(cli, "", nil), req("198.18.0.3", "node-a"))
 		if err != nil || moved.Subnet != first.Subnet || moved.Attrs.PublicIP.String() != "198.18.0.3" {
 			t.Fatalf("new IP: %+v %v", moved, err)
 		}
@@ -102,12 +103,12 @@ func TestAcquireRestartKeepsSubnet(t *testing.T) {
 			t.Fatalf("after update: value %s lease %x, want lease %x", val, id, first.LeaseID)
 		}
 		// A flannel-style restart without a name, same IP: same subnet.
-		flannelish, err := etcdstore.New(cli, "", nil).Acquire(tctx(t), req("198.18.0.3", "node-a"))
+		flannelish, err := acquire(tctx(t), etcdstore.New(cli, "", nil), req("198.18.0.3", "node-a"))
 		if err != nil || flannelish.Subnet != first.Subnet {
 			t.Fatalf("same IP again: %+v %v", flannelish, err)
 		}
 		// Another node claiming our PublicIP under another name is refused.
-		_, err = s.Acquire(tctx(t), req("198.18.0.3", "node-b"))
+		_, err = acquire(tctx(t), s, req("198.18.0.3", "node-b"))
 		if !errors.Is(err, lease.ErrPublicIPInUse) || !strings.Contains(err.Error(), "node-a") {
 			t.Fatalf("IP conflict: %v", err)
 		}
@@ -119,14 +120,14 @@ func TestAcquirePrefersPreviousSubnet(t *testing.T) {
 		_, s := setup(t, eps, testConfig)
 		r := req("198.18.0.5", "node-c")
 		r.Prev = netip.MustParsePrefix("10.244.77.0/24")
-		l, err := s.Acquire(tctx(t), r)
+		l, err := acquire(tctx(t), s, r)
 		if err != nil || l.Subnet != r.Prev {
 			t.Fatalf("prev free: %+v %v", l, err)
 		}
 		// The same prev for another node is taken: it gets another block.
 		r2 := req("198.18.0.6", "node-d")
 		r2.Prev = r.Prev
-		l2, err := s.Acquire(tctx(t), r2)
+		l2, err := acquire(tctx(t), s, r2)
 		if err != nil || l2.Subnet == r.Prev {
 			t.Fatalf("prev taken: %+v %v", l2, err)
 		}
@@ -156,7 +157,7 @@ func TestReservationHonoured(t *testing.T) {
 func checkReservation(t *testing.T, s *etcdstore.Store, key, ip string) {
 	t.Helper()
 	for range 2 { // the second round is a restart
-		l, err := s.Acquire(tctx(t), req(ip, ""))
+		l, err := acquire(tctx(t), s, req(ip, ""))
 		if err != nil || !l.Reservation || l.LeaseID != 0 || lease.DefaultPrefix+"/subnets/"+l.Key() != key {
 			t.Fatalf("acquire: %+v %v", l, err)
 		}
@@ -174,7 +175,26 @@ func TestAcquireRejectsBadRequest(t *testing.T) {
 	_, s := setup(t, startEmbedded(t), testConfig)
 	bad := req("198.18.0.2", "")
 	bad.Attrs.BackendType = "host-gw"
-	if _, err := s.Acquire(tctx(t), bad); err == nil {
+	if _, err := acquire(tctx(t), s, bad); err == nil {
 		t.Error("host-gw request accepted")
+	}
+}
+
+// Acquire chooses under the config it is given and does not read
+// <prefix>/config again: a config changed in between (or absent) does not
+// move the lease away from the config the caller built its device from.
+func TestAcquireUsesGivenConfig(t *testing.T) {
+	cli := etcdtest.Client(t, startEmbedded(t))
+	s := etcdstore.New(cli, "", testLogger(t)) // no config key at all
+	given, err := lease.ParseNetwork([]byte(`{"Network":"10.99.0.0/16","Backend":{"Type":"vxlan"}}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := s.Acquire(tctx(t), given, req("198.18.0.2", ""))
+	if err != nil || !given.Network.Contains(l.Subnet.Addr()) {
+		t.Fatalf("acquire under the given config: %+v %v", l, err)
+	}
+	if _, err := s.Acquire(tctx(t), nil, req("198.18.0.3", "")); !errors.Is(err, lease.ErrNoConfig) {
+		t.Fatalf("acquire without a config: %v", err)
 	}
 }

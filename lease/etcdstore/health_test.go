@@ -228,8 +228,11 @@ func TestEveryCallHasADeadline(t *testing.T) {
 		"PutConfig":     func(ctx context.Context) error { return s.PutConfig(ctx, []byte(testConfig)) },
 		"List":          func(ctx context.Context) error { _, err := s.List(ctx); return err },
 		"Inspect":       func(ctx context.Context) error { _, err := s.Inspect(ctx); return err },
-		"Acquire":       func(ctx context.Context) error { _, err := s.Acquire(ctx, req("198.18.0.1", "a")); return err },
-		"Release":       func(ctx context.Context) error { return s.Release(ctx, l) },
+		"Acquire": func(ctx context.Context) error {
+			_, err := s.Acquire(ctx, testNetwork, req("198.18.0.1", "a"))
+			return err
+		},
+		"Release": func(ctx context.Context) error { return s.Release(ctx, l) },
 	} {
 		start := time.Now()
 		err := call(tctx(t)) // the caller's context has no short deadline
@@ -267,7 +270,7 @@ func TestOutageReportedOnceAndRecovered(t *testing.T) {
 	eachRestartable(t, func(t *testing.T, r *etcdtest.Restartable) {
 		r.Start()
 		cli, s := setup(t, r.Endpoints(), testConfig)
-		own, err := s.Acquire(tctx(t), req("198.18.0.1", "own"))
+		own, err := acquire(tctx(t), s, req("198.18.0.1", "own"))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -314,7 +317,7 @@ func TestOutageReportedOnceAndRecovered(t *testing.T) {
 		if up := rec.next(t, 30*time.Second); !up.up {
 			t.Fatalf("after the restart: %+v, want up", up)
 		}
-		added, err := s.Acquire(tctx(t), req("198.18.0.2", "new")) // s's client reconnects on its own
+		added, err := acquire(tctx(t), s, req("198.18.0.2", "new")) // s's client reconnects on its own
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -350,7 +353,7 @@ func TestAnswersWithErrorsAreNotOutages(t *testing.T) {
 	if _, err := s.NetworkConfig(tctx(t)); !errors.Is(err, lease.ErrNoConfig) {
 		t.Fatalf("missing config: %v", err)
 	}
-	if _, err := s.Acquire(tctx(t), req("198.18.0.1", "")); !errors.Is(err, lease.ErrNoConfig) {
+	if _, err := acquire(tctx(t), s, req("198.18.0.1", "")); !errors.Is(err, lease.ErrNoConfig) {
 		t.Fatalf("acquire without config: %v", err)
 	}
 	if seq := rec.sequence(); seq != "up" {

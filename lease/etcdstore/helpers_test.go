@@ -69,6 +69,24 @@ func attrs(ip, name string) lease.Attrs {
 	}
 }
 
+// acquire reads s's network config and acquires under it, as the agent does.
+func acquire(ctx context.Context, s *etcdstore.Store, r lease.Request) (lease.Lease, error) {
+	cfg, err := s.NetworkConfig(ctx)
+	if err != nil {
+		return lease.Lease{}, err
+	}
+	return s.Acquire(ctx, cfg, r)
+}
+
+// testNetwork is testConfig parsed.
+var testNetwork = func() *lease.Network {
+	n, err := lease.ParseNetwork([]byte(testConfig))
+	if err != nil {
+		panic(err)
+	}
+	return n
+}()
+
 func req(ip, name string) lease.Request { return lease.Request{Attrs: attrs(ip, name), TTL: time.Hour} }
 
 // rawKV reads a key straight from etcd.

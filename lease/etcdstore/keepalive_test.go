@@ -20,7 +20,7 @@ import (
 func TestKeepAliveRecreatesRevokedLease(t *testing.T) {
 	eachEtcd(t, func(t *testing.T, eps []string) {
 		cli, s := setup(t, eps, testConfig)
-		l, err := s.Acquire(tctx(t), req("198.18.0.2", "node-a"))
+		l, err := acquire(tctx(t), s, req("198.18.0.2", "node-a"))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -72,7 +72,7 @@ func TestKeepAliveRenewsSameLeaseAndStopsWithContext(t *testing.T) {
 	cli, s := setup(t, startEmbedded(t), testConfig)
 	r := req("198.18.0.2", "")
 	r.TTL = 3 * time.Second
-	l, err := s.Acquire(tctx(t), r)
+	l, err := acquire(tctx(t), s, r)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -89,7 +89,7 @@ func TestKeepAliveRenewsSameLeaseAndStopsWithContext(t *testing.T) {
 
 func TestRelease(t *testing.T) {
 	cli, s := setup(t, startEmbedded(t), testConfig)
-	l, err := s.Acquire(tctx(t), req("198.18.0.2", ""))
+	l, err := acquire(tctx(t), s, req("198.18.0.2", ""))
 	if err != nil {
 		t.Fatal(err)
 	}

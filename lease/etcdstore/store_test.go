@@ -21,7 +21,7 @@ const flannelValue = `{"PublicIP":"198.18.0.7","PublicIPv6":null,"BackendType":"
 func TestGoldenLeaseValue(t *testing.T) {
 	eachEtcd(t, func(t *testing.T, eps []string) {
 		cli, s := setup(t, eps, testConfig)
-		l, err := s.Acquire(tctx(t), req("198.18.0.2", ""))
+		l, err := acquire(tctx(t), s, req("198.18.0.2", ""))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -67,7 +67,7 @@ func TestNetworkConfigMissingAndPutConfig(t *testing.T) {
 	if !errors.Is(err, lease.ErrNoConfig) || !strings.Contains(err.Error(), "/weft-test/config") || !strings.Contains(err.Error(), "etcdctl put") {
 		t.Fatalf("missing config: %v", err)
 	}
-	if _, err := s.Acquire(tctx(t), req("198.18.0.2", "")); !errors.Is(err, lease.ErrNoConfig) {
+	if _, err := acquire(tctx(t), s, req("198.18.0.2", "")); !errors.Is(err, lease.ErrNoConfig) {
 		t.Fatalf("acquire without config: %v", err)
 	}
 	if err := s.PutConfig(tctx(t), []byte(`{"Network":"10.244.0.0/16","SubnetLen":31}`)); err == nil {
@@ -106,7 +106,7 @@ func TestObserverSeesOperations(t *testing.T) {
 	if err := s.PutConfig(tctx(t), []byte(testConfig)); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.Acquire(tctx(t), req("198.18.0.2", "")); err != nil {
+	if _, err := acquire(tctx(t), s, req("198.18.0.2", "")); err != nil {
 		t.Fatal(err)
 	}
 	mu.Lock()
@@ -136,7 +136,7 @@ func TestTLS(t *testing.T) {
 			if err := s.PutConfig(tctx(t), []byte(testConfig)); err != nil {
 				t.Fatalf("put over TLS: %v", err)
 			}
-			if _, err := s.Acquire(tctx(t), req("198.18.0.2", "")); err != nil {
+			if _, err := acquire(tctx(t), s, req("198.18.0.2", "")); err != nil {
 				t.Fatalf("acquire over TLS: %v", err)
 			}
 			if required { // without a client certificate the server refuses

@@ -20,7 +20,7 @@ import (
 func TestWatchSnapshotAndDeltasSkippingCorruptValues(t *testing.T) {
 	eachEtcd(t, func(t *testing.T, eps []string) {
 		cli, s := setup(t, eps, testConfig)
-		a, err := s.Acquire(tctx(t), req("198.18.0.1", "a"))
+		a, err := acquire(tctx(t), s, req("198.18.0.1", "a"))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -33,7 +33,7 @@ func TestWatchSnapshotAndDeltasSkippingCorruptValues(t *testing.T) {
 		if got := collect(t, w, 1); !slices.Equal(got, []string{"added " + a.Key()}) {
 			t.Fatalf("snapshot %q", got)
 		}
-		b, err := s.Acquire(tctx(t), req("198.18.0.2", "b"))
+		b, err := acquire(tctx(t), s, req("198.18.0.2", "b"))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -43,7 +43,7 @@ func TestWatchSnapshotAndDeltasSkippingCorruptValues(t *testing.T) {
 		// b's VtepMAC changes: one Changed event with the new value.
 		rb := req("198.18.0.2", "b")
 		rb.Attrs.BackendData.VtepMAC[0] = 0x02
-		if _, err := s.Acquire(tctx(t), rb); err != nil {
+		if _, err := acquire(tctx(t), s, rb); err != nil {
 			t.Fatal(err)
 		}
 		batch := next(t, w)
@@ -78,7 +78,7 @@ func TestWatchSnapshotAndDeltasSkippingCorruptValues(t *testing.T) {
 		for range 5 {
 			r := req("198.18.0.3", "c")
 			r.Prev = mustPrefix("10.244.200.0/24")
-			l, err := s.Acquire(tctx(t), r)
+			l, err := acquire(tctx(t), s, r)
 			if err != nil || l.Subnet.String() == "10.244.200.0/24" {
 				t.Fatalf("acquire over a corrupt key: %+v %v", l, err)
 			}
@@ -92,9 +92,9 @@ func TestWatchSnapshotAndDeltasSkippingCorruptValues(t *testing.T) {
 func TestWatchResumesAfterCompaction(t *testing.T) {
 	eachEtcd(t, func(t *testing.T, eps []string) {
 		cli, s := setup(t, eps, testConfig)
-		keep, _ := s.Acquire(tctx(t), req("198.18.0.1", "keep"))
-		gone, _ := s.Acquire(tctx(t), req("198.18.0.2", "gone"))
-		change, err := s.Acquire(tctx(t), req("198.18.0.3", "change"))
+		keep, _ := acquire(tctx(t), s, req("198.18.0.1", "keep"))
+		gone, _ := acquire(tctx(t), s, req("198.18.0.2", "gone"))
+		change, err := acquire(tctx(t), s, req("198.18.0.3", "change"))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -112,12 +112,12 @@ func TestWatchResumesAfterCompaction(t *testing.T) {
 		if err := s.Release(tctx(t), gone); err != nil {
 			t.Fatal(err)
 		}
-		added, err := s.Acquire(tctx(t), req("198.18.0.4", "new"))
+		added, err := acquire(tctx(t), s, req("198.18.0.4", "new"))
 		if err != nil {
 			t.Fatal(err)
 		}
 		rc := req("198.18.0.33", "change") // same name, new IP: value changes in place
-		if _, err := s.Acquire(tctx(t), rc); err != nil {
+		if _, err := acquire(tctx(t), s, rc); err != nil {
 			t.Fatal(err)
 		}
 		resp, err := cli.Get(tctx(t), "/")
@@ -189,7 +189,7 @@ func TestWatchResumesAfterRestartAndCompaction(t *testing.T) {
 	eachRestartable(t, func(t *testing.T, r *etcdtest.Restartable) {
 		r.Start()
 		cli, s := setup(t, r.Endpoints(), testConfig)
-		keep, err := s.Acquire(tctx(t), req("198.18.0.1", "keep"))
+		keep, err := acquire(tctx(t), s, req("198.18.0.1", "keep"))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -207,7 +207,7 @@ func TestWatchResumesAfterRestartAndCompaction(t *testing.T) {
 		proxy.Pause()
 		time.Sleep(3 * time.Second) // an outage the watcher's client sees
 		r.Start()
-		added, err := s.Acquire(tctx(t), req("198.18.0.2", "new")) // s's client reconnects directly
+		added, err := acquire(tctx(t), s, req("198.18.0.2", "new")) // s's client reconnects directly
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -50,7 +50,13 @@ func benchAcquire(ctx context.Context, env Env) ([]Row, error) {
 			b := ip.As4()
 			req := lease.Request{Attrs: lease.Attrs{PublicIP: ip, BackendType: "vxlan",
 				BackendData: &lease.VXLANData{VNI: 1, VtepMAC: net.HardwareAddr{0x0a, 0x58, b[0], b[1], b[2], b[3]}}}}
-			l, err := etcdstore.New(cli, "", nil).Acquire(ctx, req)
+			// As the agent does: read the config, then acquire under it.
+			s := etcdstore.New(cli, "", nil)
+			cfg, err := s.NetworkConfig(ctx)
+			var l lease.Lease
+			if err == nil {
+				l, err = s.Acquire(ctx, cfg, req)
+			}
 			mu.Lock()
 			defer mu.Unlock()
 			if err == nil && seen[l.Subnet] {

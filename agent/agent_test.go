@@ -1,0 +1,446 @@
+package agent_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/weftnet/weft/agent"
+	"github.com/weftnet/weft/backend"
+	"github.com/weftnet/weft/backend/masq"
+	"github.com/weftnet/weft/backend/underlay"
+	"github.com/weftnet/weft/host"
+	"github.com/weftnet/weft/lease"
+)
+
+// The whole agent without root: leases go into a lease.MemStore, the
+// datapath runs over the recording fake host, nftables is a recording
+// fake, and the files go to a temporary directory. Nothing here needs a
+// network namespace, netlink or nftables.
+
+const tableNetConf = `{"Network":"10.244.0.0/16","SubnetLen":24,"Backend":{"Type":"vxlan"}}`
+
+// ownSubnet is where every table agent lands: its previous subnet.env names it.
+var ownSubnet = netip.MustParsePrefix("10.244.1.0/24")
+
+func peer(subnet, ip, mac, name string) lease.Lease {
+	hw, err := net.ParseMAC(mac)
+	if err != nil {
+		panic(err)
+	}
+	return lease.Lease{
+		Subnet: netip.MustParsePrefix(subnet),
+		Attrs: lease.Attrs{PublicIP: netip.MustParseAddr(ip), BackendType: "vxlan",
+			BackendData: &lease.VXLANData{VNI: 1, VtepMAC: hw}, NodeName: name},
+	}
+}
+
+var (
+	peerA  = peer("10.244.2.0/24", "198.18.0.2", "0a:00:00:00:00:02", "a")
+	peerA2 = peer("10.244.2.0/24", "198.18.0.2", "0a:00:00:00:00:22", "a") // A with a new device
+	peerB  = peer("10.244.3.0/24", "198.18.0.3", "0a:00:00:00:00:03", "b")
+	peerC  = peer("10.244.4.0/24", "198.18.0.4", "0a:00:00:00:00:04", "c")
+)
+
+// Golden kernel lines of one programmed peer.
+var (
+	linesA = []string{
+		"fdb 0a:00:00:00:00:02 dev flannel.1 self dst 198.18.0.2 permanent",
+		"neigh 10.244.2.0 lladdr 0a:00:00:00:00:02 dev flannel.1 permanent",
+		"route 10.244.2.0/24 via 10.244.2.0 dev flannel.1 proto 119 onlink metric 717826",
+	}
+	linesA2 = []string{
+		"fdb 0a:00:00:00:00:22 dev flannel.1 self dst 198.18.0.2 permanent",
+		"neigh 10.244.2.0 lladdr 0a:00:00:00:00:22 dev flannel.1 permanent",
+		"route 10.244.2.0/24 via 10.244.2.0 dev flannel.1 proto 119 onlink metric 717826",
+	}
+	linesB = []string{
+		"fdb 0a:00:00:00:00:03 dev flannel.1 self dst 198.18.0.3 permanent",
+		"neigh 10.244.3.0 lladdr 0a:00:00:00:00:03 dev flannel.1 permanent",
+		"route 10.244.3.0/24 via 10.244.3.0 dev flannel.1 proto 119 onlink metric 717827",
+	}
+	linesC = []string{
+		"fdb 0a:00:00:00:00:04 dev flannel.1 self dst 198.18.0.4 permanent",
+		"neigh 10.244.4.0 lladdr 0a:00:00:00:00:04 dev flannel.1 permanent",
+		"route 10.244.4.0/24 via 10.244.4.0 dev flannel.1 proto 119 onlink metric 717828",
+	}
+)
+
+func join(groups ...[]string) []string {
+	var out []string
+	for _, g := range groups {
+		out = append(out, g...)
+	}
+	slices.Sort(out)
+	return out
+}
+
+func TestTable(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name   string
+		before []lease.Lease // in the store before the agent starts
+		start  []string      // kernel lines once the agent is ready
+		change func(t *testing.T, n *tableNode)
+		want   []string // kernel lines after change
+	}{{
+		name:   "peer added",
+		before: []lease.Lease{peerA},
+		start:  linesA,
+		change: func(t *testing.T, n *tableNode) { n.store.PutPeer(peerB) },
+		want:   join(linesA, linesB),
+	}, {
+		name:   "peer's VtepMAC changed: the old FDB entry goes",
+		before: []lease.Lease{peerA, peerB},
+		start:  join(linesA, linesB),
+		change: func(t *testing.T, n *tableNode) { n.store.PutPeer(peerA2) },
+		want:   join(linesA2, linesB),
+	}, {
+		name:   "peer removed",
+		before: []lease.Lease{peerA, peerB},
+		start:  join(linesA, linesB),
+		change: func(t *testing.T, n *tableNode) { n.store.Remove(peerB.Key()) },
+		want:   linesA,
+	}, {
+		name:   "peer lease expired",
+		before: []lease.Lease{peerA, peerB},
+		start:  join(linesA, linesB),
+		change: func(t *testing.T, n *tableNode) { n.store.Expire(peerA.Key()) },
+		want:   linesB,
+	}, {
+		name:   "corrupt values skipped, other peers kept",
+		before: []lease.Lease{peerA, peerB},
+		start:  join(linesA, linesB),
+		change: func(t *testing.T, n *tableNode) {
+			// A new key with a corrupt value, then B's value spoilt: B is
+			// gone as far as routing goes (as the etcd store reports it).
+			for key, value := range map[string]string{
+				"10.244.9.0-24": `{"PublicIP":`,
+				peerB.Key():     `{"PublicIP":"198.18.0.3","BackendType":"vxlan","BackendData":{"VNI":1,"VtepMAC":"nonsense"}}`,
+			} {
+				if err := n.store.PutRaw(key, []byte(value)); err == nil {
+					t.Fatalf("PutRaw %s %s: accepted", key, value)
+				}
+			}
+			n.store.PutPeer(peerC) // the watch goes on after the corrupt values
+		},
+		want: join(linesA, linesC),
+	}, {
+		name:   "agent restarted: same subnet, no flush, entries kept",
+		before: []lease.Lease{peerA, peerB},
+		start:  join(linesA, linesB),
+		change: func(t *testing.T, n *tableNode) {
+			n.stop(t)
+			n.fake.ResetOps()
+			n.store.PutPeer(peerC) // while the agent is down
+			n.start(t)
+			if got := n.ag.Lease().Subnet; got != ownSubnet {
+				t.Errorf("subnet after restart %s, want %s", got, ownSubnet)
+			}
+			for _, op := range n.fake.Ops() {
+				if strings.Contains(op, " del ") || strings.HasPrefix(op, "link add") {
+					t.Errorf("restart wrote %q: a restarted agent reconciles, it does not flush or recreate", op)
+				}
+			}
+		},
+		want: join(linesA, linesB, linesC),
+	}}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			n := newTableNode(t)
+			for _, l := range tc.before {
+				n.store.PutPeer(l)
+			}
+			n.start(t)
+			n.checkFiles(t)
+			n.wantLines(t, "start", tc.start)
+			tc.change(t, n)
+			n.wantLines(t, "after the change", tc.want)
+			if got := n.ag.Lease().Subnet; got != ownSubnet {
+				t.Errorf("lease %s, want %s", got, ownSubnet)
+			}
+			n.stop(t)
+		})
+	}
+}
+
+// The nftables work with and without the flags: without --ip-masq the
+// masquerade rules a previous run may have left are deleted; without
+// --iptables-forward-rules so are the FORWARD accepts.
+func TestTableRules(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		ipMasq, forward bool
+		want            []string
+	}{
+		{false, true, []string{
+			"ensure-ra-drop flannel.1",
+			"delete",
+			"ensure-forward 10.244.0.0/16",
+			"ensure-ra-drop flannel.1",
+			"forward-blockers 10.244.0.0/16",
+		}},
+		{true, false, []string{
+			"ensure-ra-drop flannel.1",
+			"delete-forward",
+			"ensure 10.244.0.0/16 10.244.1.0/24 port 0",
+			"ensure-ra-drop flannel.1",
+			"forward-blockers 10.244.0.0/16",
+		}},
+	} {
+		t.Run(fmt.Sprintf("ip-masq=%v,forward-rules=%v", tc.ipMasq, tc.forward), func(t *testing.T) {
+			t.Parallel()
+			n := newTableNode(t)
+			n.cfg.IPMasq, n.cfg.ForwardRules = tc.ipMasq, tc.forward
+			n.start(t)
+			if d := cmp.Diff(tc.want, n.masq.calls()); d != "" {
+				t.Errorf("nftables calls (-want +got):\n%s", d)
+			}
+			n.checkFiles(t)
+			n.stop(t)
+		})
+	}
+}
+
+// Without a network config the agent waits, unready, with a stale conflist
+// of ours withdrawn (after a reboot subnet.env is gone); once the config
+// appears it gets ready and puts the conflist back.
+func TestTableWaitsForConfig(t *testing.T) {
+	t.Parallel()
+	n := newTableNode(t)
+	if err := os.Remove(n.cfg.SubnetFile); err != nil {
+		t.Fatal(err)
+	}
+	nw, _ := n.store.NetworkConfig(t.Context())
+	n.store.SetConfig(nil)
+	conflist := filepath.Join(n.cfg.CNIConfDir, "10-weft.conflist")
+	if err := os.MkdirAll(n.cfg.CNIConfDir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(conflist, []byte(agent.DefaultConflist), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	n.configRetry = 10 * time.Millisecond
+	n.launch(t)
+	n.eventually(t, "stale conflist withdrawn", func() error {
+		if _, err := os.Stat(conflist); !os.IsNotExist(err) {
+			return fmt.Errorf("conflist still there (%v)", err)
+		}
+		return nil
+	})
+	if ok, _ := n.ag.Ready(); ok {
+		t.Fatal("ready without a network config")
+	}
+	n.store.SetConfig(nw)
+	n.waitReady(t)
+	if b, err := os.ReadFile(conflist); err != nil || string(b) != agent.DefaultConflist {
+		t.Fatalf("conflist after the config appeared: %q %v", b, err)
+	}
+	n.stop(t)
+}
+
+// tableNode is one agent over a MemStore, the fake host and fake nftables.
+type tableNode struct {
+	cfg   agent.Config
+	store *lease.MemStore
+	fake  *host.Fake
+	masq  *recordingMasq
+	ul    underlay.Underlay
+	log   *slog.Logger
+	// configRetry, when set, replaces the agent's 1s between config reads.
+	configRetry time.Duration
+
+	ag     *agent.Agent
+	cancel context.CancelFunc
+	done   chan error
+}
+
+func newTableNode(t *testing.T) *tableNode {
+	t.Helper()
+	nw, err := lease.ParseNetwork([]byte(tableNetConf))
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := &tableNode{store: lease.NewMemStore(nw), fake: host.NewFake(), masq: &recordingMasq{}}
+	idx := n.fake.AddUnderlay("eth0", 1500, netip.MustParsePrefix("198.18.0.1/24"))
+	ip := netip.MustParseAddr("198.18.0.1")
+	n.ul = underlay.Underlay{Name: "eth0", Index: idx, MTU: 1500, IP: ip, PublicIP: ip}
+	n.log = slog.New(slog.NewTextHandler(tLog{t}, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	dir := t.TempDir()
+	n.cfg = agent.DefaultConfig()
+	n.cfg.NodeName = "node1"
+	n.cfg.SubnetFile = filepath.Join(dir, "run", "subnet.env")
+	n.cfg.CNIConfDir = filepath.Join(dir, "net.d")
+	if err := n.cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	// A previous run's subnet.env: the lease lands there (deterministic lines).
+	prev := lease.SubnetEnv{Network: nw.Network, Subnet: netip.PrefixFrom(ownSubnet.Addr().Next(), 24), MTU: 1450}
+	if err := lease.WriteSubnetEnv(n.cfg.SubnetFile, prev); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { n.stop(t) })
+	return n
+}
+
+// start runs a new agent over the node's store, host and files, and waits
+// until it is ready.
+func (n *tableNode) start(t *testing.T) {
+	t.Helper()
+	n.launch(t)
+	n.waitReady(t)
+}
+
+// launch runs a new agent without waiting for it.
+func (n *tableNode) launch(t *testing.T) {
+	t.Helper()
+	ag, err := agent.New(n.cfg, agent.Deps{
+		Leases: n.store,
+		NewDatapath: func(c backend.Config) (agent.Datapath, error) {
+			return backend.New(n.fake, c, n.log.With("component", "vxlan"))
+		},
+		Masq:     n.masq,
+		Underlay: n.ul,
+		Log:      n.log,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n.configRetry != 0 {
+		agent.SetConfigRetry(ag, n.configRetry)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	n.ag, n.cancel, n.done = ag, cancel, make(chan error, 1)
+	go func() { n.done <- ag.Run(ctx) }()
+}
+
+func (n *tableNode) waitReady(t *testing.T) {
+	t.Helper()
+	n.eventually(t, "ready", func() error {
+		if ok, why := n.ag.Ready(); !ok {
+			return errors.New(why)
+		}
+		return nil
+	})
+}
+
+// eventually waits up to 10s for f to hold, failing early if the agent exits.
+func (n *tableNode) eventually(t *testing.T, what string, f func() error) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		err := f()
+		if err == nil {
+			return
+		}
+		select {
+		case exit := <-n.done:
+			n.cancel = nil
+			t.Fatalf("%s: agent exited: %v", what, exit)
+		case <-time.After(5 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not within 10s: %v", what, err)
+		}
+	}
+}
+
+// stop ends the agent as SIGTERM does and checks that Run returned nil.
+func (n *tableNode) stop(t *testing.T) {
+	if n.cancel == nil {
+		return
+	}
+	n.cancel()
+	n.cancel = nil
+	select {
+	case err := <-n.done:
+		if err != nil {
+			t.Errorf("agent returned %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Errorf("agent did not stop within 10s")
+	}
+}
+
+// wantLines waits until the fake host's neighbour, FDB and route lines are want.
+func (n *tableNode) wantLines(t *testing.T, when string, want []string) {
+	t.Helper()
+	var got []string
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
+		got = strings.Split(n.fake.Lines("neigh", "fdb", "route"), "\n")
+		if slices.Equal(got, want) {
+			return
+		}
+	}
+	t.Fatalf("kernel lines %s (-want +got):\n%s", when, cmp.Diff(want, got))
+}
+
+// checkFiles checks subnet.env, the conflist and the device address.
+func (n *tableNode) checkFiles(t *testing.T) {
+	t.Helper()
+	wantEnv := fmt.Sprintf("FLANNEL_NETWORK=10.244.0.0/16\nFLANNEL_SUBNET=10.244.1.1/24\nFLANNEL_MTU=1450\nFLANNEL_IPMASQ=%v\n", n.cfg.IPMasq)
+	if b, err := os.ReadFile(n.cfg.SubnetFile); err != nil || string(b) != wantEnv {
+		t.Errorf("subnet.env %q (%v), want %q", b, err, wantEnv)
+	}
+	if b, err := os.ReadFile(filepath.Join(n.cfg.CNIConfDir, "10-weft.conflist")); err != nil || string(b) != agent.DefaultConflist {
+		t.Errorf("conflist %q (%v), want the default", b, err)
+	}
+	if got := n.fake.Lines("addr"); got != "addr 10.244.1.0/32 dev flannel.1\naddr 198.18.0.1/24 dev eth0" {
+		t.Errorf("addresses:\n%s", got)
+	}
+}
+
+// recordingMasq is a Masq that records its calls and finds nothing blocking.
+type recordingMasq struct {
+	mu  sync.Mutex
+	log []string
+}
+
+func (m *recordingMasq) record(format string, args ...any) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.log = append(m.log, fmt.Sprintf(format, args...))
+	return nil
+}
+
+func (m *recordingMasq) calls() []string {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return slices.Clone(m.log)
+}
+
+func (m *recordingMasq) Ensure(r masq.Rules) error {
+	return m.record("ensure %s %s port %d", r.Network, r.Subnet, r.VXLANPort)
+}
+func (m *recordingMasq) Delete() error { return m.record("delete") }
+func (m *recordingMasq) EnsureForward(network netip.Prefix) error {
+	return m.record("ensure-forward %s", network)
+}
+func (m *recordingMasq) DeleteForward() error { return m.record("delete-forward") }
+func (m *recordingMasq) ForwardBlockers(network netip.Prefix) ([]masq.Blocker, error) {
+	return nil, m.record("forward-blockers %s", network)
+}
+func (m *recordingMasq) EnsureRADrop(device string) error {
+	return m.record("ensure-ra-drop %s", device)
+}
+
+// tLog sends the agent's log to the test's.
+type tLog struct{ t *testing.T }
+
+func (w tLog) Write(p []byte) (int, error) {
+	w.t.Log(strings.TrimRight(string(p), "\n"))
+	return len(p), nil
+}
