@@ -143,7 +143,7 @@ func BenchmarkMissActivate(b *testing.B) {
 		if err := v.SetPeers(peers); err != nil {
 			b.Fatal(err)
 		}
-		dev := int(v.devIndex.Load())
+		dev := int(v.device.devIndex.Load())
 		b.ReportAllocs()
 		b.ResetTimer()
 		for i := 0; i < b.N; i++ {

@@ -102,7 +102,7 @@ func newFakeVXLAN(t *testing.T, f *host.Fake, mode Mode, obs Observer) *VXLAN {
 	if err != nil {
 		t.Fatalf("New: %v", err)
 	}
-	v.newMAC = func() (net.HardwareAddr, error) { return net.HardwareAddr{0x0e, 0, 0, 0, 0, 1}, nil }
+	v.device.newMAC = func() (net.HardwareAddr, error) { return net.HardwareAddr{0x0e, 0, 0, 0, 0, 1}, nil }
 	return v
 }
 

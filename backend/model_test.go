@@ -124,7 +124,7 @@ func TestStaleAnswerRepaired(t *testing.T) {
 	}
 	// The answer lands after the change: the old MAC's FDB entry is back.
 	stale := op{kind: opFDBSet, peer: old.Subnet, fdb: fdbEntry{MAC: old.mac, Dst: old.PublicIP}}
-	if err := writeOp(f, int(v.devIndex.Load()), 0, stale); err != nil {
+	if err := writeOp(f, int(v.device.devIndex.Load()), 0, stale); err != nil {
 		t.Fatal(err)
 	}
 	v.resp.note(answered{peer: old, ops: [2]op{stale}, n: 1})

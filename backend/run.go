@@ -51,17 +51,17 @@ func (v *VXLAN) Run(ctx context.Context) error {
 		}
 	}
 	wg.Go(func() {
-		nl, closeNL := v.missNetlink()
+		nl, closeNL := v.device.missNetlink()
 		defer closeNL()
-		resubscribe(ctx, v.log, SubscriptionNeigh, "neighbour", v.subscribeNeigh, func(u netlink.NeighUpdate) {
+		resubscribe(ctx, v.log, SubscriptionNeigh, "neighbour", v.device.subscribeNeigh, func(u netlink.NeighUpdate) {
 			if err := v.resp.answer(nl, u); err != nil {
 				v.log.Warn("miss answer failed", "err", err)
 			}
 		}, subscribed, sync.OnceFunc(tried.Done))
 	})
 	wg.Go(func() {
-		resubscribe(ctx, v.log, SubscriptionLink, "link", v.subscribeLink, func(u netlink.LinkUpdate) {
-			if v.needsRepair(u) {
+		resubscribe(ctx, v.log, SubscriptionLink, "link", v.device.subscribeLink, func(u netlink.LinkUpdate) {
+			if v.device.needsRepair(u) {
 				v.requestReconcile()
 			}
 		}, subscribed, sync.OnceFunc(tried.Done))
@@ -117,7 +117,7 @@ func (v *VXLAN) reconcile() (err error) {
 	}()
 	v.mu.Lock()
 	defer v.mu.Unlock()
-	if _, recreated, err := v.ensureDeviceLocked(); err != nil {
+	if _, recreated, err := v.device.ensureDeviceLocked(); err != nil {
 		v.ready.Store(false)
 		return err
 	} else if recreated {
@@ -125,7 +125,7 @@ func (v *VXLAN) reconcile() (err error) {
 	}
 	var errs []error
 	if v.lease.IsValid() {
-		errs = append(errs, v.setAddress(v.lease))
+		errs = append(errs, v.device.setAddress(v.lease))
 	}
 	flips, err := v.resyncLocked(false)
 	if err != nil {

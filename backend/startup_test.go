@@ -46,7 +46,7 @@ func TestDeviceDeletedBeforeLinkSubscription(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	v.newMAC = func() (net.HardwareAddr, error) { return net.HardwareAddr{0x0e, 0, 0, 0, 0, 1}, nil }
+	v.device.newMAC = func() (net.HardwareAddr, error) { return net.HardwareAddr{0x0e, 0, 0, 0, 0, 1}, nil }
 	dev, err := v.EnsureDevice()
 	if err != nil {
 		t.Fatal(err)

@@ -69,7 +69,7 @@ func newLoggedVXLANWith(t *testing.T, f *host.Fake, edit func(*Config)) (*VXLAN,
 	if err != nil {
 		t.Fatalf("New: %v", err)
 	}
-	v.newMAC = func() (net.HardwareAddr, error) { return net.HardwareAddr{0x0e, 0, 0, 0, 0, 1}, nil }
+	v.device.newMAC = func() (net.HardwareAddr, error) { return net.HardwareAddr{0x0e, 0, 0, 0, 0, 1}, nil }
 	return v, lb
 }
 

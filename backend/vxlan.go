@@ -108,9 +108,9 @@ type Device struct {
 // the lock. VXLAN owns the one mutex that serialises SetPeers, SetAddress,
 // EnsureDevice, reconciles and on-demand activations.
 type VXLAN struct {
-	cfg   Config
-	log   *slog.Logger
-	*link // the device: EnsureDevice, reconciles
+	cfg    Config
+	log    *slog.Logger
+	device *link // the device: ensure, repair, address
 
 	resp  *responder    // read by the miss path without mu
 	ready atomic.Bool   // see Ready
@@ -143,15 +143,15 @@ func New(nl host.Host, cfg Config, log *slog.Logger) (*VXLAN, error) {
 	k := &kernel{nl: nl, cfg: cfg, log: log}
 	l := &link{kernel: k, newMAC: randomMAC}
 	v := &VXLAN{
-		cfg:   cfg,
-		log:   log,
-		link:  l,
-		resp:  &responder{devIndex: &l.devIndex, obs: cfg.Observer, log: log, wake: make(chan struct{}, 1)},
-		kick:  make(chan struct{}, 1),
-		model: newModel(cfg),
-		exec:  executor{nl: nl, cfg: cfg, log: log, devIndex: &l.devIndex, have: owned{}},
-		full:  true,
-		dirty: map[netip.Prefix]bool{},
+		cfg:    cfg,
+		log:    log,
+		device: l,
+		resp:   &responder{devIndex: &l.devIndex, obs: cfg.Observer, log: log, wake: make(chan struct{}, 1)},
+		kick:   make(chan struct{}, 1),
+		model:  newModel(cfg),
+		exec:   executor{nl: nl, cfg: cfg, log: log, devIndex: &l.devIndex, have: owned{}},
+		full:   true,
+		dirty:  map[netip.Prefix]bool{},
 	}
 	v.resp.table.Store(v.model.table)
 	return v, nil
@@ -218,7 +218,7 @@ func (v *VXLAN) Ready() bool { return v.ready.Load() }
 func (v *VXLAN) EnsureDevice() (Device, error) {
 	v.mu.Lock()
 	defer v.mu.Unlock()
-	d, recreated, err := v.ensureDeviceLocked()
+	d, recreated, err := v.device.ensureDeviceLocked()
 	if err != nil {
 		return Device{}, err
 	}
@@ -244,10 +244,10 @@ func (v *VXLAN) SetAddress(lease netip.Prefix) error {
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	v.lease = lease.Masked()
-	if v.dev == nil {
+	if v.device.dev == nil {
 		return fmt.Errorf("set address %s: %w", v.lease.Addr(), ErrNoDevice)
 	}
-	return v.setAddress(v.lease)
+	return v.device.setAddress(v.lease)
 }
 
 // SetPeers makes the kernel hold exactly the entries the given peers need
@@ -274,7 +274,7 @@ func (v *VXLAN) SetPeers(peers []Peer) error {
 // update itself (through a netlink handle of its own when it can open one);
 // tests over the Fake may call HandleMiss directly. What it wrote is taken
 // by the next programming.
-func (v *VXLAN) HandleMiss(u netlink.NeighUpdate) error { return v.resp.answer(v.nl, u) }
+func (v *VXLAN) HandleMiss(u netlink.NeighUpdate) error { return v.resp.answer(v.device.nl, u) }
 
 // takeAnswers takes the miss answers noted so far and programs the peers
 // they activated (on demand) and the owners of what they wrote.
@@ -317,7 +317,7 @@ func (v *VXLAN) programLocked(changes []peerChange) (int, error) {
 	for _, c := range changes {
 		v.dirty[c.subnet()] = true
 	}
-	if v.dev == nil {
+	if v.device.dev == nil {
 		v.ready.Store(false)
 		return 0, fmt.Errorf("set peers: %w", ErrNoDevice)
 	}

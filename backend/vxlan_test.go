@@ -226,7 +226,7 @@ func TestRestartOverFake(t *testing.T) {
 	f.ResetOps()
 	f.InterruptDumps = 2 // the start-up dump is retried
 	v2 := newFakeVXLAN(t, f, ModeProactive, Observer{})
-	v2.newMAC = func() (net.HardwareAddr, error) { return macX, nil }
+	v2.device.newMAC = func() (net.HardwareAddr, error) { return macX, nil }
 	dev, err := v2.EnsureDevice()
 	if err != nil {
 		t.Fatal(err)
