@@ -7,8 +7,10 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"sync"
 
 	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netlink/nl"
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 )
@@ -18,6 +20,9 @@ type NS struct {
 	path string // "" = the caller's namespace
 	fd   int    // the namespace, kept open; -1 with path ""
 	h    *netlink.Handle
+
+	rtMu sync.Mutex       // serialises the hand-built requests (veth_linux.go)
+	rt   *nl.SocketHandle // their socket, opened at the first
 }
 
 var _ Host = (*NS)(nil)
@@ -29,9 +34,12 @@ const rcvBuf = 4 << 20
 // Open opens a network namespace: "" is the caller's own (nothing is
 // entered, so no capability beyond CAP_NET_ADMIN is needed), a path (e.g.
 // /run/netns/x) is that namespace, held open by descriptor until Close.
+// It opens one route netlink socket (every Host method speaks rtnetlink; the
+// netlink library would otherwise open xfrm and netfilter sockets too, each
+// with its own trip into the namespace).
 func Open(nsPath string) (*NS, error) {
 	if nsPath == "" {
-		h, err := netlink.NewHandle()
+		h, err := netlink.NewHandle(unix.NETLINK_ROUTE)
 		if err != nil {
 			return nil, fmt.Errorf("open netlink: %w", err)
 		}
@@ -42,7 +50,7 @@ func Open(nsPath string) (*NS, error) {
 		return nil, fmt.Errorf("open netns %s: %w", nsPath, err)
 	}
 	n := &NS{path: nsPath, fd: fd}
-	if n.h, err = netlink.NewHandleAt(netns.NsHandle(fd)); err != nil {
+	if n.h, err = netlink.NewHandleAt(netns.NsHandle(fd), unix.NETLINK_ROUTE); err != nil {
 		_ = unix.Close(fd)
 		return nil, fmt.Errorf("open netlink in netns %s: %w", nsPath, err)
 	}
@@ -63,8 +71,14 @@ func (n *NS) Close() error {
 	if n.h == nil {
 		return nil
 	}
+	n.rtMu.Lock()
 	n.h.Close()
 	n.h = nil
+	if n.rt != nil {
+		n.rt.Close()
+		n.rt = nil
+	}
+	n.rtMu.Unlock()
 	if n.fd >= 0 {
 		if err := unix.Close(n.fd); err != nil {
 			return fmt.Errorf("close netns %s: %w", n.path, err)
@@ -84,7 +98,7 @@ func (n *NS) Clone() (Host, error) {
 		return nil, fmt.Errorf("clone netns %s: %w", n.path, err)
 	}
 	c := &NS{path: n.path, fd: fd}
-	if c.h, err = netlink.NewHandleAt(netns.NsHandle(fd)); err != nil {
+	if c.h, err = netlink.NewHandleAt(netns.NsHandle(fd), unix.NETLINK_ROUTE); err != nil {
 		_ = unix.Close(fd)
 		return nil, fmt.Errorf("clone netlink in netns %s: %w", n.path, err)
 	}
