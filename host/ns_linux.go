@@ -50,11 +50,25 @@ func Open(nsPath string) (*NS, error) {
 		return nil, fmt.Errorf("open netns %s: %w", nsPath, err)
 	}
 	n := &NS{path: nsPath, fd: fd}
-	if n.h, err = netlink.NewHandleAt(netns.NsHandle(fd), unix.NETLINK_ROUTE); err != nil {
+	if n.h, err = n.newHandle(); err != nil {
 		_ = unix.Close(fd)
 		return nil, fmt.Errorf("open netlink in netns %s: %w", nsPath, err)
 	}
 	return n, nil
+}
+
+// newHandle opens a netlink handle (one route netlink socket) in n. The
+// socket is opened from inside the namespace by Do, whose thread never
+// comes back, rather than by the netlink library's own trip there and back,
+// which would leave the thread in the namespace and unlocked if the way back
+// failed.
+func (n *NS) newHandle() (*netlink.Handle, error) {
+	var h *netlink.Handle
+	err := n.Do(func() (err error) {
+		h, err = netlink.NewHandle(unix.NETLINK_ROUTE)
+		return err
+	})
+	return h, err
 }
 
 // Path is the path n was opened with ("" = the caller's namespace).
@@ -98,7 +112,7 @@ func (n *NS) Clone() (Host, error) {
 		return nil, fmt.Errorf("clone netns %s: %w", n.path, err)
 	}
 	c := &NS{path: n.path, fd: fd}
-	if c.h, err = netlink.NewHandleAt(netns.NsHandle(fd), unix.NETLINK_ROUTE); err != nil {
+	if c.h, err = c.newHandle(); err != nil {
 		_ = unix.Close(fd)
 		return nil, fmt.Errorf("clone netlink in netns %s: %w", n.path, err)
 	}
@@ -109,9 +123,11 @@ func (n *NS) Clone() (Host, error) {
 // calling thread's namespace: opening a socket, /proc/sys and
 // /proc/thread-self/net. In the caller's own namespace f runs on the
 // caller's goroutine with its thread locked. Otherwise setns moves only one
-// thread: f runs on a new goroutine whose thread stays locked and is never
-// handed back, so it ends with the goroutine and no other goroutine ever
-// runs in the wrong namespace.
+// thread: f runs on a new goroutine, locked to its thread, which then
+// returns to its own namespace. Only a thread that made it back is handed
+// back to the scheduler; one that did not stays locked and ends with the
+// goroutine, so no other goroutine ever runs in the wrong namespace.
+// (Ending every such thread instead would cost a thread creation per Do.)
 func (n *NS) Do(f func() error) error {
 	if n.fd < 0 {
 		runtime.LockOSThread()
@@ -121,11 +137,27 @@ func (n *NS) Do(f func() error) error {
 	done := make(chan error, 1)
 	go func() {
 		runtime.LockOSThread()
+		// Every thread the scheduler hands out is in the process's
+		// namespace (Do returns only those), so this one's is home.
+		home, err := unix.Open("/proc/thread-self/ns/net", unix.O_RDONLY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			runtime.UnlockOSThread()
+			done <- fmt.Errorf("open own netns: %w", err)
+			return
+		}
+		defer unix.Close(home)
 		if err := unix.Setns(n.fd, unix.CLONE_NEWNET); err != nil {
+			runtime.UnlockOSThread()
 			done <- fmt.Errorf("enter netns %s: %w", n.path, err)
 			return
 		}
-		done <- f()
+		ferr := f()
+		if err := unix.Setns(home, unix.CLONE_NEWNET); err != nil {
+			done <- fmt.Errorf("return from netns %s: %w", n.path, err)
+			return
+		}
+		runtime.UnlockOSThread()
+		done <- ferr
 	}()
 	return <-done
 }

@@ -146,11 +146,11 @@ func (n *NS) exec(req *nl.NetlinkRequest) error {
 		return errors.New("netns closed")
 	}
 	if n.rt == nil {
-		target := netns.None()
-		if n.fd >= 0 {
-			target = netns.NsHandle(n.fd)
-		}
-		s, err := nl.GetNetlinkSocketAt(target, netns.None(), unix.NETLINK_ROUTE)
+		var s *nl.NetlinkSocket
+		err := n.Do(func() (err error) {
+			s, err = nl.GetNetlinkSocketAt(netns.None(), netns.None(), unix.NETLINK_ROUTE)
+			return err
+		})
 		if err != nil {
 			return fmt.Errorf("route netlink socket in netns %q: %w", n.path, err)
 		}
