@@ -14,6 +14,12 @@
 // here while the kernel reports it interrupted (NLM_F_DUMP_INTR), so callers
 // never see a partial table.
 //
+// *NS also offers what only the CNI plugin needs (veth_linux.go): adding
+// addresses and routes that must not exist yet, bridge port flags, and three
+// link requests built by hand so that a pod's ADD and DEL make as few round
+// trips as possible, among them a veth pair whose peer is created directly
+// in the pod's namespace.
+//
 // Fake implements Host in memory, behaving like the kernel where weft depends
 // on it and recording every write as one line, so the datapath's tests check
 // the operations production performs.

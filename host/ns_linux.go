@@ -7,8 +7,10 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"sync"
 
 	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netlink/nl"
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 )
@@ -18,6 +20,9 @@ type NS struct {
 	path string // "" = the caller's namespace
 	fd   int    // the namespace, kept open; -1 with path ""
 	h    *netlink.Handle
+
+	rtMu sync.Mutex       // serialises the hand-built requests (veth_linux.go)
+	rt   *nl.SocketHandle // their socket, opened at the first
 }
 
 var _ Host = (*NS)(nil)
@@ -29,9 +34,12 @@ const rcvBuf = 4 << 20
 // Open opens a network namespace: "" is the caller's own (nothing is
 // entered, so no capability beyond CAP_NET_ADMIN is needed), a path (e.g.
 // /run/netns/x) is that namespace, held open by descriptor until Close.
+// It opens one route netlink socket (every Host method speaks rtnetlink; the
+// netlink library would otherwise open xfrm and netfilter sockets too, each
+// with its own trip into the namespace).
 func Open(nsPath string) (*NS, error) {
 	if nsPath == "" {
-		h, err := netlink.NewHandle()
+		h, err := netlink.NewHandle(unix.NETLINK_ROUTE)
 		if err != nil {
 			return nil, fmt.Errorf("open netlink: %w", err)
 		}
@@ -42,11 +50,25 @@ func Open(nsPath string) (*NS, error) {
 		return nil, fmt.Errorf("open netns %s: %w", nsPath, err)
 	}
 	n := &NS{path: nsPath, fd: fd}
-	if n.h, err = netlink.NewHandleAt(netns.NsHandle(fd)); err != nil {
+	if n.h, err = n.newHandle(); err != nil {
 		_ = unix.Close(fd)
 		return nil, fmt.Errorf("open netlink in netns %s: %w", nsPath, err)
 	}
 	return n, nil
+}
+
+// newHandle opens a netlink handle (one route netlink socket) in n. The
+// socket is opened from inside the namespace by Do, whose thread never
+// comes back, rather than by the netlink library's own trip there and back,
+// which would leave the thread in the namespace and unlocked if the way back
+// failed.
+func (n *NS) newHandle() (*netlink.Handle, error) {
+	var h *netlink.Handle
+	err := n.Do(func() (err error) {
+		h, err = netlink.NewHandle(unix.NETLINK_ROUTE)
+		return err
+	})
+	return h, err
 }
 
 // Path is the path n was opened with ("" = the caller's namespace).
@@ -63,8 +85,14 @@ func (n *NS) Close() error {
 	if n.h == nil {
 		return nil
 	}
+	n.rtMu.Lock()
 	n.h.Close()
 	n.h = nil
+	if n.rt != nil {
+		n.rt.Close()
+		n.rt = nil
+	}
+	n.rtMu.Unlock()
 	if n.fd >= 0 {
 		if err := unix.Close(n.fd); err != nil {
 			return fmt.Errorf("close netns %s: %w", n.path, err)
@@ -84,7 +112,7 @@ func (n *NS) Clone() (Host, error) {
 		return nil, fmt.Errorf("clone netns %s: %w", n.path, err)
 	}
 	c := &NS{path: n.path, fd: fd}
-	if c.h, err = netlink.NewHandleAt(netns.NsHandle(fd)); err != nil {
+	if c.h, err = c.newHandle(); err != nil {
 		_ = unix.Close(fd)
 		return nil, fmt.Errorf("clone netlink in netns %s: %w", n.path, err)
 	}
@@ -95,9 +123,11 @@ func (n *NS) Clone() (Host, error) {
 // calling thread's namespace: opening a socket, /proc/sys and
 // /proc/thread-self/net. In the caller's own namespace f runs on the
 // caller's goroutine with its thread locked. Otherwise setns moves only one
-// thread: f runs on a new goroutine whose thread stays locked and is never
-// handed back, so it ends with the goroutine and no other goroutine ever
-// runs in the wrong namespace.
+// thread: f runs on a new goroutine, locked to its thread, which then
+// returns to its own namespace. Only a thread that made it back is handed
+// back to the scheduler; one that did not stays locked and ends with the
+// goroutine, so no other goroutine ever runs in the wrong namespace.
+// (Ending every such thread instead would cost a thread creation per Do.)
 func (n *NS) Do(f func() error) error {
 	if n.fd < 0 {
 		runtime.LockOSThread()
@@ -107,11 +137,27 @@ func (n *NS) Do(f func() error) error {
 	done := make(chan error, 1)
 	go func() {
 		runtime.LockOSThread()
+		// Every thread the scheduler hands out is in the process's
+		// namespace (Do returns only those), so this one's is home.
+		home, err := unix.Open("/proc/thread-self/ns/net", unix.O_RDONLY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			runtime.UnlockOSThread()
+			done <- fmt.Errorf("open own netns: %w", err)
+			return
+		}
+		defer unix.Close(home)
 		if err := unix.Setns(n.fd, unix.CLONE_NEWNET); err != nil {
+			runtime.UnlockOSThread()
 			done <- fmt.Errorf("enter netns %s: %w", n.path, err)
 			return
 		}
-		done <- f()
+		ferr := f()
+		if err := unix.Setns(home, unix.CLONE_NEWNET); err != nil {
+			done <- fmt.Errorf("return from netns %s: %w", n.path, err)
+			return
+		}
+		runtime.UnlockOSThread()
+		done <- ferr
 	}()
 	return <-done
 }

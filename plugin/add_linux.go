@@ -2,17 +2,15 @@ package plugin
 
 import (
 	"errors"
-	"runtime"
-	"syscall"
 	"time"
 
 	"github.com/containernetworking/cni/pkg/skel"
 	"github.com/containernetworking/cni/pkg/types"
 	current "github.com/containernetworking/cni/pkg/types/100"
 	"github.com/containernetworking/cni/pkg/version"
-	"github.com/containernetworking/plugins/pkg/ns"
 	"github.com/vishvananda/netlink"
 
+	"github.com/weftnet/weft/host"
 	"github.com/weftnet/weft/plugin/ipam"
 )
 
@@ -50,54 +48,37 @@ func CmdAdd(args *skel.CmdArgs) error {
 
 // add does the work of CmdAdd; rollback undoes the steps done so far on error.
 //
-// The calling goroutine keeps its thread for the whole ADD: the two trips
-// into the pod netns (to open a netlink socket there, and to switch DAD off)
-// are plain setns calls from this thread and back, with the node netns held
-// open from the start, rather than a goroutine per trip that looks up both
-// namespaces again.
+// It holds one connection to the pod netns and one to the node's for the
+// whole ADD: every netlink request goes through them, and the one write that
+// has to happen inside the pod netns (switching DAD off) is the pod
+// connection's.
 func add(args *skel.CmdArgs, conf *NetConf, p plan, log *slogLogger) (_ *current.Result, err error) {
 	a := &attachment{containerID: args.ContainerID, ifname: args.IfName, hostName: hostVethName(args.ContainerID, args.IfName)}
-	if a.podNS, err = ns.GetNS(args.Netns); err != nil {
+	if args.Netns == "" {
+		return nil, cniErr(types.ErrInvalidNetNS, "no netns given (CNI_NETNS)")
+	}
+	if a.pod, err = host.Open(args.Netns); err != nil {
 		return nil, cniErr(types.ErrInvalidNetNS, "open netns %q: %v", args.Netns, err)
 	}
-	defer a.podNS.Close()
-	runtime.LockOSThread()
-	if a.pod, err = newNetnsTrip(int(a.podNS.Fd())); err != nil {
-		runtime.UnlockOSThread()
-		return nil, internal(err, "prepare to enter netns %s", args.Netns)
-	}
-	defer a.pod.close()
-	// The pod netns socket is opened first: the spec wants an existing
+	defer a.pod.Close()
+	// The pod netns connection is opened first: the spec wants an existing
 	// CNI_IFNAME to be an error that changes nothing (no bridge, no address,
 	// not even the allocator's cursor), so it is looked up before any of that.
-	err = a.pod.do(func() (err error) {
-		a.podH, err = netlink.NewHandle(syscall.NETLINK_ROUTE)
-		return err
-	})
-	if err != nil {
-		return nil, internal(err, "netlink handle in %s", args.Netns)
-	}
-	defer a.podH.Close()
-	if _, err := a.podH.LinkByName(a.ifname); err == nil {
+	if _, err := a.pod.LinkByName(a.ifname); err == nil {
 		return nil, cniErr(CodeIfNameExists, "interface %q already exists in netns %s", a.ifname, args.Netns)
 	} else if !isLinkNotFound(err) {
 		return nil, internal(err, "look up %s in %s", a.ifname, args.Netns)
 	}
-	h, err := netlink.NewHandle(syscall.NETLINK_ROUTE)
+	node, err := host.Open("")
 	if err != nil {
-		return nil, internal(err, "netlink handle")
+		return nil, internal(err, "netlink connection")
 	}
-	defer h.Close()
-	r, err := openRtnl()
-	if err != nil {
-		return nil, internal(err, "netlink socket")
-	}
-	defer r.Close()
-	br, err := ensureBridge(h, conf.Bridge, p.gateway, p.mtu, log)
+	defer node.Close()
+	br, err := ensureBridge(node, conf.Bridge, p.gateway, p.mtu, log)
 	if err != nil {
 		return nil, err
 	}
-	if err := enableIPv4Forwarding(); err != nil {
+	if err := enableIPv4Forwarding(node); err != nil {
 		return nil, err
 	}
 	alloc, closeStore, err := openAllocator(conf, p.rng)
@@ -110,15 +91,15 @@ func add(args *skel.CmdArgs, conf *NetConf, p plan, log *slogLogger) (_ *current
 	}
 	defer func() {
 		if err != nil {
-			rollback(h, alloc, a, log)
+			rollback(node, alloc, a, log)
 		}
 	}()
-	return attach(r, h, br, a, conf, p)
+	return attach(node, br, a, conf, p)
 }
 
 // attach creates and configures the veth and builds the result.
-func attach(r *rtnl, h *netlink.Handle, br *netlink.Bridge, a *attachment, conf *NetConf, p plan) (*current.Result, error) {
-	if err := createVeth(r, h, br, a, p.mtu); err != nil {
+func attach(node *host.NS, br *netlink.Bridge, a *attachment, conf *NetConf, p plan) (*current.Result, error) {
+	if err := createVeth(node, br, a, p.mtu); err != nil {
 		return nil, err
 	}
 	podVeth, err := configurePod(a, p, conf.IsDefaultGateway)
@@ -129,10 +110,9 @@ func attach(r *rtnl, h *netlink.Handle, br *netlink.Bridge, a *attachment, conf 
 	// orphaned veths by it). That gives the pair carrier, and the
 	// kernel's carrier work (linkwatch: the bridge port, qdiscs, IPv6
 	// addrconf) takes rtnl_lock: done earlier, the pod's address and route
-	// requests queued behind it (100-200 µs at the median on the bench
-	// machine); now it runs after them. It also keeps traffic off the pod
-	// until the pod side is configured.
-	if err := r.upPort(a.hostName, vethAlias(conf.Name, a.containerID, a.ifname), conf.HairpinMode); err != nil {
+	// requests queued behind it; now it runs after them. It also keeps
+	// traffic off the pod until the pod side is configured.
+	if err := node.SetPortUp(a.hostName, vethAlias(conf.Name, a.containerID, a.ifname), conf.HairpinMode); err != nil {
 		return nil, internal(err, "set %s up (hairpin %t)", a.hostName, conf.HairpinMode)
 	}
 	res := &current.Result{
@@ -140,7 +120,7 @@ func attach(r *rtnl, h *netlink.Handle, br *netlink.Bridge, a *attachment, conf 
 		Interfaces: []*current.Interface{
 			{Name: br.Name, Mac: br.HardwareAddr.String()},
 			{Name: a.hostName, Mac: hostVethMAC(a.containerID, a.ifname).String()},
-			{Name: a.ifname, Mac: podVeth.HardwareAddr.String(), Sandbox: a.podNS.Path()},
+			{Name: a.ifname, Mac: podVeth.HardwareAddr.String(), Sandbox: a.pod.Path()},
 		},
 		IPs: []*current.IPConfig{{
 			Address:   ipNet(netipPrefix(a.ip, p.rng.Subnet.Bits())),
@@ -161,7 +141,7 @@ func attach(r *rtnl, h *netlink.Handle, br *netlink.Bridge, a *attachment, conf 
 
 // rollback undoes a failed ADD: the veth (its pod side goes with it) and the
 // address. Errors are logged; the ADD error is what the runtime needs.
-func rollback(h *netlink.Handle, alloc *ipam.Allocator, a *attachment, log *slogLogger) {
+func rollback(h *host.NS, alloc *ipam.Allocator, a *attachment, log *slogLogger) {
 	if l, err := h.LinkByName(a.hostName); err == nil && a.ownVeth {
 		if err := ignoreNotFound(h.LinkDel(l)); err != nil {
 			log.Error("rollback: delete veth", "veth", a.hostName, "err", err)

@@ -5,17 +5,19 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
-	"os"
+	"strings"
 	"syscall"
 
 	"github.com/containernetworking/cni/pkg/types"
 	"github.com/vishvananda/netlink"
+
+	"github.com/weftnet/weft/host"
 )
 
 // ensureBridge makes sure the bridge exists, is a bridge, is up, has mtu and
 // carries the gateway address, and returns it. Several ADDs may run this at
 // once; every step tolerates the others having done it first.
-func ensureBridge(h *netlink.Handle, name string, gw netip.Prefix, mtu int, log *slog.Logger) (*netlink.Bridge, error) {
+func ensureBridge(h *host.NS, name string, gw netip.Prefix, mtu int, log *slog.Logger) (*netlink.Bridge, error) {
 	br, err := bridgeByName(h, name)
 	if err != nil && !isLinkNotFound(err) {
 		return nil, err
@@ -55,7 +57,7 @@ func ensureBridge(h *netlink.Handle, name string, gw netip.Prefix, mtu int, log 
 
 // bridgeByName returns the link, or an error when it is not a bridge. A
 // missing link is returned as netlink.LinkNotFoundError.
-func bridgeByName(h *netlink.Handle, name string) (*netlink.Bridge, error) {
+func bridgeByName(h *host.NS, name string) (*netlink.Bridge, error) {
 	l, err := h.LinkByName(name)
 	if err != nil {
 		if isLinkNotFound(err) {
@@ -74,7 +76,7 @@ func bridgeByName(h *netlink.Handle, name string) (*netlink.Bridge, error) {
 // address is a leftover of an earlier subnet (weftd got a new lease): it is
 // replaced when no port is attached, and refused otherwise, because the pods
 // on the bridge still use the old gateway.
-func ensureBridgeAddr(h *netlink.Handle, br *netlink.Bridge, gw netip.Prefix, log *slog.Logger) error {
+func ensureBridgeAddr(h *host.NS, br *netlink.Bridge, gw netip.Prefix, log *slog.Logger) error {
 	addrs, err := h.AddrList(br, netlink.FAMILY_V4)
 	if err != nil {
 		return internal(err, "list addresses of bridge %s", br.Name)
@@ -115,10 +117,10 @@ func ensureBridgeAddr(h *netlink.Handle, br *netlink.Bridge, gw netip.Prefix, lo
 }
 
 // bridgePorts names the links attached to br.
-func bridgePorts(h *netlink.Handle, br *netlink.Bridge) ([]string, error) {
+func bridgePorts(h *host.NS, br *netlink.Bridge) ([]string, error) {
 	links, err := h.LinkList()
 	if err != nil {
-		return nil, internal(err, "list links")
+		return nil, internal(err, "ports of bridge %s", br.Name)
 	}
 	var names []string
 	for _, l := range links {
@@ -131,12 +133,12 @@ func bridgePorts(h *netlink.Handle, br *netlink.Bridge) ([]string, error) {
 
 // enableIPv4Forwarding turns on forwarding in the plugin's (the node's) netns:
 // the bridge is the pods' gateway.
-func enableIPv4Forwarding() error {
-	const path = "/proc/sys/net/ipv4/ip_forward"
-	if b, err := os.ReadFile(path); err == nil && len(b) > 0 && b[0] == '1' {
+func enableIPv4Forwarding(node *host.NS) error {
+	const key = "net/ipv4/ip_forward"
+	if v, err := node.ReadSysctl(key); err == nil && strings.HasPrefix(v, "1") {
 		return nil
 	}
-	if err := os.WriteFile(path, []byte("1"), 0o644); err != nil {
+	if err := node.WriteSysctl(key, "1"); err != nil {
 		return internal(err, "enable IPv4 forwarding")
 	}
 	return nil

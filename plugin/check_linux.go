@@ -5,16 +5,14 @@ import (
 	"net/netip"
 	"slices"
 	"strings"
-	"syscall"
 
 	"github.com/containernetworking/cni/pkg/skel"
 	"github.com/containernetworking/cni/pkg/types"
 	current "github.com/containernetworking/cni/pkg/types/100"
 	"github.com/containernetworking/cni/pkg/version"
-	"github.com/containernetworking/plugins/pkg/ns"
 	"github.com/vishvananda/netlink"
-	"github.com/vishvananda/netns"
 
+	"github.com/weftnet/weft/host"
 	"github.com/weftnet/weft/plugin/ipam"
 )
 
@@ -49,17 +47,15 @@ func CmdCheck(args *skel.CmdArgs) error {
 			ips = append(ips, ip)
 		}
 	}
-	podNS, err := ns.GetNS(args.Netns)
+	if args.Netns == "" {
+		return cniErr(CodeCheckFailed, "no netns given (CNI_NETNS)")
+	}
+	podNS, err := host.Open(args.Netns)
 	if err != nil {
 		return cniErr(CodeCheckFailed, "open netns %q: %v", args.Netns, err)
 	}
 	defer podNS.Close()
-	podH, err := netlink.NewHandleAt(netns.NsHandle(podNS.Fd()), syscall.NETLINK_ROUTE)
-	if err != nil {
-		return internal(err, "netlink handle in %s", args.Netns)
-	}
-	defer podH.Close()
-	pod, err := checkPod(podH, res.Interfaces[podIdx], ips, res.Routes)
+	pod, err := checkPod(podNS, res.Interfaces[podIdx], ips, res.Routes)
 	if err != nil {
 		return err
 	}
@@ -70,7 +66,7 @@ func CmdCheck(args *skel.CmdArgs) error {
 }
 
 // checkPod compares the pod interface with prevResult.
-func checkPod(h *netlink.Handle, want *current.Interface, ips []*current.IPConfig, routes []*types.Route) (netlink.Link, error) {
+func checkPod(h *host.NS, want *current.Interface, ips []*current.IPConfig, routes []*types.Route) (netlink.Link, error) {
 	l, err := h.LinkByName(want.Name)
 	if err != nil {
 		return nil, cniErr(CodeCheckFailed, "interface %s not found in %s: %v", want.Name, want.Sandbox, err)
@@ -93,7 +89,7 @@ func checkPod(h *netlink.Handle, want *current.Interface, ips []*current.IPConfi
 			return nil, cniErr(CodeCheckFailed, "interface %s lacks address %s", want.Name, ip.Address.String())
 		}
 	}
-	have, err := h.RouteList(l, netlink.FAMILY_ALL)
+	have, err := h.RouteListFiltered(netlink.FAMILY_ALL, &netlink.Route{LinkIndex: l.Attrs().Index}, netlink.RT_FILTER_OIF)
 	if err != nil {
 		return nil, internal(err, "list routes of %s", want.Name)
 	}
@@ -139,9 +135,9 @@ func checkReservation(conf *NetConf, id, ifname string, ips []*current.IPConfig)
 // checkNode verifies the node side: the pod interface's peer, on the bridge,
 // with hairpin as configured, and the bridge holding the gateway.
 func checkNode(conf *NetConf, hostName string, pod netlink.Link, ips []*current.IPConfig) error {
-	h, err := netlink.NewHandle(syscall.NETLINK_ROUTE)
+	h, err := host.Open("")
 	if err != nil {
-		return internal(err, "netlink handle")
+		return internal(err, "netlink connection")
 	}
 	defer h.Close()
 	l, err := h.LinkByName(hostName)

@@ -8,6 +8,7 @@ import (
 	"github.com/containernetworking/cni/pkg/skel"
 	"github.com/containernetworking/cni/pkg/types"
 
+	"github.com/weftnet/weft/host"
 	"github.com/weftnet/weft/plugin/ipam"
 )
 
@@ -41,12 +42,12 @@ func CmdDel(args *skel.CmdArgs) error {
 // deleteHostVeth removes the node-side veth if it exists, in one request
 // addressed by name.
 func deleteHostVeth(name string) error {
-	r, err := openRtnl()
+	node, err := host.Open("")
 	if err != nil {
-		return internal(err, "netlink socket")
+		return internal(err, "netlink connection")
 	}
-	defer r.Close()
-	if err := ignoreNotFound(r.delLink(name)); err != nil {
+	defer node.Close()
+	if err := ignoreNotFound(node.DelLinkByName(name)); err != nil {
 		return internal(err, "delete veth %s", name)
 	}
 	return nil

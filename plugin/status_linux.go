@@ -9,8 +9,8 @@ import (
 
 	"github.com/containernetworking/cni/pkg/skel"
 	"github.com/containernetworking/cni/pkg/types"
-	"github.com/vishvananda/netlink"
 
+	"github.com/weftnet/weft/host"
 	"github.com/weftnet/weft/lease"
 	"github.com/weftnet/weft/plugin/ipam"
 )
@@ -97,9 +97,9 @@ func CmdGC(args *skel.CmdArgs) error {
 		}
 		return false
 	}
-	h, err := netlink.NewHandle(syscall.NETLINK_ROUTE)
+	h, err := host.Open("")
 	if err != nil {
-		return internal(err, "netlink handle")
+		return internal(err, "netlink connection")
 	}
 	defer h.Close()
 	errs := gcReservations(conf, h, valid, log)
@@ -115,7 +115,7 @@ func CmdGC(args *skel.CmdArgs) error {
 // reservedVethIsOurs). This is the only way GC deletes a veth with a legacy
 // (unscoped) tag or none: the reservation in this network's directory proves
 // whose it is.
-func gcReservations(conf *NetConf, h *netlink.Handle, valid func(id, ifname string) bool, log *slogLogger) []error {
+func gcReservations(conf *NetConf, h *host.NS, valid func(id, ifname string) bool, log *slogLogger) []error {
 	if _, err := os.Stat(ipam.NetworkDir(conf.DataDir, conf.Name)); errors.Is(err, fs.ErrNotExist) {
 		return nil
 	}
@@ -171,7 +171,7 @@ func gcReservations(conf *NetConf, h *netlink.Handle, valid func(id, ifname stri
 // gone). Veths tagged for another network are theirs; veths with a legacy
 // tag are left alone here, since nothing but a reservation
 // (gcReservations) proves which network they belong to.
-func gcVeths(conf *NetConf, h *netlink.Handle, valid func(id, ifname string) bool, log *slogLogger) []error {
+func gcVeths(conf *NetConf, h *host.NS, valid func(id, ifname string) bool, log *slogLogger) []error {
 	br, err := bridgeByName(h, conf.Bridge)
 	if isLinkNotFound(err) {
 		return nil
@@ -181,7 +181,7 @@ func gcVeths(conf *NetConf, h *netlink.Handle, valid func(id, ifname string) boo
 	}
 	links, err := h.LinkList()
 	if err != nil {
-		return []error{fmt.Errorf("list links: %w", err)}
+		return []error{err}
 	}
 	var errs []error
 	for _, l := range links {
