@@ -23,6 +23,7 @@ import (
 	"github.com/weftnet/weft/backend/underlay"
 	"github.com/weftnet/weft/host"
 	"github.com/weftnet/weft/lease"
+	"github.com/weftnet/weft/subnetenv"
 )
 
 // The whole agent without root: leases go into a lease.MemStore, the
@@ -288,8 +289,8 @@ func newTableNode(t *testing.T) *tableNode {
 		t.Fatal(err)
 	}
 	// A previous run's subnet.env: the lease lands there (deterministic lines).
-	prev := lease.SubnetEnv{Network: nw.Network, Subnet: netip.PrefixFrom(ownSubnet.Addr().Next(), 24), MTU: 1450}
-	if err := lease.WriteSubnetEnv(n.cfg.SubnetFile, prev); err != nil {
+	prev := subnetenv.SubnetEnv{Network: nw.Network, Subnet: netip.PrefixFrom(ownSubnet.Addr().Next(), 24), MTU: 1450}
+	if err := subnetenv.WriteSubnetEnv(n.cfg.SubnetFile, prev); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { n.stop(t) })

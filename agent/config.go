@@ -9,6 +9,7 @@ import (
 	"github.com/weftnet/weft/backend"
 	"github.com/weftnet/weft/backend/underlay"
 	"github.com/weftnet/weft/lease"
+	"github.com/weftnet/weft/subnetenv"
 )
 
 // Version is stamped at build time (-ldflags -X).
@@ -61,7 +62,7 @@ func (c *Config) UnderlayOptions() underlay.Options {
 // DefaultConfig returns flannel's defaults where flannel has the knob.
 func DefaultConfig() Config {
 	return Config{
-		SubnetFile:     lease.DefaultSubnetFile,
+		SubnetFile:     subnetenv.DefaultSubnetFile,
 		SubnetLeaseTTL: lease.DefaultTTL,
 		NeighMode:      backend.ModeProactive,
 		ForwardRules:   true,

@@ -7,7 +7,7 @@ import (
 	"syscall"
 	"testing"
 
-	"github.com/weftnet/weft/lease"
+	lease "github.com/weftnet/weft/subnetenv"
 )
 
 // STATUS follows the agent's lock: held → running; file there but nobody

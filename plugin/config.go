@@ -12,8 +12,8 @@ import (
 
 	"github.com/containernetworking/cni/pkg/types"
 
-	"github.com/weftnet/weft/lease"
 	"github.com/weftnet/weft/plugin/ipam"
+	lease "github.com/weftnet/weft/subnetenv"
 )
 
 // Defaults of NetConf, chosen to match flannel's CNI plugin.

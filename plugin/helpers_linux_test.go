@@ -20,7 +20,7 @@ import (
 	"github.com/containernetworking/plugins/pkg/ns"
 	"github.com/vishvananda/netlink"
 
-	"github.com/weftnet/weft/lease"
+	lease "github.com/weftnet/weft/subnetenv"
 	"github.com/weftnet/weft/test/nettest"
 )
 

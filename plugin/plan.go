@@ -13,8 +13,8 @@ import (
 
 	"github.com/containernetworking/cni/pkg/types"
 
-	"github.com/weftnet/weft/lease"
 	"github.com/weftnet/weft/plugin/ipam"
+	lease "github.com/weftnet/weft/subnetenv"
 )
 
 // plan is what an ADD builds, derived from NetConf and subnet.env.

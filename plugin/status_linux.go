@@ -11,8 +11,8 @@ import (
 	"github.com/containernetworking/cni/pkg/types"
 	"github.com/vishvananda/netlink"
 
-	"github.com/weftnet/weft/lease"
 	"github.com/weftnet/weft/plugin/ipam"
+	lease "github.com/weftnet/weft/subnetenv"
 )
 
 // CmdStatus answers whether an ADD could succeed now: subnet.env readable
