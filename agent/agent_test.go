@@ -445,3 +445,12 @@ func (w tLog) Write(p []byte) (int, error) {
 	w.t.Log(strings.TrimRight(string(p), "\n"))
 	return len(p), nil
 }
+
+// The VNI a network config gets when it names none (lease) is the one the
+// datapath assumes when given none (backend): the two packages import nothing
+// of each other, so this test is what keeps them equal.
+func TestDefaultVNIsAgree(t *testing.T) {
+	if backend.DefaultVNI != lease.DefaultVNI {
+		t.Errorf("backend.DefaultVNI %d != lease.DefaultVNI %d", backend.DefaultVNI, lease.DefaultVNI)
+	}
+}

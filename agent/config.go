@@ -64,10 +64,10 @@ func DefaultConfig() Config {
 	return Config{
 		SubnetFile:     subnetenv.DefaultSubnetFile,
 		SubnetLeaseTTL: lease.DefaultTTL,
-		NeighMode:      backend.ModeProactive,
+		NeighMode:      backend.DefaultMode,
 		ForwardRules:   true,
 		HealthzIP:      "0.0.0.0",
-		ResyncInterval: time.Minute,
+		ResyncInterval: backend.DefaultResyncInterval,
 	}
 }
 
@@ -77,7 +77,7 @@ func (c *Config) Validate() error {
 	switch c.NeighMode {
 	case backend.ModeProactive, backend.ModeOnDemand:
 	case "":
-		c.NeighMode = backend.ModeProactive
+		c.NeighMode = backend.DefaultMode
 	default:
 		errs = append(errs, fmt.Errorf("--neigh-mode %q: want %q or %q", c.NeighMode, backend.ModeProactive, backend.ModeOnDemand))
 	}
@@ -103,7 +103,7 @@ func (c *Config) Validate() error {
 		}
 	}
 	if c.ResyncInterval <= 0 {
-		c.ResyncInterval = time.Minute
+		c.ResyncInterval = backend.DefaultResyncInterval
 	}
 	return errors.Join(errs...)
 }
