@@ -12,6 +12,7 @@ import (
 
 	"github.com/vishvananda/netlink"
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/goleak"
 	"golang.org/x/sys/unix"
 
 	"github.com/weftnet/weft/backend"
@@ -23,11 +24,13 @@ import (
 // TestTwoNodes covers issue 3's acceptance on one topology, in order.
 func TestTwoNodes(t *testing.T) {
 	nettest.Privileged(t)
+	opt := goleak.IgnoreCurrent()
+	t.Cleanup(func() { goleak.VerifyNone(t, opt) }) // registered first: runs after every other cleanup
 	c := newCluster(t, etcdtest.Start(t))
 	n1, n2 := c.addNode(backend.ModeProactive), c.addNode(backend.ModeProactive)
 	n1.start()
 	n2.start()
-	t.Cleanup(func() { n1.stop(); n2.stop(); checkNoAgentGoroutines(t) })
+	t.Cleanup(func() { n1.stop(); n2.stop() })
 
 	t.Run("device, lease and subnet.env match FORMATS.md", func(t *testing.T) {
 		for _, n := range []*node{n1, n2} {

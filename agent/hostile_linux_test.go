@@ -9,6 +9,7 @@ import (
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/goleak"
 
 	"github.com/weftnet/weft/agent"
 	"github.com/weftnet/weft/backend"
@@ -24,13 +25,15 @@ import (
 // metric, its datapath as it was, and no lease deleted.
 func TestDuplicateNodeNameIsReportedNotFought(t *testing.T) {
 	nettest.Privileged(t)
+	opt := goleak.IgnoreCurrent()
+	t.Cleanup(func() { goleak.VerifyNone(t, opt) }) // registered first: runs after every other cleanup
 	c := newCluster(t, etcdtest.Start(t))
 	n1, n2 := c.addNode(backend.ModeProactive), c.addNode(backend.ModeProactive)
 	n1.cfg.NodeName, n2.cfg.NodeName = "twin", "twin"
 	n1.start()
 	sub := n1.ag.Lease().Subnet
 	n2.start()
-	t.Cleanup(func() { n1.stop(); n2.stop(); checkNoAgentGoroutines(t) })
+	t.Cleanup(func() { n1.stop(); n2.stop() })
 
 	eventually(t, 10*time.Second, "node1 reports the conflict", func() error {
 		ok, why := n1.ag.Ready()

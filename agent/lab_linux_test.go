@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"log/slog"
 	"path/filepath"
-	"runtime/pprof"
 	"strings"
 	"testing"
 	"time"
@@ -237,23 +236,6 @@ type testWriter struct {
 func (w testWriter) Write(p []byte) (int, error) {
 	w.t.Logf("%s: %s", w.name, strings.TrimRight(string(p), "\n"))
 	return len(p), nil
-}
-
-// checkNoAgentGoroutines fails if a goroutine of the agent or datapath is still running.
-func checkNoAgentGoroutines(t *testing.T) {
-	t.Helper()
-	eventually(t, 5*time.Second, "agent goroutines gone", func() error {
-		var b strings.Builder
-		_ = pprof.Lookup("goroutine").WriteTo(&b, 1)
-		for _, g := range strings.Split(b.String(), "\n\n") {
-			if strings.Contains(g, "weftnet/weft/agent.") || strings.Contains(g, "weftnet/weft/backend.") {
-				if !strings.Contains(g, "_test.") {
-					return fmt.Errorf("leaked goroutine:\n%s", g)
-				}
-			}
-		}
-		return nil
-	})
 }
 
 // sampled reads a histogram without labels from m's registry: its sample count and mean.
