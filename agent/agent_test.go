@@ -24,6 +24,7 @@ import (
 	"github.com/weftnet/weft/host"
 	"github.com/weftnet/weft/lease"
 	"github.com/weftnet/weft/subnetenv"
+	"github.com/weftnet/weft/test/testlog"
 )
 
 // The whole agent without root: leases go into a lease.MemStore, the
@@ -279,7 +280,7 @@ func newTableNode(t *testing.T) *tableNode {
 	idx := n.fake.AddUnderlay("eth0", 1500, netip.MustParsePrefix("198.18.0.1/24"))
 	ip := netip.MustParseAddr("198.18.0.1")
 	n.ul = underlay.Underlay{Name: "eth0", Index: idx, MTU: 1500, IP: ip, PublicIP: ip}
-	n.log = slog.New(slog.NewTextHandler(tLog{t}, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	n.log = testlog.New(t, slog.LevelInfo)
 	dir := t.TempDir()
 	n.cfg = agent.DefaultConfig()
 	n.cfg.NodeName = "node1"
@@ -436,14 +437,6 @@ func (m *recordingMasq) ForwardBlockers(network netip.Prefix) ([]masq.Blocker, e
 }
 func (m *recordingMasq) EnsureRADrop(device string) error {
 	return m.record("ensure-ra-drop %s", device)
-}
-
-// tLog sends the agent's log to the test's.
-type tLog struct{ t *testing.T }
-
-func (w tLog) Write(p []byte) (int, error) {
-	w.t.Log(strings.TrimRight(string(p), "\n"))
-	return len(p), nil
 }
 
 // The VNI a network config gets when it names none (lease) is the one the

@@ -20,6 +20,7 @@ import (
 	"github.com/weftnet/weft/lease/etcdstore"
 	"github.com/weftnet/weft/lease/etcdstore/etcdtest"
 	"github.com/weftnet/weft/test/nettest"
+	"github.com/weftnet/weft/test/testlog"
 )
 
 // The privileged agent tests run real agents in-process, each with its
@@ -157,7 +158,7 @@ func (n *node) launch() {
 	if err != nil {
 		t.Fatalf("%s: etcd client: %v", n.name, err)
 	}
-	log := slog.New(slog.NewTextHandler(testWriter{t, n.name}, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	log := testlog.New(t, slog.LevelInfo).With("node", n.name)
 	n.metrics = agent.NewMetrics()
 	store := etcdstore.New(cli, n.c.prefix, log, etcdstore.WithObserver(n.metrics.ObserveEtcd))
 	h, err := host.Open(n.ns.Path)
@@ -226,16 +227,6 @@ func eventually(t *testing.T, within time.Duration, what string, f func() error)
 		time.Sleep(20 * time.Millisecond)
 	}
 	t.Fatalf("%s: not true within %s: %v", what, within, err)
-}
-
-type testWriter struct {
-	t    *testing.T
-	name string
-}
-
-func (w testWriter) Write(p []byte) (int, error) {
-	w.t.Logf("%s: %s", w.name, strings.TrimRight(string(p), "\n"))
-	return len(p), nil
 }
 
 // sampled reads a histogram without labels from m's registry: its sample count and mean.
