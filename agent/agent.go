@@ -223,9 +223,9 @@ func (a *Agent) writeSubnetEnv(nw *lease.Network, l lease.Lease, mtu int) error 
 	return nil
 }
 
-// DefaultConflist is installed when --cni-conf-source is not given
-// (FORMATS.md). It is manifests/10-weft.conflist byte for byte (a test in
-// manifests pins them together).
+// DefaultConflist is installed when --cni-conf-source is not given. It is
+// manifests/10-weft.conflist byte for byte (a test in manifests pins them
+// together).
 const DefaultConflist = `{
   "name": "cbr0",
   "cniVersion": "1.0.0",

@@ -17,7 +17,7 @@ import (
 	"github.com/weftnet/weft/test/nettest"
 )
 
-// Conditions of real nodes that the spec does not model (issue 11).
+// Conditions of real nodes that the happy-path tests do not model.
 
 // Two agents given the same --node-name from different IPs: the second takes
 // the lease over (for it, the name says "my IP changed"); the first must not
