@@ -165,7 +165,17 @@ func (n *node) launch() {
 	if err != nil {
 		t.Fatalf("%s: host: %v", n.name, err)
 	}
-	t.Cleanup(func() { _ = h.Close() })
+	// Until Run starts, h is closed by the test's cleanup; after, by the
+	// goroutine below once Run has returned. A cleanup that closed it
+	// unconditionally would run before the stop cleanup of an agent
+	// started later in the test (cleanups run last-registered first) and
+	// pull the handle from under its running datapath.
+	running := false
+	t.Cleanup(func() {
+		if !running {
+			_ = h.Close()
+		}
+	})
 	ul, err := underlay.Find(h, n.cfg.UnderlayOptions())
 	if err != nil {
 		t.Fatalf("%s: underlay: %v", n.name, err)
@@ -191,6 +201,7 @@ func (n *node) launch() {
 		_ = cli.Close()
 		n.done <- err
 	}()
+	running = true
 }
 
 // stop ends the agent (SIGTERM semantics: state stays) and checks it returned cleanly.
