@@ -14,9 +14,11 @@ import (
 
 	"golang.org/x/sync/errgroup"
 
+	"github.com/weftnet/weft/atomicfile"
 	"github.com/weftnet/weft/backend"
 	"github.com/weftnet/weft/backend/underlay"
 	"github.com/weftnet/weft/lease"
+	"github.com/weftnet/weft/subnetenv"
 )
 
 // Agent runs one node's share of the overlay.
@@ -191,7 +193,7 @@ func (a *Agent) acquire(ctx context.Context, ul underlay.Underlay, dev backend.D
 		TTL:        a.cfg.SubnetLeaseTTL,
 		LegacyName: a.cfg.Hostname,
 	}
-	if prev, err := lease.ReadSubnetEnv(a.cfg.SubnetFile); err == nil {
+	if prev, err := subnetenv.ReadSubnetEnv(a.cfg.SubnetFile); err == nil {
 		req.Prev = prev.Subnet.Masked()
 	} else if !errors.Is(err, os.ErrNotExist) {
 		a.log.Warn("ignoring unreadable previous subnet file", "err", err)
@@ -207,13 +209,13 @@ func (a *Agent) acquire(ctx context.Context, ul underlay.Underlay, dev backend.D
 
 func (a *Agent) writeSubnetEnv(nw *lease.Network, l lease.Lease, mtu int) error {
 	gw := l.Subnet.Addr().Next()
-	env := lease.SubnetEnv{
+	env := subnetenv.SubnetEnv{
 		Network: nw.Network,
 		Subnet:  netip.PrefixFrom(gw, l.Subnet.Bits()),
 		MTU:     mtu,
 		IPMasq:  a.cfg.IPMasq,
 	}
-	if err := lease.WriteSubnetEnv(a.cfg.SubnetFile, env); err != nil {
+	if err := subnetenv.WriteSubnetEnv(a.cfg.SubnetFile, env); err != nil {
 		return fmt.Errorf("write subnet file: %w", err)
 	}
 	a.ready.subnetEnv.Store(true)
@@ -221,9 +223,9 @@ func (a *Agent) writeSubnetEnv(nw *lease.Network, l lease.Lease, mtu int) error 
 	return nil
 }
 
-// DefaultConflist is installed when --cni-conf-source is not given
-// (FORMATS.md). It is manifests/10-weft.conflist byte for byte (a test in
-// manifests pins them together).
+// DefaultConflist is installed when --cni-conf-source is not given. It is
+// manifests/10-weft.conflist byte for byte (a test in manifests pins them
+// together).
 const DefaultConflist = `{
   "name": "cbr0",
   "cniVersion": "1.0.0",
@@ -321,7 +323,7 @@ func (a *Agent) installCNIConf() error {
 		return err
 	}
 	dst := filepath.Join(a.cfg.CNIConfDir, name)
-	if err := lease.WriteFileAtomic(dst, data, 0o644); err != nil {
+	if err := atomicfile.Write(dst, data, 0o644); err != nil {
 		return fmt.Errorf("install CNI config: %w", err)
 	}
 	a.log.Info("installed CNI config", "path", dst)

@@ -23,6 +23,8 @@ import (
 	"github.com/weftnet/weft/backend/underlay"
 	"github.com/weftnet/weft/host"
 	"github.com/weftnet/weft/lease"
+	"github.com/weftnet/weft/subnetenv"
+	"github.com/weftnet/weft/test/testlog"
 )
 
 // The whole agent without root: leases go into a lease.MemStore, the
@@ -278,7 +280,7 @@ func newTableNode(t *testing.T) *tableNode {
 	idx := n.fake.AddUnderlay("eth0", 1500, netip.MustParsePrefix("198.18.0.1/24"))
 	ip := netip.MustParseAddr("198.18.0.1")
 	n.ul = underlay.Underlay{Name: "eth0", Index: idx, MTU: 1500, IP: ip, PublicIP: ip}
-	n.log = slog.New(slog.NewTextHandler(tLog{t}, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	n.log = testlog.New(t, slog.LevelInfo)
 	dir := t.TempDir()
 	n.cfg = agent.DefaultConfig()
 	n.cfg.NodeName = "node1"
@@ -288,8 +290,8 @@ func newTableNode(t *testing.T) *tableNode {
 		t.Fatal(err)
 	}
 	// A previous run's subnet.env: the lease lands there (deterministic lines).
-	prev := lease.SubnetEnv{Network: nw.Network, Subnet: netip.PrefixFrom(ownSubnet.Addr().Next(), 24), MTU: 1450}
-	if err := lease.WriteSubnetEnv(n.cfg.SubnetFile, prev); err != nil {
+	prev := subnetenv.SubnetEnv{Network: nw.Network, Subnet: netip.PrefixFrom(ownSubnet.Addr().Next(), 24), MTU: 1450}
+	if err := subnetenv.WriteSubnetEnv(n.cfg.SubnetFile, prev); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { n.stop(t) })
@@ -437,10 +439,11 @@ func (m *recordingMasq) EnsureRADrop(device string) error {
 	return m.record("ensure-ra-drop %s", device)
 }
 
-// tLog sends the agent's log to the test's.
-type tLog struct{ t *testing.T }
-
-func (w tLog) Write(p []byte) (int, error) {
-	w.t.Log(strings.TrimRight(string(p), "\n"))
-	return len(p), nil
+// The VNI a network config gets when it names none (lease) is the one the
+// datapath assumes when given none (backend): the two packages import nothing
+// of each other, so this test is what keeps them equal.
+func TestDefaultVNIsAgree(t *testing.T) {
+	if backend.DefaultVNI != lease.DefaultVNI {
+		t.Errorf("backend.DefaultVNI %d != lease.DefaultVNI %d", backend.DefaultVNI, lease.DefaultVNI)
+	}
 }

@@ -10,16 +10,16 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/weftnet/weft/lease"
+	"github.com/weftnet/weft/subnetenv"
 )
 
-// holdAliveLock takes the exclusive flock on lease.AgentLockFile and keeps
+// holdAliveLock takes the exclusive flock on subnetenv.AgentLockFile and keeps
 // it until the returned release is called (or the process ends): the CNI
 // plugin's STATUS reports the node not ready while nobody holds it. While
 // another agent of this node still holds it (a restart whose predecessor is
 // still shutting down) it waits, saying so once.
 func (a *Agent) holdAliveLock(ctx context.Context) (release func(), err error) {
-	path := lease.AgentLockFile(a.cfg.SubnetFile)
+	path := subnetenv.AgentLockFile(a.cfg.SubnetFile)
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		return nil, fmt.Errorf("agent lock %s: %w", path, err)
 	}

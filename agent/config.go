@@ -9,6 +9,7 @@ import (
 	"github.com/weftnet/weft/backend"
 	"github.com/weftnet/weft/backend/underlay"
 	"github.com/weftnet/weft/lease"
+	"github.com/weftnet/weft/subnetenv"
 )
 
 // Version is stamped at build time (-ldflags -X).
@@ -61,12 +62,12 @@ func (c *Config) UnderlayOptions() underlay.Options {
 // DefaultConfig returns flannel's defaults where flannel has the knob.
 func DefaultConfig() Config {
 	return Config{
-		SubnetFile:     lease.DefaultSubnetFile,
+		SubnetFile:     subnetenv.DefaultSubnetFile,
 		SubnetLeaseTTL: lease.DefaultTTL,
-		NeighMode:      backend.ModeProactive,
+		NeighMode:      backend.DefaultMode,
 		ForwardRules:   true,
 		HealthzIP:      "0.0.0.0",
-		ResyncInterval: time.Minute,
+		ResyncInterval: backend.DefaultResyncInterval,
 	}
 }
 
@@ -76,7 +77,7 @@ func (c *Config) Validate() error {
 	switch c.NeighMode {
 	case backend.ModeProactive, backend.ModeOnDemand:
 	case "":
-		c.NeighMode = backend.ModeProactive
+		c.NeighMode = backend.DefaultMode
 	default:
 		errs = append(errs, fmt.Errorf("--neigh-mode %q: want %q or %q", c.NeighMode, backend.ModeProactive, backend.ModeOnDemand))
 	}
@@ -102,7 +103,7 @@ func (c *Config) Validate() error {
 		}
 	}
 	if c.ResyncInterval <= 0 {
-		c.ResyncInterval = time.Minute
+		c.ResyncInterval = backend.DefaultResyncInterval
 	}
 	return errors.Join(errs...)
 }

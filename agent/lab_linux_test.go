@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"log/slog"
 	"path/filepath"
-	"runtime/pprof"
 	"strings"
 	"testing"
 	"time"
@@ -21,6 +20,7 @@ import (
 	"github.com/weftnet/weft/lease/etcdstore"
 	"github.com/weftnet/weft/lease/etcdstore/etcdtest"
 	"github.com/weftnet/weft/test/nettest"
+	"github.com/weftnet/weft/test/testlog"
 )
 
 // The privileged agent tests run real agents in-process, each with its
@@ -158,14 +158,24 @@ func (n *node) launch() {
 	if err != nil {
 		t.Fatalf("%s: etcd client: %v", n.name, err)
 	}
-	log := slog.New(slog.NewTextHandler(testWriter{t, n.name}, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	log := testlog.New(t, slog.LevelInfo).With("node", n.name)
 	n.metrics = agent.NewMetrics()
 	store := etcdstore.New(cli, n.c.prefix, log, etcdstore.WithObserver(n.metrics.ObserveEtcd))
 	h, err := host.Open(n.ns.Path)
 	if err != nil {
 		t.Fatalf("%s: host: %v", n.name, err)
 	}
-	t.Cleanup(func() { _ = h.Close() })
+	// Until Run starts, h is closed by the test's cleanup; after, by the
+	// goroutine below once Run has returned. A cleanup that closed it
+	// unconditionally would run before the stop cleanup of an agent
+	// started later in the test (cleanups run last-registered first) and
+	// pull the handle from under its running datapath.
+	running := false
+	t.Cleanup(func() {
+		if !running {
+			_ = h.Close()
+		}
+	})
 	ul, err := underlay.Find(h, n.cfg.UnderlayOptions())
 	if err != nil {
 		t.Fatalf("%s: underlay: %v", n.name, err)
@@ -191,6 +201,7 @@ func (n *node) launch() {
 		_ = cli.Close()
 		n.done <- err
 	}()
+	running = true
 }
 
 // stop ends the agent (SIGTERM semantics: state stays) and checks it returned cleanly.
@@ -227,33 +238,6 @@ func eventually(t *testing.T, within time.Duration, what string, f func() error)
 		time.Sleep(20 * time.Millisecond)
 	}
 	t.Fatalf("%s: not true within %s: %v", what, within, err)
-}
-
-type testWriter struct {
-	t    *testing.T
-	name string
-}
-
-func (w testWriter) Write(p []byte) (int, error) {
-	w.t.Logf("%s: %s", w.name, strings.TrimRight(string(p), "\n"))
-	return len(p), nil
-}
-
-// checkNoAgentGoroutines fails if a goroutine of the agent or datapath is still running.
-func checkNoAgentGoroutines(t *testing.T) {
-	t.Helper()
-	eventually(t, 5*time.Second, "agent goroutines gone", func() error {
-		var b strings.Builder
-		_ = pprof.Lookup("goroutine").WriteTo(&b, 1)
-		for _, g := range strings.Split(b.String(), "\n\n") {
-			if strings.Contains(g, "weftnet/weft/agent.") || strings.Contains(g, "weftnet/weft/backend.") {
-				if !strings.Contains(g, "_test.") {
-					return fmt.Errorf("leaked goroutine:\n%s", g)
-				}
-			}
-		}
-		return nil
-	})
 }
 
 // sampled reads a histogram without labels from m's registry: its sample count and mean.

@@ -5,6 +5,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
 	"github.com/weftnet/weft/backend"
 )
 
@@ -68,7 +70,7 @@ func NewMetrics() *Metrics {
 	m.Registry.MustRegister(m.leasesKnown, m.freeSubnets, m.peersProgrammed, m.missesAnswered,
 		m.missesIgnored, m.missLatency, m.reconcileRuns, m.reconcileErrors, m.etcdLatency, m.etcdErrors,
 		m.leaseConflicts, m.forwardBlockers, m.rulesErrors,
-		prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}))
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	m.etcdHealth.register(m.Registry)
 	return m
 }

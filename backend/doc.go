@@ -19,14 +19,14 @@
 // (refuseRouterAdverts explains, and what happens when /proc/sys is
 // read-only).
 //
-// One deliberate difference from flannel (and FORMATS.md): a peer route is
-// at metric peerMetric(subnet), the subnet's number at its length (10.244.2.0/24
-// → 717826), not 0. The kernel keeps a route's shared attributes in a hash
+// One deliberate difference from flannel: a peer route is at metric
+// peerMetric(subnet), the subnet's number at its length (10.244.2.0/24 →
+// 717826), not 0. The kernel keeps a route's shared attributes in a hash
 // keyed by device, metric, scope, protocol and source, not by gateway, so
 // with every peer route at metric 0 on one device all of them chain in one
 // bucket and each insert compares itself with every other, which distinct
-// metrics avoid (the bench measures it). Peer subnets never overlap, so the metric decides nothing. Nothing on the wire
-// changes. A node that ran flannel has its routes at metric 0: they are not
+// metrics avoid (test/bench shows the difference). Peer subnets never
+// overlap, so the metric decides nothing. Nothing on the wire changes. A node that ran flannel has its routes at metric 0: they are not
 // the wanted routes, so a reconcile adds ours and then deletes them.
 //
 // # Routes

@@ -15,6 +15,7 @@ import (
 
 	"github.com/weftnet/weft/host"
 	"github.com/weftnet/weft/test/nettest"
+	"github.com/weftnet/weft/test/testlog"
 )
 
 // Privileged test topology (two nodes, one veth as the underlay):
@@ -115,7 +116,7 @@ func (n *node) ensure(t *testing.T, cfg Config) {
 	t.Helper()
 	n.rec = &recorder{answered: map[string][]time.Duration{}, ignored: map[string]int{}}
 	cfg.Observer = n.rec.observer()
-	log := slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug})).With("node", n.ns.Name)
+	log := testlog.New(t, slog.LevelDebug).With("node", n.ns.Name)
 	var nl host.Host = n.host
 	if n.wrap != nil {
 		nl = n.wrap
@@ -230,12 +231,4 @@ func (n *node) entries(t *testing.T) kernelEntries {
 		}
 	}
 	return e
-}
-
-// testWriter sends log lines to t.Log.
-type testWriter struct{ t *testing.T }
-
-func (w testWriter) Write(p []byte) (int, error) {
-	w.t.Log(string(p))
-	return len(p), nil
 }

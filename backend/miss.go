@@ -34,8 +34,8 @@ type missAnswer struct {
 // the device at all (our own writes, other links, deletions). With ok true and
 // a nil peer the destination is unknown and nothing is written.
 //
-// Seen on this kernel (see DESIGN.md): both misses arrive as RTM_GETNEIGH on
-// the device. L3: an IPv4 address and no lladdr (NUD_INCOMPLETE), raised by
+// How the kernel reports them: both misses arrive as RTM_GETNEIGH on the
+// device. L3: an IPv4 address and no lladdr (NUD_INCOMPLETE), raised by
 // app_solicit. L2: an lladdr and no address (AF_BRIDGE, NUD_STALE), raised by
 // the VXLAN driver's l2miss.
 func decideMiss(u netlink.NeighUpdate, devIndex int, t *peerTable) (a missAnswer, ok bool) {

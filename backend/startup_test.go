@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/vishvananda/netlink"
+	"go.uber.org/goleak"
 
 	"github.com/weftnet/weft/host"
 )
@@ -32,7 +33,8 @@ func (l *lateLinkSub) SubscribeLinks(ctx context.Context, onErr func(error)) (<-
 // reconcile that follows the subscription recreates it, long before the
 // one-hour resync.
 func TestDeviceDeletedBeforeLinkSubscription(t *testing.T) {
-	checkGoroutines(t)
+	opt := goleak.IgnoreCurrent()
+	t.Cleanup(func() { goleak.VerifyNone(t, opt) }) // registered first: runs after every other cleanup
 	f := host.NewFake()
 	eth0 := f.AddUnderlay("eth0", 1500, netip.MustParsePrefix("198.18.0.1/24"))
 	reconciled := make(chan error, 100)

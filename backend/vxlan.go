@@ -29,10 +29,14 @@ const (
 	ModeOnDemand Mode = "on-demand"
 )
 
-// Defaults applied by New.
+// Defaults applied by New. They are the only copies: the agent's config,
+// the masquerade rules and weftd's flags refer to them. The lease package
+// (which imports nothing of backend) has its own lease.DefaultVNI for the
+// flannel network config; a test in agent keeps the two equal.
 const (
-	DefaultVNI            = 1
-	DefaultPort           = 8472
+	DefaultVNI            = 1             // flannel's default VNI
+	DefaultPort           = 8472          // Linux's historical VXLAN port, flannel's default
+	DefaultMode           = ModeProactive // flannel programs every peer up front too
 	DefaultResyncInterval = time.Minute
 	vxlanOverheadV4       = 50 // outer IPv4 20 + UDP 8 + VXLAN 8 + inner Ethernet 14
 	vxlanOverheadV6       = 70 // outer IPv6 header is 20 bytes longer
@@ -47,7 +51,7 @@ const RouteProtocol = 119
 // DeviceConfig describes the VXLAN device.
 type DeviceConfig struct {
 	VNI           int        // 0 → 1; the device is named "flannel.<VNI>"
-	Port          int        // UDP port; 0 → 8472
+	Port          int        // UDP port; 0 → DefaultPort
 	LocalIP       netip.Addr // node public IP (VXLAN local)
 	UnderlayIndex int        // underlay link index (VXLAN dev)
 	UnderlayMTU   int        // MTU of the underlay link (0 = read it from the link)
@@ -161,13 +165,13 @@ func New(nl host.Host, cfg Config, log *slog.Logger) (*VXLAN, error) {
 func applyDefaults(cfg *Config) error {
 	d := &cfg.Device
 	if d.VNI == 0 {
-		d.VNI = DefaultVNI // flannel's default VNI
+		d.VNI = DefaultVNI
 	}
 	if d.Port == 0 {
-		d.Port = DefaultPort // Linux's historical VXLAN port, flannel's default
+		d.Port = DefaultPort
 	}
 	if cfg.Mode == "" {
-		cfg.Mode = ModeProactive
+		cfg.Mode = DefaultMode
 	}
 	if cfg.ResyncInterval == 0 {
 		cfg.ResyncInterval = DefaultResyncInterval

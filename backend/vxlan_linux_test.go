@@ -11,6 +11,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/vishvananda/netlink"
+	"go.uber.org/goleak"
 	"golang.org/x/sys/unix"
 
 	"github.com/weftnet/weft/host"
@@ -22,7 +23,8 @@ func gw(n *node) netip.Addr { return n.lease.Addr() }
 // startPair brings both nodes up in mode, each with the other as its peer.
 func startPair(t *testing.T, mode Mode) (*node, *node) {
 	t.Helper()
-	checkGoroutines(t)
+	opt := goleak.IgnoreCurrent()
+	t.Cleanup(func() { goleak.VerifyNone(t, opt) }) // registered first: runs after every other cleanup
 	a, b := twoNodes(t)
 	a.ensure(t, a.config(mode))
 	b.ensure(t, b.config(mode))

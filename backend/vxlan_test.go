@@ -5,7 +5,6 @@ import (
 	"errors"
 	"net"
 	"net/netip"
-	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -13,6 +12,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/vishvananda/netlink"
+	"go.uber.org/goleak"
 	"golang.org/x/sys/unix"
 
 	"github.com/weftnet/weft/host"
@@ -260,7 +260,8 @@ func TestRestartOverFake(t *testing.T) {
 }
 
 func TestRunOverFake(t *testing.T) {
-	checkGoroutines(t)
+	opt := goleak.IgnoreCurrent()
+	t.Cleanup(func() { goleak.VerifyNone(t, opt) }) // registered first: runs after every other cleanup
 	f := host.NewFake()
 	reconciled := make(chan error, 100)
 	answered := make(chan string, 100)
@@ -357,26 +358,9 @@ func TestNewValidates(t *testing.T) {
 	}
 }
 
-// checkGoroutines fails the test if goroutines started during it outlive it
-// (checked after every other cleanup, so after Run has returned).
-func checkGoroutines(t *testing.T) {
-	t.Helper()
-	base := runtime.NumGoroutine()
-	t.Cleanup(func() {
-		deadline := time.Now().Add(3 * time.Second)
-		for runtime.NumGoroutine() > base {
-			if time.Now().After(deadline) {
-				buf := make([]byte, 1<<16)
-				t.Errorf("%d goroutines leaked:\n%s", runtime.NumGoroutine()-base, buf[:runtime.Stack(buf, true)])
-				return
-			}
-			time.Sleep(10 * time.Millisecond)
-		}
-	})
-}
-
 func TestRunBeforeFirstSetPeersKeepsEntries(t *testing.T) {
-	checkGoroutines(t)
+	opt := goleak.IgnoreCurrent()
+	t.Cleanup(func() { goleak.VerifyNone(t, opt) }) // registered first: runs after every other cleanup
 	f, _, _ := programmedFake(t)
 	before := f.Lines("neigh", "fdb", "route")
 

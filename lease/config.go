@@ -147,7 +147,7 @@ func (n *Network) parseBackend(b json.RawMessage) error {
 		rb.Type = BackendVXLAN
 	}
 	if rb.VNI == 0 {
-		rb.VNI = 1
+		rb.VNI = DefaultVNI
 	}
 	n.Backend = rb
 	return nil
@@ -163,7 +163,7 @@ func (n *Network) ApplyDefaults() error {
 		n.Backend.Type = BackendVXLAN
 	}
 	if n.Backend.VNI == 0 {
-		n.Backend.VNI = 1
+		n.Backend.VNI = DefaultVNI
 	}
 	if n.EnableIPv4 && n.Network.IsValid() && n.Network.Addr().Is4() {
 		if err := defaultFamily("", n.Network, &n.SubnetLen, &n.SubnetMin, &n.SubnetMax, 28, 22, 24); err != nil {

@@ -1,11 +1,12 @@
 // Package lease holds weft's contract with the lease store: the Lease and
 // Event types, the Store interface, the overlay Network config (flannel's
 // <prefix>/config), the subnet math that picks a block, the flannel-compatible
-// codecs for lease keys and values, subnet.env, and MemStore, an in-memory
-// Store for unit tests.
+// codecs for lease keys and values, and MemStore, an in-memory Store for unit
+// tests. subnet.env, the agent's contract with the CNI plugin, is package
+// subnetenv.
 //
 // Invariants:
-//   - Standard library only: the CNI binary imports this package.
+//   - Standard library only.
 //   - Every encoder writes exactly what flannel v0.28 writes:
 //     lease values keep flannel's field names and order, with weft's optional
 //     NodeName after them; decoders ignore unknown fields, as flannel does,

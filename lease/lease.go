@@ -100,6 +100,11 @@ type Request struct {
 // DefaultTTL is flannel's default subnet lease TTL (--subnet-lease-ttl).
 const DefaultTTL = 24 * time.Hour
 
+// DefaultVNI is flannel's default Backend.VNI, filled in by ParseNetwork.
+// backend.DefaultVNI, the datapath's default, is the same number (a test in
+// agent keeps them equal: backend and lease import nothing of each other).
+const DefaultVNI = 1
+
 // DefaultPrefix is flannel's default etcd prefix (--etcd-prefix).
 const DefaultPrefix = "/coreos.com/network"
 

@@ -7,7 +7,7 @@ import (
 	"syscall"
 	"testing"
 
-	"github.com/weftnet/weft/lease"
+	"github.com/weftnet/weft/subnetenv"
 )
 
 // STATUS follows the agent's lock: held → running; file there but nobody
@@ -18,7 +18,7 @@ func TestAgentRunningFollowsTheLock(t *testing.T) {
 	if err := agentRunning(subnetFile); err != nil {
 		t.Fatalf("no lock file: %v, want nil", err)
 	}
-	f, err := os.OpenFile(lease.AgentLockFile(subnetFile), os.O_RDWR|os.O_CREATE, 0o644)
+	f, err := os.OpenFile(subnetenv.AgentLockFile(subnetFile), os.O_RDWR|os.O_CREATE, 0o644)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -37,7 +37,7 @@ func TestAgentRunningFollowsTheLock(t *testing.T) {
 		t.Fatal(err)
 	}
 	_ = agentRunning(subnetFile)
-	g, err := os.Open(lease.AgentLockFile(subnetFile))
+	g, err := os.Open(subnetenv.AgentLockFile(subnetFile))
 	if err != nil {
 		t.Fatal(err)
 	}

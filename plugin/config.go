@@ -12,15 +12,15 @@ import (
 
 	"github.com/containernetworking/cni/pkg/types"
 
-	"github.com/weftnet/weft/lease"
 	"github.com/weftnet/weft/plugin/ipam"
+	"github.com/weftnet/weft/subnetenv"
 )
 
 // Defaults of NetConf, chosen to match flannel's CNI plugin.
 const (
 	DefaultBridge     = "cni0"
 	DefaultDataDir    = ipam.DefaultDataDir
-	DefaultSubnetFile = lease.DefaultSubnetFile
+	DefaultSubnetFile = subnetenv.DefaultSubnetFile
 )
 
 // NetConf is the weft plugin's configuration: the plugin object of the

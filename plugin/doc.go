@@ -75,7 +75,7 @@
 //	8    CNI_NETNS cannot be opened
 //	11   subnet.env missing, incomplete or not IPv4 ("is weftd running?")
 //	50   STATUS: subnet.env not usable, weftd not running (nothing holds
-//	     lease.AgentLockFile next to subnet.env) or IPAM directory not writable
+//	     subnetenv.AgentLockFile next to subnet.env) or IPAM directory not writable
 //	100  no free address in the range
 //	101  CNI_IFNAME already exists in the pod netns
 //	102  the attachment exists already (its veth is there): ADD without DEL

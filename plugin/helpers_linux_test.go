@@ -20,7 +20,7 @@ import (
 	"github.com/containernetworking/plugins/pkg/ns"
 	"github.com/vishvananda/netlink"
 
-	"github.com/weftnet/weft/lease"
+	"github.com/weftnet/weft/subnetenv"
 	"github.com/weftnet/weft/test/nettest"
 )
 
@@ -104,13 +104,13 @@ func newNode(t *testing.T, subnet string) *node {
 
 func (n *node) writeSubnetEnv(t *testing.T, subnet string) {
 	t.Helper()
-	env := lease.SubnetEnv{
+	env := subnetenv.SubnetEnv{
 		Network: netip.MustParsePrefix(testNetwork),
 		Subnet:  netip.MustParsePrefix(subnet),
 		MTU:     testMTU,
 		IPMasq:  true,
 	}
-	if err := lease.WriteSubnetEnv(n.subnetFile, env); err != nil {
+	if err := subnetenv.WriteSubnetEnv(n.subnetFile, env); err != nil {
 		t.Fatal(err)
 	}
 }

@@ -13,8 +13,8 @@ import (
 
 	"github.com/containernetworking/cni/pkg/types"
 
-	"github.com/weftnet/weft/lease"
 	"github.com/weftnet/weft/plugin/ipam"
+	"github.com/weftnet/weft/subnetenv"
 )
 
 // plan is what an ADD builds, derived from NetConf and subnet.env.
@@ -27,13 +27,13 @@ type plan struct {
 
 // loadSubnetEnv reads the agent's subnet.env. Any failure is code 11: the
 // file appears once weftd holds a lease, so the runtime should retry.
-func loadSubnetEnv(path string) (lease.SubnetEnv, error) {
-	env, err := lease.ReadSubnetEnv(path)
+func loadSubnetEnv(path string) (subnetenv.SubnetEnv, error) {
+	env, err := subnetenv.ReadSubnetEnv(path)
 	if err == nil && (!env.Subnet.Addr().Is4() || !env.Network.Addr().Is4()) {
 		err = errNotIPv4
 	}
 	if err != nil {
-		return lease.SubnetEnv{}, cniErr(types.ErrTryAgainLater, "%v: is weftd running? it writes %s once the node has a subnet", err, path)
+		return subnetenv.SubnetEnv{}, cniErr(types.ErrTryAgainLater, "%v: is weftd running? it writes %s once the node has a subnet", err, path)
 	}
 	return env, nil
 }
@@ -41,7 +41,7 @@ func loadSubnetEnv(path string) (lease.SubnetEnv, error) {
 var errNotIPv4 = errors.New("FLANNEL_NETWORK and FLANNEL_SUBNET must be IPv4 (weft pods are IPv4 only)")
 
 // makePlan combines subnet.env with the config's overrides.
-func (c *NetConf) makePlan(env lease.SubnetEnv) (plan, error) {
+func (c *NetConf) makePlan(env subnetenv.SubnetEnv) (plan, error) {
 	p := plan{rng: c.rng, network: env.Network, mtu: env.MTU}
 	if c.MTU > 0 {
 		p.mtu = c.MTU

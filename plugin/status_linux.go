@@ -11,8 +11,8 @@ import (
 	"github.com/containernetworking/cni/pkg/types"
 
 	"github.com/weftnet/weft/host"
-	"github.com/weftnet/weft/lease"
 	"github.com/weftnet/weft/plugin/ipam"
+	"github.com/weftnet/weft/subnetenv"
 )
 
 // CmdStatus answers whether an ADD could succeed now: subnet.env readable
@@ -35,12 +35,12 @@ func CmdStatus(args *skel.CmdArgs) error {
 }
 
 // agentRunning checks that the agent that wrote subnetFile still runs: it
-// holds an exclusive flock on lease.AgentLockFile while it does. No lock file
+// holds an exclusive flock on subnetenv.AgentLockFile while it does. No lock file
 // means an agent that predates it (subnet.env alone decides, as before). A
 // stopped agent leaves subnet.env and the datapath in place, so pods keep
 // talking, but new peers go unprogrammed: the node should not take new pods.
 func agentRunning(subnetFile string) error {
-	path := lease.AgentLockFile(subnetFile)
+	path := subnetenv.AgentLockFile(subnetFile)
 	f, err := os.Open(path)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil

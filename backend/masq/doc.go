@@ -23,7 +23,7 @@
 //     when it differs from the rules wanted; a rewrite is one atomic nftables batch
 //     (create, delete and re-create the table), so packets never see a half-built chain
 //     and a rule set from a previous run (other Network or Subnet, other family) is gone.
-//   - Ensure is cheap when nothing changed (three netlink dumps, about 0.5 ms) and then
+//   - Ensure is cheap when nothing changed (three netlink dumps, no write) and then
 //     logs only at Debug, so the agent calls it every resync interval: a deleted table,
 //     a deleted or flushed chain, a changed, added or deleted rule are repaired within
 //     one interval and logged once at Warn with what was wrong. Whether a missing table
@@ -148,8 +148,8 @@
 //     `nft list table ip6 weft-ra` shows what was dropped.
 //
 // Invariants, as for Ensure: idempotent and cheap when in place (three netlink
-// requests: the ip6 table listing, the chain and its rules, about 0.4 ms, none of
-// them a dump of other tables' chains, so a large kube-proxy ruleset costs nothing)
+// requests: the ip6 table listing, the chain and its rules, none of them a dump
+// of other tables' chains, so a large kube-proxy ruleset costs nothing)
 // and then nothing is logged above Debug, so the agent calls it every resync
 // interval. A deleted table or chain, a flushed chain, a changed, added or deleted
 // rule, a changed hook, priority or policy, an added chain or set, or a dormant

@@ -22,6 +22,7 @@ import (
 
 	"github.com/weftnet/weft/host"
 	"github.com/weftnet/weft/test/nettest"
+	"github.com/weftnet/weft/test/testlog"
 )
 
 // TestForwardExprs pins the encoding to what iptables-nft 1.8.9 writes for
@@ -335,7 +336,7 @@ func TestForwardFamilies(t *testing.T) {
 	n := nettest.NewNS(t, "masq-fwd")
 	iptablesNFT(t, n)
 	nsh := openHost(t, n)
-	log := testLogger(t)
+	log := testlog.New(t, slog.LevelDebug)
 
 	// No iptables chain: nothing to do, nothing created.
 	if err := EnsureForward(nsh, podRules.Network, log); err != nil {
@@ -437,7 +438,7 @@ func TestForwardBlockers(t *testing.T) {
 	iptablesNFT(t, n)
 	ipt(t, n, "iptables", "-P", "FORWARD", "DROP")
 	want("iptables policy DROP", "table ip filter chain FORWARD (hook forward, priority 0): policy drop")
-	if err := EnsureForward(nsh, network, testLogger(t)); err != nil {
+	if err := EnsureForward(nsh, network, testlog.New(t, slog.LevelDebug)); err != nil {
 		t.Fatalf("EnsureForward: %v", err)
 	}
 	want("iptables policy DROP with weft's accepts")

@@ -159,10 +159,10 @@ func Delete(h Host) error {
 	return nil
 }
 
-// existing lists the families that hold a weft table. Listing costs ~0.2 ms; a
-// batch with a table delete costs 8-30 ms on this kernel even when the table is
-// absent, which was most of an agent's start-up time, so deletes are only
-// queued for tables that exist.
+// existing lists the families that hold a weft table. A listing is cheap; a
+// batch with a table delete is not, even when the table is absent (it made up
+// most of an agent's start-up), so deletes are only queued for tables that
+// exist.
 func existing(c *nftables.Conn) ([]nftables.TableFamily, error) {
 	ts, err := weftTables(c)
 	fams := make([]nftables.TableFamily, 0, len(ts))

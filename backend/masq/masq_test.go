@@ -14,11 +14,8 @@ import (
 
 	"github.com/weftnet/weft/host"
 	"github.com/weftnet/weft/test/nettest"
+	"github.com/weftnet/weft/test/testlog"
 )
-
-func testLogger(t *testing.T) *slog.Logger {
-	return slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelDebug}))
-}
 
 var podRules = Rules{
 	Network: netip.MustParsePrefix("10.244.0.0/16"),
@@ -78,7 +75,7 @@ func TestEnsureIdempotent(t *testing.T) {
 	n := nettest.NewNS(t, "masq")
 	nsh := openHost(t, n)
 	fd := nsh.Fd()
-	log := testLogger(t)
+	log := testlog.New(t, slog.LevelDebug)
 
 	if r, err := Current(nsh); r != nil || err != nil {
 		t.Fatalf("Current before Ensure = %+v, %v; want nil, nil", r, err)
@@ -133,7 +130,7 @@ func TestEnsureReplacesOtherNetwork(t *testing.T) {
 	nettest.Privileged(t)
 	n := nettest.NewNS(t, "masq")
 	nsh := openHost(t, n)
-	log := testLogger(t)
+	log := testlog.New(t, slog.LevelDebug)
 
 	if err := Ensure(nsh, podRules, log); err != nil {
 		t.Fatalf("Ensure: %v", err)
@@ -177,7 +174,7 @@ func TestEnsureRepairsDrift(t *testing.T) {
 	n := nettest.NewNS(t, "masq")
 	nsh := openHost(t, n)
 	fd := nsh.Fd()
-	log := testLogger(t)
+	log := testlog.New(t, slog.LevelDebug)
 
 	if err := Ensure(nsh, podRules, log); err != nil {
 		t.Fatalf("Ensure: %v", err)

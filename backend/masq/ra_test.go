@@ -22,6 +22,7 @@ import (
 	"golang.org/x/net/ipv6"
 	"golang.org/x/sys/unix"
 
+	"github.com/weftnet/weft/backend"
 	"github.com/weftnet/weft/test/nettest"
 )
 
@@ -398,7 +399,7 @@ func TestEnsureRADrop(t *testing.T) {
 	}
 	// Neither table mistakes the other for its own.
 	want := v6
-	want.VXLANPort = DefaultVXLANPort
+	want.VXLANPort = backend.DefaultPort
 	if got, err := Current(nsh); err != nil || got == nil || *got != want {
 		t.Fatalf("masquerade Current next to the RA table = %+v, %v; want %+v", got, err, want)
 	}

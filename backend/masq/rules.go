@@ -9,11 +9,9 @@ import (
 	"github.com/google/nftables/binaryutil"
 	"github.com/google/nftables/expr"
 	"golang.org/x/sys/unix"
-)
 
-// DefaultVXLANPort is the Linux kernel's (and flannel's) VXLAN UDP port, used when
-// Rules.VXLANPort is 0.
-const DefaultVXLANPort = 8472
+	"github.com/weftnet/weft/backend"
+)
 
 // kubeProxyMark is the bit kube-proxy sets on packets it wants masqueraded itself.
 const kubeProxyMark = 0x4000
@@ -29,7 +27,7 @@ var ErrDrift = errors.New("masquerade table differs from weft's rules")
 type Rules struct {
 	Network   netip.Prefix // cluster pod Network, e.g. 10.244.0.0/16
 	Subnet    netip.Prefix // this node's lease subnet, e.g. 10.244.1.0/24
-	VXLANPort int          // 0 → 8472: UDP to this port is never masqueraded
+	VXLANPort int          // 0 → backend.DefaultPort: UDP to this port is never masqueraded
 }
 
 // normalize returns r with the default port filled in and prefixes masked, or an
@@ -50,7 +48,7 @@ func (r Rules) normalize() (Rules, error) {
 		return r, fmt.Errorf("%w: subnet %v is not inside network %v", ErrInvalid, r.Subnet, r.Network)
 	}
 	if r.VXLANPort == 0 {
-		r.VXLANPort = DefaultVXLANPort
+		r.VXLANPort = backend.DefaultPort
 	}
 	if r.VXLANPort < 1 || r.VXLANPort > 65535 {
 		return r, fmt.Errorf("%w: VXLAN port %d out of range 1-65535", ErrInvalid, r.VXLANPort)

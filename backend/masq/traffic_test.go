@@ -3,6 +3,7 @@ package masq
 import (
 	"bytes"
 	"crypto/rand"
+	"log/slog"
 	"net"
 	"net/netip"
 	"os"
@@ -14,6 +15,7 @@ import (
 	"github.com/vishvananda/netlink"
 
 	"github.com/weftnet/weft/test/nettest"
+	"github.com/weftnet/weft/test/testlog"
 )
 
 // Topology of TestMasqueradeTraffic (all in namespaces made by the test):
@@ -148,7 +150,7 @@ func TestMasqueradeTraffic(t *testing.T) {
 		t.Fatal("pod pings the outside without masquerade rules: the test topology leaks a route back")
 	}
 
-	if err := Ensure(nsh, podRules, testLogger(t)); err != nil {
+	if err := Ensure(nsh, podRules, testlog.New(t, slog.LevelDebug)); err != nil {
 		t.Fatalf("Ensure: %v", err)
 	}
 	if !ping(t, tp.pod, "198.18.0.2") {

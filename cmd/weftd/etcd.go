@@ -11,6 +11,7 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
+	"github.com/weftnet/weft/backend"
 	"github.com/weftnet/weft/lease"
 	"github.com/weftnet/weft/lease/etcdstore"
 )
@@ -167,8 +168,8 @@ func newInitNetworkCmd(g *globalFlags) *cobra.Command {
 	f.StringVar(&file, "file", "", "read the config JSON from this file (net-conf.json); exclusive with --network")
 	f.StringVar(&network, "network", "", "pod network CIDR, e.g. 10.244.0.0/16")
 	f.IntVar(&subnetLen, "subnet-len", 0, "per-node subnet length (default 24)")
-	f.IntVar(&vni, "vni", 0, "VXLAN VNI (default 1)")
-	f.IntVar(&port, "port", 0, "VXLAN UDP port (default 8472)")
+	f.IntVar(&vni, "vni", 0, fmt.Sprintf("VXLAN VNI (default %d)", lease.DefaultVNI))
+	f.IntVar(&port, "port", 0, fmt.Sprintf("VXLAN UDP port (default %d)", backend.DefaultPort))
 	f.BoolVar(&directRouting, "direct-routing", false, "route directly to peers on the same L2 segment")
 	return cmd
 }

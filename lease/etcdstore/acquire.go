@@ -15,10 +15,11 @@ import (
 // errRace: another writer changed the key between our read and our write.
 var errRace = errors.New("lost a race for the key")
 
-// Acquire claims a subnet of cfg in the order of FORMATS.md (see
-// lease.Choose) and retries, re-listing each time, when another node wins a
-// race. cfg is the caller's: the config is not read again, so the lease is
-// chosen under the config the caller's device was built from.
+// Acquire claims a subnet of cfg in flannel's order (lease.Choose: this
+// node's lease, then the previous subnet, then a free block) and retries,
+// re-listing each time, when another node wins a race. cfg is the caller's:
+// the config is not read again, so the lease is chosen under the config the
+// caller's device was built from.
 func (s *Store) Acquire(ctx context.Context, cfg *lease.Network, req lease.Request) (lease.Lease, error) {
 	if cfg == nil {
 		return lease.Lease{}, fmt.Errorf("acquire lease: no network config given: %w", lease.ErrNoConfig)

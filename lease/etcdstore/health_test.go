@@ -73,7 +73,7 @@ func monitor(t *testing.T, s *etcdstore.Store) {
 	t.Cleanup(func() { cancel(); <-done })
 }
 
-// Issue 11.3, item 1: etcd is not there when the store starts. A warning that
+// etcd is not there when the store starts. A warning that
 // names the endpoint and the error comes within 5 s (the monitor's first probe),
 // once (the next would be 30 s later); when etcd starts, a line says so and the
 // hook goes up.
@@ -113,7 +113,7 @@ func TestUnreachableAtStartIsReportedThenConnected(t *testing.T) {
 	})
 }
 
-// Issue 11.3, item 2: a TLS setting that does not match the server is reported
+// A TLS setting that does not match the server is reported
 // within 5 s, with the likely cause, by the monitor; the operation that failed
 // returns ErrUnreachable with the same cause within 10 s.
 func TestTLSMismatchNamesTheCause(t *testing.T) {
@@ -261,7 +261,7 @@ func TestEveryCallHasADeadline(t *testing.T) {
 	}
 }
 
-// Issue 11.3, item 3: an outage while a watch and a keepalive run. The
+// An outage while a watch and a keepalive run. The
 // monitor reports it within 10 s (default timings), with one warning, and the
 // recovery with one line; neither loop logs on its own or spins; afterwards
 // the keepalive still renews the same etcd lease and a lease added during the

@@ -179,7 +179,7 @@ func checkOneWarningEach(t *testing.T, out, dir string, keys ...string) {
 	}
 }
 
-// Issue 11.3, item 4 (flannel#2470: a watch resumed at a compacted revision
+// A compacted watch (flannel#2470: a watch resumed at a compacted revision
 // spins there forever). The watcher's etcd stops; while the watcher cannot
 // reconnect (its proxy is paused) etcd starts again on the same data, a lease
 // is added and the history is compacted past the watcher's revision. Once the

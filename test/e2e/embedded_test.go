@@ -12,7 +12,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/weftnet/weft/lease"
+	"github.com/weftnet/weft/subnetenv"
 	"github.com/weftnet/weft/test/nettest"
 )
 
@@ -52,18 +52,18 @@ func TestEmbeddedEtcdDefault(t *testing.T) {
 		}
 		return string(out)
 	}
-	waitSubnetEnv := func() lease.SubnetEnv {
+	waitSubnetEnv := func() subnetenv.SubnetEnv {
 		t.Helper()
 		deadline := time.Now().Add(20 * time.Second)
 		for time.Now().Before(deadline) {
-			if env, err := lease.ReadSubnetEnv(subnetFile); err == nil {
+			if env, err := subnetenv.ReadSubnetEnv(subnetFile); err == nil {
 				return env
 			}
 			time.Sleep(50 * time.Millisecond)
 		}
 		log, _ := os.ReadFile(filepath.Join(dir, "weftd.log"))
 		t.Fatalf("no subnet.env within 20s; log:\n%s", log)
-		return lease.SubnetEnv{}
+		return subnetenv.SubnetEnv{}
 	}
 
 	cmd := start()

@@ -15,7 +15,7 @@ import (
 	"github.com/weftnet/weft/test/lab"
 )
 
-// Issue 11 item 3 with the built weftd: etcd problems are never silent.
+// With the built weftd: etcd problems are never silent.
 //
 // TestEtcdUnreachableAtStart: node2's agent starts while etcd is stopped.
 // Within 5 s its log has a warning naming the endpoint and the error, and

@@ -225,7 +225,7 @@ func (k *tier) checkRolloutRestart(t *testing.T) {
 // has its pod there evicted and not recreated, while the other nodes' weftd
 // and the test's pods (which tolerate it) keep running. The stopped agent
 // leaves subnet.env and the datapath in place, but no longer holds its lock
-// (lease.AgentLockFile): the runtime's CNI STATUS call fails and the node
+// (subnetenv.AgentLockFile): the runtime's CNI STATUS call fails and the node
 // turns NotReady within 15 s, with weft's reason. With the taint removed
 // weftd returns with the same subnet and the node is Ready again.
 func (k *tier) checkWeftdStopped(t *testing.T) {

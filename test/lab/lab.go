@@ -15,6 +15,8 @@ import (
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/weftnet/weft/lease"
 )
 
 // Fixed addresses on the underlay switch (198.18.0.0/24); node N is 198.18.0.N.
@@ -36,7 +38,7 @@ type Options struct {
 	Etcd    string // EtcdEmbedded (default) or EtcdDebian
 
 	// Defaults of every node's agent; AddNode can override them.
-	NeighMode string   // proactive (default) or on-demand
+	NeighMode string   // --neigh-mode of every agent; empty: weftd's default
 	IPMasq    bool     // --ip-masq
 	AgentArgs []string // appended to `weftd run`
 
@@ -156,14 +158,11 @@ func (o *Options) defaults() error {
 	default:
 		return fmt.Errorf("lab: etcd %q: want %q or %q", o.Etcd, EtcdEmbedded, EtcdDebian)
 	}
-	if o.NeighMode == "" {
-		o.NeighMode = "proactive"
-	}
 	if o.Network == "" {
 		o.Network = "10.244.0.0/16"
 	}
 	if o.Prefix == "" {
-		o.Prefix = "/coreos.com/network"
+		o.Prefix = lease.DefaultPrefix
 	}
 	if o.Log == nil {
 		o.Log = slog.New(slog.DiscardHandler)

@@ -108,12 +108,14 @@ func (n *Node) agentArgv() []string {
 		"--iface", "eth0",
 		"--subnet-file", n.SubnetFile(),
 		"--ip-masq=" + strconv.FormatBool(o.IPMasq),
-		"--neigh-mode", o.NeighMode,
 		"--healthz-ip", "127.0.0.1",
 		"--healthz-port", strconv.Itoa(healthzPort),
 		"--cni-conf-dir", filepath.Join(n.Dir, "net.d"),
 		"--subnet-lease-ttl", "1m",
 		"--log-format", "text",
+	}
+	if o.NeighMode != "" {
+		argv = append(argv, "--neigh-mode", o.NeighMode)
 	}
 	if !o.NoNodeName {
 		argv = append(argv, "--node-name", n.Name)

@@ -1,16 +1,16 @@
-package lease
+package subnetenv
 
 import (
 	"bufio"
 	"bytes"
 	"errors"
 	"fmt"
-	"io"
 	"net/netip"
 	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
+
+	"github.com/weftnet/weft/atomicfile"
 )
 
 // DefaultSubnetFile is where the agent writes, and the CNI plugin reads, the node's subnet.
@@ -156,43 +156,5 @@ func (e SubnetEnv) Marshal() []byte {
 // WriteSubnetEnv writes e to path atomically: a temp file in the same
 // directory (created 0755 if absent), fsync, chmod 0644, rename, fsync of the directory.
 func WriteSubnetEnv(path string, e SubnetEnv) error {
-	return WriteFileAtomic(path, e.Marshal(), 0o644)
-}
-
-// WriteFileAtomic replaces path with data so that readers see the old or the new
-// content, never a partial file.
-func WriteFileAtomic(path string, data []byte, perm os.FileMode) (err error) {
-	dir := filepath.Dir(path)
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return fmt.Errorf("create directory %q: %w", dir, err)
-	}
-	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp*")
-	if err != nil {
-		return fmt.Errorf("create temp file in %q: %w", dir, err)
-	}
-	defer func() {
-		if err != nil {
-			_ = os.Remove(f.Name())
-		}
-	}()
-	if _, err = io.Copy(f, bytes.NewReader(data)); err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Chmod(f.Name(), perm)
-	}
-	if err != nil {
-		return fmt.Errorf("write temp file for %q: %w", path, err)
-	}
-	if err = os.Rename(f.Name(), path); err != nil {
-		return fmt.Errorf("rename into %q: %w", path, err)
-	}
-	if d, derr := os.Open(dir); derr == nil {
-		_ = d.Sync()
-		_ = d.Close()
-	}
-	return nil
+	return atomicfile.Write(path, e.Marshal(), 0o644)
 }

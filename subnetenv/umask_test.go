@@ -1,4 +1,4 @@
-package lease
+package subnetenv
 
 import "syscall"
 
