@@ -223,7 +223,7 @@ func (n *node) entries(t *testing.T) kernelEntries {
 		t.Fatalf("list routes: %v", err)
 	}
 	for _, r := range routes {
-		p, _ := ipNetPrefix(r.Dst)
+		p, _ := host.IPNetPrefix(r.Dst)
 		if r.Gw != nil {
 			e.route[p] = "via " + r.Gw.String()
 		} else {

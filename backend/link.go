@@ -39,7 +39,7 @@ type link struct {
 func (v *link) setAddress(lease netip.Prefix) error {
 	link := v.linkRef()
 	want := netip.PrefixFrom(lease.Addr(), 32)
-	addr := &netlink.Addr{IPNet: prefixIPNet(want)}
+	addr := &netlink.Addr{IPNet: host.PrefixIPNet(want)}
 	if err := v.nl.AddrReplace(link, addr); err != nil {
 		return fmt.Errorf("set address %s on %s: %w", want, v.dev.Name, err)
 	}
@@ -49,7 +49,7 @@ func (v *link) setAddress(lease netip.Prefix) error {
 	}
 	var errs []error
 	for _, a := range addrs {
-		p, ok := ipNetPrefix(a.IPNet)
+		p, ok := host.IPNetPrefix(a.IPNet)
 		if !ok || p == want {
 			continue
 		}

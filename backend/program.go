@@ -196,7 +196,7 @@ func fdbMsg(dev int, f fdbEntry) *netlink.Neigh {
 func routeMsg(dev, underlay int, r routeEntry) *netlink.Route {
 	// The protocol makes a delete precise: the kernel removes only a route
 	// with that protocol (a delete of flannel's route never takes ours).
-	m := &netlink.Route{LinkIndex: dev, Dst: prefixIPNet(r.Dst), Table: unix.RT_TABLE_MAIN, Scope: netlink.SCOPE_UNIVERSE,
+	m := &netlink.Route{LinkIndex: dev, Dst: host.PrefixIPNet(r.Dst), Table: unix.RT_TABLE_MAIN, Scope: netlink.SCOPE_UNIVERSE,
 		Priority: int(r.Metric), Protocol: netlink.RouteProtocol(r.Proto)}
 	if r.Underlay {
 		m.LinkIndex = underlay
@@ -266,7 +266,7 @@ func (e *executor) listRoutes(s *state, link int, underlay bool) error {
 		if r.Dst == nil || r.LinkIndex != link || (r.Type != 0 && r.Type != unix.RTN_UNICAST) {
 			continue
 		}
-		dst, ok := ipNetPrefix(r.Dst)
+		dst, ok := host.IPNetPrefix(r.Dst)
 		if !ok {
 			continue
 		}
@@ -311,29 +311,6 @@ func ownsRoute(n netip.Prefix, r routeEntry) bool {
 	return false
 }
 
-func prefixIPNet(p netip.Prefix) *net.IPNet {
-	return &net.IPNet{IP: p.Addr().AsSlice(), Mask: net.CIDRMask(p.Bits(), p.Addr().BitLen())}
-}
-
-func ipNetPrefix(n *net.IPNet) (netip.Prefix, bool) {
-	if n == nil {
-		return netip.Prefix{}, false
-	}
-	ip, ok := netip.AddrFromSlice(n.IP)
-	if !ok {
-		return netip.Prefix{}, false
-	}
-	ones, bits := n.Mask.Size()
-	if bits == 0 {
-		return netip.Prefix{}, false
-	}
-	ip = ip.Unmap()
-	if ip.Is4() && bits == 128 {
-		ones -= 96
-	}
-	return netip.PrefixFrom(ip, ones), true
-}
-
 // underlayRoutes is a snapshot of the main table's IPv4 routes, taken with
 // every kernel dump, from which DirectRouting is decided: a peer update
 // makes no kernel query.
@@ -358,7 +335,7 @@ func (e *executor) listUnderlay() (underlayRoutes, error) {
 		dst := netip.PrefixFrom(netip.IPv4Unspecified(), 0) // a default route has no Dst
 		if r.Dst != nil {
 			var ok bool
-			if dst, ok = ipNetPrefix(r.Dst); !ok || !dst.Addr().Is4() {
+			if dst, ok = host.IPNetPrefix(r.Dst); !ok || !dst.Addr().Is4() {
 				continue
 			}
 		}

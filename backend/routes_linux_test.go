@@ -7,6 +7,8 @@ import (
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
+
+	"github.com/weftnet/weft/host"
 )
 
 // TestReconcileKeepsOperatorRoute: an operator's route on flannel.1 outside
@@ -14,13 +16,13 @@ import (
 func TestReconcileKeepsOperatorRoute(t *testing.T) {
 	a, b := startPair(t, ModeProactive)
 	idx := a.dev.Index
-	operator := &netlink.Route{LinkIndex: idx, Dst: prefixIPNet(netip.MustParsePrefix("192.0.2.0/24")), Scope: netlink.SCOPE_LINK}
+	operator := &netlink.Route{LinkIndex: idx, Dst: host.PrefixIPNet(netip.MustParsePrefix("192.0.2.0/24")), Scope: netlink.SCOPE_LINK}
 	if err := a.h.RouteAdd(operator); err != nil { // `ip route add 192.0.2.0/24 dev flannel.1`: protocol boot
 		t.Fatalf("add operator route: %v", err)
 	}
 	ours := func() *netlink.Route {
 		t.Helper()
-		rs, err := a.h.RouteListFiltered(unix.AF_INET, &netlink.Route{LinkIndex: idx, Dst: prefixIPNet(b.lease)},
+		rs, err := a.h.RouteListFiltered(unix.AF_INET, &netlink.Route{LinkIndex: idx, Dst: host.PrefixIPNet(b.lease)},
 			netlink.RT_FILTER_OIF|netlink.RT_FILTER_DST)
 		if err != nil {
 			t.Fatalf("list routes: %v", err)

@@ -15,7 +15,7 @@ import (
 // fakeRoute is a route on link idx as `ip route` would add it: protocol boot
 // unless proto is given, onlink when it has a gateway, scope link when not.
 func fakeRoute(idx int, dst, gw string, proto netlink.RouteProtocol, metric int) *netlink.Route {
-	r := &netlink.Route{LinkIndex: idx, Dst: prefixIPNet(netip.MustParsePrefix(dst)), Protocol: proto, Priority: metric}
+	r := &netlink.Route{LinkIndex: idx, Dst: host.PrefixIPNet(netip.MustParsePrefix(dst)), Protocol: proto, Priority: metric}
 	if gw == "" {
 		r.Scope = netlink.SCOPE_LINK
 	} else {
@@ -34,7 +34,7 @@ func hasFakeRoute(t *testing.T, f *host.Fake, dst string, metric int) bool {
 		t.Fatal(err)
 	}
 	for _, r := range rs {
-		if p, ok := ipNetPrefix(r.Dst); ok && p == netip.MustParsePrefix(dst) && r.Priority == metric {
+		if p, ok := host.IPNetPrefix(r.Dst); ok && p == netip.MustParsePrefix(dst) && r.Priority == metric {
 			return true
 		}
 	}
@@ -81,7 +81,7 @@ func TestReconcileKeepsForeignRoutesOverFake(t *testing.T) {
 		}
 	}
 	// b's route deleted by hand; c's changed behind our back (same metric).
-	if err := f.RouteDel(&netlink.Route{LinkIndex: idx, Dst: prefixIPNet(netip.MustParsePrefix("10.244.2.0/24")), Priority: 717826}); err != nil {
+	if err := f.RouteDel(&netlink.Route{LinkIndex: idx, Dst: host.PrefixIPNet(netip.MustParsePrefix("10.244.2.0/24")), Priority: 717826}); err != nil {
 		t.Fatal(err)
 	}
 	if err := f.RouteReplace(fakeRoute(idx, "10.244.3.0/24", "10.244.3.99", unix.RTPROT_STATIC, 717827)); err != nil {

@@ -7,10 +7,9 @@ import (
 	"net"
 	"net/netip"
 	"slices"
-	"strconv"
 	"strings"
 
-	"golang.org/x/sys/unix"
+	"github.com/weftnet/weft/host"
 )
 
 // This file is the model of the kernel entries the datapath owns and of the
@@ -247,32 +246,10 @@ func (r routeEntry) String() string {
 		fmt.Fprintf(&b, " metric %d", r.Metric)
 	}
 	if r.Proto != RouteProtocol {
-		b.WriteString(" proto " + protoName(r.Proto))
+		b.WriteString(" proto " + host.ProtoName(r.Proto))
 	}
 	return b.String()
 }
-
-// protoName names a route protocol as iproute2 does without its
-// configuration files: the kernel's own by name, any other by number.
-func protoName(p uint8) string {
-	switch p {
-	case unix.RTPROT_UNSPEC:
-		return "unspec"
-	case unix.RTPROT_REDIRECT:
-		return "redirect"
-	case unix.RTPROT_KERNEL:
-		return "kernel"
-	case unix.RTPROT_BOOT:
-		return "boot"
-	case unix.RTPROT_STATIC:
-		return "static"
-	case RouteProtocol:
-		return routeProtocolName
-	}
-	return strconv.Itoa(int(p))
-}
-
-var routeProtocolName = strconv.Itoa(RouteProtocol)
 
 // routeKey drops the flags that a replace changes in place.
 func routeKey(r routeEntry) routeEntry {

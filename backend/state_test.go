@@ -10,6 +10,8 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	"golang.org/x/sys/unix"
+
+	"github.com/weftnet/weft/host"
 )
 
 var (
@@ -96,7 +98,7 @@ func stateLines(s state) []string {
 			l += " metric " + strconv.FormatUint(uint64(r.Metric), 10)
 		}
 		if r.Proto != RouteProtocol {
-			l += " proto " + protoName(r.Proto)
+			l += " proto " + host.ProtoName(r.Proto)
 		}
 		res = append(res, l)
 	}

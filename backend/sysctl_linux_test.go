@@ -56,7 +56,7 @@ func TestReadOnlyProcSys(t *testing.T) {
 			}
 			eth0, err := h.LinkByName("eth0")
 			if err == nil {
-				err = h.AddrAdd(eth0, &netlink.Addr{IPNet: prefixIPNet(netip.MustParsePrefix("198.18.0.1/24"))})
+				err = h.AddrAdd(eth0, &netlink.Addr{IPNet: host.PrefixIPNet(netip.MustParsePrefix("198.18.0.1/24"))})
 			}
 			if err == nil {
 				err = h.LinkSetUp(eth0)

@@ -320,7 +320,7 @@ func TestFlannelRoutesReplaced(t *testing.T) {
 	}
 	toB := func() []netlink.Route {
 		t.Helper()
-		rs, err := a.h.RouteListFiltered(unix.AF_INET, &netlink.Route{LinkIndex: dev.Attrs().Index, Dst: prefixIPNet(b.lease)},
+		rs, err := a.h.RouteListFiltered(unix.AF_INET, &netlink.Route{LinkIndex: dev.Attrs().Index, Dst: host.PrefixIPNet(b.lease)},
 			netlink.RT_FILTER_OIF|netlink.RT_FILTER_DST)
 		if err != nil {
 			t.Fatalf("list routes: %v", err)
@@ -335,7 +335,7 @@ func TestFlannelRoutesReplaced(t *testing.T) {
 	if err := a.h.RouteDel(&ours); err != nil {
 		t.Fatal(err)
 	}
-	flannel := netlink.Route{LinkIndex: dev.Attrs().Index, Dst: prefixIPNet(b.lease), Gw: gw(b).AsSlice(), Flags: int(netlink.FLAG_ONLINK)}
+	flannel := netlink.Route{LinkIndex: dev.Attrs().Index, Dst: host.PrefixIPNet(b.lease), Gw: gw(b).AsSlice(), Flags: int(netlink.FLAG_ONLINK)}
 	if err := a.h.RouteAdd(&flannel); err != nil {
 		t.Fatal(err)
 	}

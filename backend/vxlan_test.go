@@ -56,7 +56,7 @@ func TestEnsureDeviceOverFake(t *testing.T) {
 	}
 	// A stray address is removed; the lease address is replaced.
 	link, _ := f.LinkByName("flannel.1")
-	if err := f.AddrReplace(link, &netlink.Addr{IPNet: prefixIPNet(netip.MustParsePrefix("10.244.9.0/32"))}); err != nil {
+	if err := f.AddrReplace(link, &netlink.Addr{IPNet: host.PrefixIPNet(netip.MustParsePrefix("10.244.9.0/32"))}); err != nil {
 		t.Fatal(err)
 	}
 	if err := v.SetAddress(netip.MustParsePrefix("10.244.1.0/24")); err != nil {

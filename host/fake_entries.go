@@ -35,7 +35,7 @@ func (f *Fake) AddrReplace(l netlink.Link, a *netlink.Addr) error {
 	if err != nil {
 		return err
 	}
-	p, ok := ipNetPrefix(a.IPNet)
+	p, ok := IPNetPrefix(a.IPNet)
 	if !ok {
 		return fmt.Errorf("fake: bad address %v: %w", a.IPNet, unix.EINVAL)
 	}
@@ -56,7 +56,7 @@ func (f *Fake) AddrDel(l netlink.Link, a *netlink.Addr) error {
 	if err != nil {
 		return err
 	}
-	p, _ := ipNetPrefix(a.IPNet)
+	p, _ := IPNetPrefix(a.IPNet)
 	i := slices.Index(f.addrs[idx], p)
 	if i < 0 {
 		return fmt.Errorf("addr %s: %w", p, unix.EADDRNOTAVAIL)
@@ -87,7 +87,7 @@ func (f *Fake) AddrList(l netlink.Link, family int) ([]netlink.Addr, error) {
 				if family == unix.AF_INET && !p.Addr().Is4() {
 					continue
 				}
-				res = append(res, netlink.Addr{IPNet: prefixIPNet(p), LinkIndex: idx})
+				res = append(res, netlink.Addr{IPNet: PrefixIPNet(p), LinkIndex: idx})
 			}
 		}
 		return res
@@ -233,7 +233,7 @@ func (f *Fake) routeLine(verb string, r *netlink.Route) string {
 	}
 	s += " dev " + f.name(r.LinkIndex)
 	if r.Protocol != unix.RTPROT_BOOT { // as iproute2 shows it
-		s += " proto " + protoName(uint8(r.Protocol))
+		s += " proto " + ProtoName(uint8(r.Protocol))
 	}
 	if r.Scope == netlink.SCOPE_LINK {
 		s += " scope link"
@@ -257,7 +257,7 @@ func (f *Fake) RouteReplace(r *netlink.Route) error {
 	if _, ok := f.links[r.LinkIndex]; !ok {
 		return notFound(fmt.Sprintf("link index %d", r.LinkIndex))
 	}
-	dst, ok := ipNetPrefix(r.Dst)
+	dst, ok := IPNetPrefix(r.Dst)
 	if !ok {
 		return fmt.Errorf("fake: route without destination: %w", unix.EINVAL)
 	}
@@ -273,7 +273,7 @@ func (f *Fake) RouteReplace(r *netlink.Route) error {
 	if err := f.begin(f.routeLine("replace ", &c)); err != nil {
 		return err
 	}
-	c.Dst = prefixIPNet(dst)
+	c.Dst = PrefixIPNet(dst)
 	c.Gw = slices.Clone(r.Gw)
 	c.Table = unix.RT_TABLE_MAIN
 	c.Type = unix.RTN_UNICAST
@@ -311,8 +311,8 @@ func (f *Fake) RouteDel(r *netlink.Route) error {
 // sameIPNet compares two destinations as their String forms would, without
 // rendering them.
 func sameIPNet(a, b *net.IPNet) bool {
-	pa, okA := ipNetPrefix(a)
-	pb, okB := ipNetPrefix(b)
+	pa, okA := IPNetPrefix(a)
+	pb, okB := IPNetPrefix(b)
 	if !okA || !okB {
 		return a.String() == b.String()
 	}
@@ -363,13 +363,13 @@ func (f *Fake) RouteGet(dst net.IP) ([]netlink.Route, error) {
 		}
 	}
 	for _, r := range f.routes {
-		p, _ := ipNetPrefix(r.Dst)
+		p, _ := IPNetPrefix(r.Dst)
 		consider(p, r)
 	}
 	if bits < 0 {
 		return nil, fmt.Errorf("route to %s: %w", ip, unix.ENETUNREACH)
 	}
-	best.Dst = prefixIPNet(netip.PrefixFrom(ip, 32))
+	best.Dst = PrefixIPNet(netip.PrefixFrom(ip, 32))
 	return []netlink.Route{best}, nil
 }
 
@@ -578,9 +578,9 @@ func (f *Fake) Lines(kinds ...string) string {
 	return strings.Join(lines, "\n")
 }
 
-// protoName names a route protocol as iproute2 does without its
+// ProtoName names a route protocol as iproute2 does without its
 // configuration files: the kernel's own by name, any other by number.
-func protoName(p uint8) string {
+func ProtoName(p uint8) string {
 	switch p {
 	case unix.RTPROT_UNSPEC:
 		return "unspec"

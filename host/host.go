@@ -98,11 +98,14 @@ func IsLinkNotFound(err error) bool {
 	return errors.As(err, &nf) || errors.Is(err, unix.ENODEV)
 }
 
-func prefixIPNet(p netip.Prefix) *net.IPNet {
+// PrefixIPNet converts p to the *net.IPNet netlink takes.
+func PrefixIPNet(p netip.Prefix) *net.IPNet {
 	return &net.IPNet{IP: p.Addr().AsSlice(), Mask: net.CIDRMask(p.Bits(), p.Addr().BitLen())}
 }
 
-func ipNetPrefix(n *net.IPNet) (netip.Prefix, bool) {
+// IPNetPrefix converts a netlink *net.IPNet (IPv4 possibly in 16 bytes) to a
+// prefix; ok is false for nil or a malformed mask.
+func IPNetPrefix(n *net.IPNet) (netip.Prefix, bool) {
 	if n == nil {
 		return netip.Prefix{}, false
 	}

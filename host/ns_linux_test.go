@@ -40,7 +40,7 @@ func addDummy(t *testing.T, n *NS, name string, addr netip.Prefix) int {
 	}
 	l, err := n.LinkByName(name)
 	if err == nil {
-		err = n.AddrReplace(l, &netlink.Addr{IPNet: prefixIPNet(addr)})
+		err = n.AddrReplace(l, &netlink.Addr{IPNet: PrefixIPNet(addr)})
 	}
 	if err == nil {
 		err = n.LinkSetUp(l)
@@ -185,7 +185,7 @@ func apply(h Host, u int) error {
 	steps := []func() error{
 		func() error { return h.LinkSetUp(l) },
 		func() error {
-			return h.AddrReplace(l, &netlink.Addr{IPNet: prefixIPNet(netip.MustParsePrefix("10.244.1.0/32"))})
+			return h.AddrReplace(l, &netlink.Addr{IPNet: PrefixIPNet(netip.MustParsePrefix("10.244.1.0/32"))})
 		},
 		func() error {
 			return h.NeighSet(&netlink.Neigh{LinkIndex: idx, Family: unix.AF_INET, State: netlink.NUD_PERMANENT,
@@ -196,7 +196,7 @@ func apply(h Host, u int) error {
 				Flags: netlink.NTF_SELF, IP: net.ParseIP("192.0.2.2"), HardwareAddr: peer})
 		},
 		func() error {
-			return h.RouteReplace(&netlink.Route{LinkIndex: idx, Dst: prefixIPNet(netip.MustParsePrefix("10.244.2.0/24")),
+			return h.RouteReplace(&netlink.Route{LinkIndex: idx, Dst: PrefixIPNet(netip.MustParsePrefix("10.244.2.0/24")),
 				Gw: net.ParseIP("10.244.2.0"), Flags: int(netlink.FLAG_ONLINK), Protocol: 119})
 		},
 		func() error { return h.SetAppSolicit(idx, 3) },
