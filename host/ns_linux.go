@@ -58,10 +58,10 @@ func Open(nsPath string) (*NS, error) {
 }
 
 // newHandle opens a netlink handle (one route netlink socket) in n. The
-// socket is opened from inside the namespace by Do, whose thread never
-// comes back, rather than by the netlink library's own trip there and back,
-// which would leave the thread in the namespace and unlocked if the way back
-// failed.
+// socket is opened from inside the namespace by Do, whose thread is handed
+// back only once it is home again, rather than by the netlink library's own
+// trip there and back, which would leave the thread in the namespace and
+// unlocked if the way back failed.
 func (n *NS) newHandle() (*netlink.Handle, error) {
 	var h *netlink.Handle
 	err := n.Do(func() (err error) {
