@@ -85,17 +85,22 @@ func ParseSubnetEnv(b []byte) (SubnetEnv, error) {
 	if err := sc.Err(); err != nil {
 		return SubnetEnv{}, fmt.Errorf("scan: %w", err)
 	}
+	// Each family is a pair of lines; at least one pair must be there (an
+	// IPv6-only node has no FLANNEL_NETWORK/FLANNEL_SUBNET, as flannel writes
+	// it). A half pair is reported as the missing half.
 	var missing []string
-	for _, k := range []string{"FLANNEL_NETWORK", "FLANNEL_SUBNET", "FLANNEL_MTU", "FLANNEL_IPMASQ"} {
+	v4 := seen["FLANNEL_NETWORK"] || seen["FLANNEL_SUBNET"]
+	v6 := seen["FLANNEL_IPV6_NETWORK"] || seen["FLANNEL_IPV6_SUBNET"]
+	want := []string{"FLANNEL_MTU", "FLANNEL_IPMASQ"}
+	if v4 || !v6 {
+		want = append([]string{"FLANNEL_NETWORK", "FLANNEL_SUBNET"}, want...)
+	}
+	if v6 {
+		want = append(want, "FLANNEL_IPV6_NETWORK", "FLANNEL_IPV6_SUBNET")
+	}
+	for _, k := range want {
 		if !seen[k] {
 			missing = append(missing, k)
-		}
-	}
-	if seen["FLANNEL_IPV6_NETWORK"] != seen["FLANNEL_IPV6_SUBNET"] {
-		if !seen["FLANNEL_IPV6_NETWORK"] {
-			missing = append(missing, "FLANNEL_IPV6_NETWORK")
-		} else {
-			missing = append(missing, "FLANNEL_IPV6_SUBNET")
 		}
 	}
 	if len(missing) > 0 {
@@ -139,11 +144,15 @@ func parsePrefixMasked(s string) (netip.Prefix, error) {
 	return p.Masked(), nil
 }
 
-// Marshal renders the file in flannel's line order; v6 lines only when set.
+// Marshal renders the file in flannel's line order: the IPv4 lines when
+// Network is set, the IPv6 lines when IPv6Network is set (an IPv6-only node
+// writes no FLANNEL_NETWORK, as flannel does).
 func (e SubnetEnv) Marshal() []byte {
 	var b bytes.Buffer
-	fmt.Fprintf(&b, "FLANNEL_NETWORK=%s\n", e.Network)
-	fmt.Fprintf(&b, "FLANNEL_SUBNET=%s\n", e.Subnet)
+	if e.Network.IsValid() {
+		fmt.Fprintf(&b, "FLANNEL_NETWORK=%s\n", e.Network)
+		fmt.Fprintf(&b, "FLANNEL_SUBNET=%s\n", e.Subnet)
+	}
 	if e.IPv6Network.IsValid() {
 		fmt.Fprintf(&b, "FLANNEL_IPV6_NETWORK=%s\n", e.IPv6Network)
 		fmt.Fprintf(&b, "FLANNEL_IPV6_SUBNET=%s\n", e.IPv6Subnet)

@@ -39,7 +39,7 @@ func TestParseSubnetEnvReportsAllMissingKeys(t *testing.T) {
 	if !errors.As(err, &mk) || !errors.Is(err, ErrSubnetEnvIncomplete) {
 		t.Fatalf("err = %v", err)
 	}
-	want := []string{"FLANNEL_NETWORK", "FLANNEL_MTU", "FLANNEL_IPMASQ", "FLANNEL_IPV6_SUBNET"}
+	want := []string{"FLANNEL_NETWORK", "FLANNEL_MTU", "FLANNEL_IPMASQ", "FLANNEL_IPV6_SUBNET"} // flannel's line order
 	if !reflect.DeepEqual(mk.Keys, want) {
 		t.Errorf("missing %q, want %q", mk.Keys, want)
 	}
@@ -47,6 +47,29 @@ func TestParseSubnetEnvReportsAllMissingKeys(t *testing.T) {
 		if _, err := ParseSubnetEnv([]byte(bad)); err == nil || errors.Is(err, ErrSubnetEnvIncomplete) {
 			t.Errorf("%q: err %v, want a parse error", bad, err)
 		}
+	}
+}
+
+// An IPv6-only node writes only the IPv6 pair, as flannel does
+// (EnableIPv4 false): it parses, and a file with neither pair names the IPv4
+// pair missing.
+func TestSubnetEnvIPv6Only(t *testing.T) {
+	env := SubnetEnv{
+		IPv6Network: netip.MustParsePrefix("fc00::/48"), IPv6Subnet: netip.MustParsePrefix("fc00:0:0:1::1/64"),
+		MTU: 1430,
+	}
+	want := "FLANNEL_IPV6_NETWORK=fc00::/48\nFLANNEL_IPV6_SUBNET=fc00:0:0:1::1/64\nFLANNEL_MTU=1430\nFLANNEL_IPMASQ=false\n"
+	if got := string(env.Marshal()); got != want {
+		t.Errorf("got\n%s\nwant\n%s", got, want)
+	}
+	back, err := ParseSubnetEnv(env.Marshal())
+	if err != nil || !reflect.DeepEqual(back, env) {
+		t.Errorf("round trip: %+v %v", back, err)
+	}
+	_, err = ParseSubnetEnv([]byte("FLANNEL_MTU=1450\nFLANNEL_IPMASQ=true\n"))
+	var mk *MissingKeysError
+	if !errors.As(err, &mk) || !reflect.DeepEqual(mk.Keys, []string{"FLANNEL_NETWORK", "FLANNEL_SUBNET"}) {
+		t.Errorf("neither family: %v", err)
 	}
 }
 
