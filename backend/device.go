@@ -223,7 +223,7 @@ func (v *link) deviceSysctls(link netlink.Link) error {
 	if err := v.refuseRouterAdverts(name); err != nil {
 		return err
 	}
-	return v.nl.SetAppSolicit(link.Attrs().Index, appSolicit)
+	return v.nl.SetAppSolicit(unix.AF_INET, link.Attrs().Index, appSolicit)
 }
 
 // refuseRouterAdverts sets accept_ra=0 on the device.

@@ -25,7 +25,12 @@ import (
 // Only what weft uses is modelled: links are *netlink.Vxlan or
 // *netlink.Device; routes live in the main table, keyed by destination and
 // metric, with a protocol, which Lines and Ops show as iproute2 does ("proto
-// 119"; nothing for boot).
+// 119"; nothing for boot). IPv4 and IPv6 are kept apart as the kernel keeps
+// them: dumps list the family asked for, a neighbour's family must be its
+// address's, an IPv6 route given metric 0 gets 1024 (IP6_RT_PRIO_USER), an
+// IPv6 address brings its prefix route (proto kernel, metric 256; IPv4
+// connected routes are not modelled), and app_solicit is set per family's
+// neighbour table.
 type Fake struct {
 	// Fail, when set, is called with the rendered line of every write
 	// (e.g. "route replace 10.244.2.0/24 via 10.244.2.0 dev flannel.1
@@ -40,16 +45,25 @@ type Fake struct {
 	mu       sync.Mutex
 	next     int
 	links    map[int]netlink.Link
-	addrs    map[int][]netip.Prefix
+	addrs    map[int][]fakeAddr
 	neighs   map[int]map[netip.Addr]netlink.Neigh
 	fdb      map[int][]fakeFDB
 	routes   []netlink.Route
 	sysctls  map[string]string
-	appSol   map[int]int // ifindex -> app_solicit set through the neighbour table
+	appSol   map[neighTable]int // app_solicit set through the neighbour tables
 	ops      []string
 	neighSub []*fakeSub[netlink.NeighUpdate]
 	linkSub  []*fakeSub[netlink.LinkUpdate]
 }
+
+// fakeAddr is an address with its IFA_F_* flags as given.
+type fakeAddr struct {
+	p     netip.Prefix
+	flags int
+}
+
+// neighTable names one link's parameters in a family's neighbour table.
+type neighTable struct{ ifindex, family int }
 
 type fakeFDB struct {
 	mac net.HardwareAddr
@@ -70,17 +84,17 @@ func NewFake() *Fake {
 	return &Fake{
 		next:    1,
 		links:   map[int]netlink.Link{},
-		addrs:   map[int][]netip.Prefix{},
+		addrs:   map[int][]fakeAddr{},
 		neighs:  map[int]map[netip.Addr]netlink.Neigh{},
 		fdb:     map[int][]fakeFDB{},
 		sysctls: map[string]string{},
-		appSol:  map[int]int{},
+		appSol:  map[neighTable]int{},
 	}
 }
 
-// AddUnderlay adds an up link with an address (setup, not recorded as an op)
-// and returns its index.
-func (f *Fake) AddUnderlay(name string, mtu int, addr netip.Prefix) int {
+// AddUnderlay adds an up link with addresses (setup, not recorded as an op)
+// and returns its index: a dual-stack underlay has an IPv4 and an IPv6 one.
+func (f *Fake) AddUnderlay(name string, mtu int, addr netip.Prefix, more ...netip.Prefix) int {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	idx := f.next
@@ -89,7 +103,10 @@ func (f *Fake) AddUnderlay(name string, mtu int, addr netip.Prefix) int {
 		Name: name, Index: idx, MTU: mtu, Flags: net.FlagUp,
 		HardwareAddr: net.HardwareAddr{0x02, 0xee, 0, 0, 0, byte(idx)},
 	}}
-	f.addrs[idx] = []netip.Prefix{addr}
+	for _, p := range append([]netip.Prefix{addr}, more...) {
+		f.addrs[idx] = append(f.addrs[idx], fakeAddr{p: p})
+		f.addPrefixRoute(idx, fakeAddr{p: p})
+	}
 	return idx
 }
 
@@ -266,7 +283,7 @@ func (f *Fake) removeLink(idx int) {
 	delete(f.addrs, idx)
 	delete(f.neighs, idx)
 	delete(f.fdb, idx)
-	delete(f.appSol, idx)
+	maps.DeleteFunc(f.appSol, func(k neighTable, _ int) bool { return k.ifindex == idx })
 	f.routes = slices.DeleteFunc(f.routes, func(r netlink.Route) bool { return r.LinkIndex == idx })
 	f.emitLink(unix.RTM_DELLINK, l)
 	for i, u := range f.links {

@@ -39,12 +39,15 @@ func (f *Fake) AddrReplace(l netlink.Link, a *netlink.Addr) error {
 	if !ok {
 		return fmt.Errorf("fake: bad address %v: %w", a.IPNet, unix.EINVAL)
 	}
-	if err := f.begin(fmt.Sprintf("addr replace %s dev %s", p, f.name(idx))); err != nil {
+	if err := f.begin(fmt.Sprintf("addr replace %s dev %s%s", p, f.name(idx), addrFlagsText(a.Flags))); err != nil {
 		return err
 	}
-	if !slices.Contains(f.addrs[idx], p) {
-		f.addrs[idx] = append(f.addrs[idx], p)
+	if i := slices.IndexFunc(f.addrs[idx], func(x fakeAddr) bool { return x.p == p }); i >= 0 {
+		f.addrs[idx][i].flags = a.Flags // a replace sets the flags given
+	} else {
+		f.addrs[idx] = append(f.addrs[idx], fakeAddr{p: p, flags: a.Flags})
 	}
+	f.addPrefixRoute(idx, fakeAddr{p: p, flags: a.Flags})
 	return nil
 }
 
@@ -57,13 +60,14 @@ func (f *Fake) AddrDel(l netlink.Link, a *netlink.Addr) error {
 		return err
 	}
 	p, _ := IPNetPrefix(a.IPNet)
-	i := slices.Index(f.addrs[idx], p)
+	i := slices.IndexFunc(f.addrs[idx], func(x fakeAddr) bool { return x.p == p })
 	if i < 0 {
 		return fmt.Errorf("addr %s: %w", p, unix.EADDRNOTAVAIL)
 	}
 	if err := f.begin(fmt.Sprintf("addr del %s dev %s", p, f.name(idx))); err != nil {
 		return err
 	}
+	f.delPrefixRoute(idx, f.addrs[idx][i])
 	f.addrs[idx] = slices.Delete(f.addrs[idx], i, i+1)
 	return nil
 }
@@ -83,14 +87,72 @@ func (f *Fake) AddrList(l netlink.Link, family int) ([]netlink.Addr, error) {
 	return fakeDump(f, "addresses", func() []netlink.Addr {
 		var res []netlink.Addr
 		for _, idx := range idxs {
-			for _, p := range f.addrs[idx] {
-				if family == unix.AF_INET && !p.Addr().Is4() {
+			for _, a := range f.addrs[idx] {
+				if !inFamily(family, a.p.Addr()) {
 					continue
 				}
-				res = append(res, netlink.Addr{IPNet: PrefixIPNet(p), LinkIndex: idx})
+				res = append(res, netlink.Addr{IPNet: PrefixIPNet(a.p), LinkIndex: idx, Flags: a.flags})
 			}
 		}
 		return res
+	})
+}
+
+// addrFlagsText renders the address flags weft sets as iproute2 does.
+func addrFlagsText(flags int) string {
+	if flags&unix.IFA_F_NODAD != 0 {
+		return " nodad"
+	}
+	return ""
+}
+
+// inFamily reports whether a dump of family (AF_INET, AF_INET6, or
+// AF_UNSPEC for all) lists ip.
+func inFamily(family int, ip netip.Addr) bool {
+	switch family {
+	case unix.AF_INET:
+		return ip.Is4()
+	case unix.AF_INET6:
+		return ip.Is6()
+	}
+	return true
+}
+
+// neighFamilyOK reports whether a neighbour's family fits its address: the
+// kernel reads as many bytes of the address as the family's table keys
+// have, so an IPv6 address sent as AF_INET would become a wrong IPv4 entry.
+// The Fake refuses that mix-up (EINVAL) instead. Family 0 is taken from the
+// address, as the netlink library does.
+func neighFamilyOK(family int, ip netip.Addr) bool {
+	return family == 0 || (family == unix.AF_INET && ip.Is4()) || (family == unix.AF_INET6 && ip.Is6())
+}
+
+// ip6PrefixRoute is the main-table route the kernel adds with an IPv6
+// address (unless IFA_F_NOPREFIXROUTE): the address's prefix on its link,
+// protocol kernel, metric 256. IPv4 connected routes are not modelled.
+func ip6PrefixRoute(idx int, p netip.Prefix) netlink.Route {
+	return netlink.Route{LinkIndex: idx, Dst: PrefixIPNet(p.Masked()), Table: unix.RT_TABLE_MAIN, Type: unix.RTN_UNICAST,
+		Protocol: unix.RTPROT_KERNEL, Priority: 256}
+}
+
+// addPrefixRoute and delPrefixRoute keep an IPv6 address's prefix route;
+// callers hold f.mu.
+func (f *Fake) addPrefixRoute(idx int, a fakeAddr) {
+	if !a.p.Addr().Is6() || a.flags&unix.IFA_F_NOPREFIXROUTE != 0 {
+		return
+	}
+	r := ip6PrefixRoute(idx, a.p)
+	f.delPrefixRoute(idx, a)
+	f.routes = append(f.routes, r)
+}
+
+func (f *Fake) delPrefixRoute(idx int, a fakeAddr) {
+	if !a.p.Addr().Is6() {
+		return
+	}
+	r := ip6PrefixRoute(idx, a.p)
+	f.routes = slices.DeleteFunc(f.routes, func(o netlink.Route) bool {
+		return o.LinkIndex == idx && o.Protocol == r.Protocol && o.Priority == r.Priority && sameIPNet(o.Dst, r.Dst)
 	})
 }
 
@@ -126,6 +188,9 @@ func (f *Fake) NeighSet(n *netlink.Neigh) error {
 		return fmt.Errorf("fake: neigh needs an IP and a MAC: %w", unix.EINVAL)
 	}
 	ip = ip.Unmap()
+	if n.Family != unix.AF_BRIDGE && !neighFamilyOK(n.Family, ip) {
+		return fmt.Errorf("fake: neigh %s in family %d: %w", ip, n.Family, unix.EINVAL)
+	}
 	if err := f.begin(neighLine("replace ", n, l.Attrs().Name)); err != nil {
 		return err
 	}
@@ -160,6 +225,9 @@ func (f *Fake) NeighDel(n *netlink.Neigh) error {
 	ip, _ := netip.AddrFromSlice(n.IP)
 	ip = ip.Unmap()
 	if n.Family != unix.AF_BRIDGE {
+		if !neighFamilyOK(n.Family, ip) {
+			return fmt.Errorf("fake: neigh %s in family %d: %w", ip, n.Family, unix.EINVAL)
+		}
 		if _, ok := f.neighs[n.LinkIndex][ip]; !ok {
 			return fmt.Errorf("neigh %s dev %s: %w", ip, dev, unix.ENOENT)
 		}
@@ -218,7 +286,10 @@ func (f *Fake) neighList(linkIndex, family int) []netlink.Neigh {
 			}
 			continue
 		}
-		for _, n := range f.neighs[idx] {
+		for ip, n := range f.neighs[idx] {
+			if !inFamily(family, ip) {
+				continue
+			}
 			n.HardwareAddr = slices.Clone(n.HardwareAddr)
 			res = append(res, n)
 		}
@@ -249,8 +320,9 @@ func (f *Fake) routeLine(verb string, r *netlink.Route) string {
 
 // RouteReplace implements Host: it replaces the main-table route to the
 // same destination at the same metric, whatever its protocol. A route given
-// without a protocol gets boot, as the netlink library sends it. A gateway
-// must be on-link: through a connected prefix of the link, or flagged onlink.
+// without a protocol gets boot, as the netlink library sends it; an IPv6
+// route given metric 0 gets 1024, as the kernel stores it. A gateway must be
+// on-link: through a connected prefix of the link, or flagged onlink.
 func (f *Fake) RouteReplace(r *netlink.Route) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -262,13 +334,18 @@ func (f *Fake) RouteReplace(r *netlink.Route) error {
 		return fmt.Errorf("fake: route without destination: %w", unix.EINVAL)
 	}
 	if gw, ok := netip.AddrFromSlice(r.Gw); ok && r.Flags&int(netlink.FLAG_ONLINK) == 0 {
-		if !slices.ContainsFunc(f.addrs[r.LinkIndex], func(p netip.Prefix) bool { return p.Bits() < 32 && p.Contains(gw.Unmap()) }) {
+		if !slices.ContainsFunc(f.addrs[r.LinkIndex], func(a fakeAddr) bool {
+			return a.p.Bits() < a.p.Addr().BitLen() && a.p.Contains(gw.Unmap())
+		}) {
 			return fmt.Errorf("route %s via %s: %w", dst, gw, unix.ENETUNREACH)
 		}
 	}
 	c := *r
 	if c.Protocol == 0 {
 		c.Protocol = unix.RTPROT_BOOT
+	}
+	if dst.Addr().Is6() && c.Priority == 0 {
+		c.Priority = ip6DefaultMetric
 	}
 	if err := f.begin(f.routeLine("replace ", &c)); err != nil {
 		return err
@@ -281,6 +358,10 @@ func (f *Fake) RouteReplace(r *netlink.Route) error {
 	f.routes = append(f.routes, c)
 	return nil
 }
+
+// ip6DefaultMetric is the metric the kernel gives an IPv6 route added
+// without one (IP6_RT_PRIO_USER).
+const ip6DefaultMetric = 1024
 
 // RouteDel implements Host: it matches the destination and, when given,
 // the gateway, the link and the protocol, like the kernel; among the
@@ -319,8 +400,8 @@ func sameIPNet(a, b *net.IPNet) bool {
 	return pa == pb
 }
 
-// RouteListFiltered implements Host for the main table, honouring only
-// RT_FILTER_OIF.
+// RouteListFiltered implements Host for the main table, honouring the
+// family (AF_UNSPEC: all) and RT_FILTER_OIF.
 func (f *Fake) RouteListFiltered(family int, filter *netlink.Route, mask uint64) ([]netlink.Route, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -328,6 +409,9 @@ func (f *Fake) RouteListFiltered(family int, filter *netlink.Route, mask uint64)
 		var res []netlink.Route
 		for _, r := range f.routes {
 			if filter != nil && mask&netlink.RT_FILTER_OIF != 0 && r.LinkIndex != filter.LinkIndex {
+				continue
+			}
+			if dst, ok := IPNetPrefix(r.Dst); ok && !inFamily(family, dst.Addr()) {
 				continue
 			}
 			c := r
@@ -354,10 +438,11 @@ func (f *Fake) RouteGet(dst net.IP) ([]netlink.Route, error) {
 			best, bits = r, p.Bits()
 		}
 	}
-	for idx, ps := range f.addrs {
-		for _, p := range ps {
-			consider(netip.PrefixFrom(p.Addr(), 32), netlink.Route{LinkIndex: idx, Type: unix.RTN_LOCAL})
-			if p.Bits() < 32 {
+	for idx, as := range f.addrs {
+		for _, a := range as {
+			p := a.p
+			consider(netip.PrefixFrom(p.Addr(), p.Addr().BitLen()), netlink.Route{LinkIndex: idx, Type: unix.RTN_LOCAL})
+			if p.Bits() < p.Addr().BitLen() {
 				consider(p.Masked(), netlink.Route{LinkIndex: idx, Type: unix.RTN_UNICAST})
 			}
 		}
@@ -369,7 +454,7 @@ func (f *Fake) RouteGet(dst net.IP) ([]netlink.Route, error) {
 	if bits < 0 {
 		return nil, fmt.Errorf("route to %s: %w", ip, unix.ENETUNREACH)
 	}
-	best.Dst = PrefixIPNet(netip.PrefixFrom(ip, 32))
+	best.Dst = PrefixIPNet(netip.PrefixFrom(ip, ip.BitLen()))
 	return []netlink.Route{best}, nil
 }
 
@@ -407,9 +492,10 @@ func (f *Fake) ReadSysctl(key string) (string, error) {
 		return v, nil
 	}
 	parts := strings.Split(key, "/")
-	if len(parts) == 5 && parts[1] == "ipv4" && parts[2] == "neigh" && parts[4] == "app_solicit" {
+	if len(parts) == 5 && parts[2] == "neigh" && parts[4] == "app_solicit" {
+		family := map[string]int{"ipv4": unix.AF_INET, "ipv6": unix.AF_INET6}[parts[1]]
 		if idx, ok := f.byName(parts[3]); ok {
-			if v, ok := f.appSol[idx]; ok {
+			if v, ok := f.appSol[neighTable{idx, family}]; ok {
 				return strconv.Itoa(v), nil
 			}
 		}
@@ -436,20 +522,36 @@ func (f *Fake) sysctlExists(key string) bool {
 	return ok
 }
 
-// SetAppSolicit implements Host. It is recorded as a neighbour-table line
-// ("neightbl flannel.1 app_solicit 3"), what production sends, and shows in
-// ReadSysctl of net/ipv4/neigh/<dev>/app_solicit, as in /proc/sys.
-func (f *Fake) SetAppSolicit(ifindex, probes int) error {
+// SetAppSolicit implements Host. It is recorded as a neighbour-table line,
+// what production sends: "neightbl flannel.1 app_solicit 3" for the IPv4
+// (ARP) table, "neightbl flannel-v6.1 ndisc app_solicit 3" for the IPv6
+// (NDP) one. It shows in ReadSysctl of net/ipv4/neigh/<dev>/app_solicit or
+// net/ipv6/neigh/<dev>/app_solicit, as in /proc/sys. Any other family fails
+// with EAFNOSUPPORT.
+func (f *Fake) SetAppSolicit(family, ifindex, probes int) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	if family != unix.AF_INET && family != unix.AF_INET6 {
+		return fmt.Errorf("fake: neighbour table of family %d: %w", family, unix.EAFNOSUPPORT)
+	}
 	if _, ok := f.links[ifindex]; !ok {
 		return notFound(fmt.Sprintf("link index %d", ifindex))
 	}
-	if err := f.begin(fmt.Sprintf("neightbl %s app_solicit %d", f.name(ifindex), probes)); err != nil {
+	k := neighTable{ifindex, family}
+	if err := f.begin(f.neightblLine(k, probes)); err != nil {
 		return err
 	}
-	f.appSol[ifindex] = probes
+	f.appSol[k] = probes
 	return nil
+}
+
+// neightblLine renders app_solicit in one neighbour table; callers hold f.mu.
+func (f *Fake) neightblLine(k neighTable, probes int) string {
+	table := ""
+	if k.family == unix.AF_INET6 {
+		table = " ndisc"
+	}
+	return fmt.Sprintf("neightbl %s%s app_solicit %d", f.name(k.ifindex), table, probes)
 }
 
 // SubscribeNeigh implements Host; events come from EmitNeigh. onErr runs
@@ -548,8 +650,8 @@ func (f *Fake) Lines(kinds ...string) string {
 			s += " up"
 		}
 		lines = append(lines, s)
-		for _, p := range f.addrs[l.Attrs().Index] {
-			lines = append(lines, fmt.Sprintf("addr %s dev %s", p, l.Attrs().Name))
+		for _, a := range f.addrs[l.Attrs().Index] {
+			lines = append(lines, fmt.Sprintf("addr %s dev %s%s", a.p, l.Attrs().Name, addrFlagsText(a.flags)))
 		}
 	}
 	for idx, ns := range f.neighs {
@@ -568,8 +670,8 @@ func (f *Fake) Lines(kinds ...string) string {
 	for k, v := range f.sysctls {
 		lines = append(lines, fmt.Sprintf("sysctl %s = %s", k, v))
 	}
-	for idx, v := range f.appSol {
-		lines = append(lines, fmt.Sprintf("neightbl %s app_solicit %d", f.name(idx), v))
+	for k, v := range f.appSol {
+		lines = append(lines, f.neightblLine(k, v))
 	}
 	lines = slices.DeleteFunc(lines, func(s string) bool {
 		return len(kinds) > 0 && !slices.Contains(kinds, strings.Fields(s)[0])

@@ -30,8 +30,8 @@ type Host interface {
 	AddrReplace(link netlink.Link, addr *netlink.Addr) error
 	AddrDel(link netlink.Link, addr *netlink.Addr) error
 
-	// NeighList lists neighbours (family AF_INET) or FDB entries
-	// (AF_BRIDGE) of linkIndex (0 = every link).
+	// NeighList lists neighbours (family AF_INET or AF_INET6) or FDB
+	// entries (AF_BRIDGE) of linkIndex (0 = every link).
 	NeighList(linkIndex, family int) ([]netlink.Neigh, error)
 	NeighSet(neigh *netlink.Neigh) error
 	NeighDel(neigh *netlink.Neigh) error
@@ -41,10 +41,11 @@ type Host interface {
 	RouteDel(route *netlink.Route) error
 	RouteGet(destination net.IP) ([]netlink.Route, error)
 
-	// SetAppSolicit sets app_solicit (NDTPA_APP_PROBES) of the IPv4
-	// neighbour table of link ifindex: how many times the kernel asks
-	// userspace about an unresolved neighbour.
-	SetAppSolicit(ifindex, probes int) error
+	// SetAppSolicit sets app_solicit (NDTPA_APP_PROBES) of link
+	// ifindex in the neighbour table of family: AF_INET (ARP, the
+	// kernel's "arp_cache") or AF_INET6 (NDP, "ndisc_cache"). It is how
+	// many times the kernel asks userspace about an unresolved neighbour.
+	SetAppSolicit(family, ifindex, probes int) error
 	// ReadSysctl returns the value of key, relative to /proc/sys (e.g.
 	// "net/ipv6/conf/flannel.1/accept_ra"), as the namespace shows it.
 	ReadSysctl(key string) (string, error)

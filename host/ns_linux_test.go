@@ -92,14 +92,28 @@ func TestOpenIsolatesTheNamespace(t *testing.T) {
 func TestSetAppSolicit(t *testing.T) {
 	n := openNS(t)
 	idx := addDummy(t, n, "eth0", netip.MustParsePrefix("192.0.2.1/24"))
-	if err := n.SetAppSolicit(idx, 3); err != nil {
+	if err := n.SetAppSolicit(unix.AF_INET, idx, 3); err != nil {
 		t.Fatal(err)
 	}
 	if v, err := n.ReadSysctl("net/ipv4/neigh/eth0/app_solicit"); err != nil || strings.TrimSpace(v) != "3" {
 		t.Fatalf("app_solicit reads %q, %v; want 3", v, err)
 	}
-	if err := n.SetAppSolicit(9999, 3); err == nil {
+	// The IPv6 neighbour table (NDP) is set apart: the IPv4 write left it
+	// alone, and its own write reaches it.
+	if v, err := n.ReadSysctl("net/ipv6/neigh/eth0/app_solicit"); err != nil || strings.TrimSpace(v) != "0" {
+		t.Fatalf("IPv6 app_solicit reads %q, %v; want 0 before it is set", v, err)
+	}
+	if err := n.SetAppSolicit(unix.AF_INET6, idx, 2); err != nil {
+		t.Fatal(err)
+	}
+	if v, err := n.ReadSysctl("net/ipv6/neigh/eth0/app_solicit"); err != nil || strings.TrimSpace(v) != "2" {
+		t.Fatalf("IPv6 app_solicit reads %q, %v; want 2", v, err)
+	}
+	if err := n.SetAppSolicit(unix.AF_INET, 9999, 3); err == nil {
 		t.Fatal("SetAppSolicit on an absent link succeeded")
+	}
+	if err := n.SetAppSolicit(unix.AF_BRIDGE, idx, 3); !errors.Is(err, unix.EAFNOSUPPORT) {
+		t.Fatalf("SetAppSolicit(AF_BRIDGE) = %v, want EAFNOSUPPORT", err)
 	}
 }
 
@@ -164,42 +178,66 @@ func TestSubscriptionsEndWithContext(t *testing.T) {
 	}
 }
 
-// apply performs the same writes on any Host: a VXLAN device over the
-// underlay u, with an address, a neighbour, an FDB entry, a route and
-// app_solicit.
-func apply(h Host, u int) error {
+// family is one address family's values for apply and report.
+type family struct {
+	af                 int
+	dev                string
+	local, peerPub, gw string // the device's local IP, the peer's public IP and .0
+	addr, subnet       netip.Prefix
+	addrFlags          int
+	sysctl             string // the neighbour table's directory under /proc/sys
+}
+
+var (
+	ipv4 = family{af: unix.AF_INET, dev: "flannel.1", local: "192.0.2.1", peerPub: "192.0.2.2", gw: "10.244.2.0",
+		addr: netip.MustParsePrefix("10.244.1.0/32"), subnet: netip.MustParsePrefix("10.244.2.0/24"), sysctl: "net/ipv4/neigh/"}
+	ipv6 = family{af: unix.AF_INET6, dev: "flannel-v6.1", local: "fd00::1", peerPub: "fd00::2", gw: "fd10:244:2::",
+		addr: netip.MustParsePrefix("fd10:244:1::/128"), subnet: netip.MustParsePrefix("fd10:244:2::/64"),
+		addrFlags: unix.IFA_F_NODAD, sysctl: "net/ipv6/neigh/"}
+)
+
+// apply performs the same writes on any Host: a VXLAN device of family fm
+// over the underlay u, with an address, a neighbour, an FDB entry, a route
+// (without a metric) and app_solicit.
+func apply(h Host, u int, fm family) error {
 	mac := net.HardwareAddr{0x02, 0xaa, 0, 0, 0, 1}
 	peer := net.HardwareAddr{0x02, 0xbb, 0, 0, 0, 2}
+	local := net.ParseIP(fm.local)
+	if fm.af == unix.AF_INET {
+		local = local.To4()
+	}
 	vx := &netlink.Vxlan{
-		LinkAttrs: netlink.LinkAttrs{Name: "flannel.1", MTU: 1450, HardwareAddr: mac},
-		VxlanId:   1, VtepDevIndex: u, SrcAddr: net.ParseIP("192.0.2.1").To4(), Port: 8472, L2miss: true,
+		LinkAttrs: netlink.LinkAttrs{Name: fm.dev, MTU: 1430, HardwareAddr: mac},
+		VxlanId:   1, VtepDevIndex: u, SrcAddr: local, Port: 8472, L2miss: true,
 	}
 	if err := h.LinkAdd(vx); err != nil {
 		return fmt.Errorf("link add: %w", err)
 	}
-	l, err := h.LinkByName("flannel.1")
+	l, err := h.LinkByName(fm.dev)
 	if err != nil {
 		return err
 	}
 	idx := l.Attrs().Index
 	steps := []func() error{
+		// No link-local address (the kernel's would show in the dumps).
+		func() error { return h.LinkSetIP6AddrGenMode(l, 1) },
 		func() error { return h.LinkSetUp(l) },
 		func() error {
-			return h.AddrReplace(l, &netlink.Addr{IPNet: PrefixIPNet(netip.MustParsePrefix("10.244.1.0/32"))})
+			return h.AddrReplace(l, &netlink.Addr{IPNet: PrefixIPNet(fm.addr), Flags: fm.addrFlags})
 		},
 		func() error {
-			return h.NeighSet(&netlink.Neigh{LinkIndex: idx, Family: unix.AF_INET, State: netlink.NUD_PERMANENT,
-				IP: net.ParseIP("10.244.2.0"), HardwareAddr: peer})
+			return h.NeighSet(&netlink.Neigh{LinkIndex: idx, Family: fm.af, State: netlink.NUD_PERMANENT,
+				IP: net.ParseIP(fm.gw), HardwareAddr: peer})
 		},
 		func() error {
 			return h.NeighSet(&netlink.Neigh{LinkIndex: idx, Family: unix.AF_BRIDGE, State: netlink.NUD_PERMANENT,
-				Flags: netlink.NTF_SELF, IP: net.ParseIP("192.0.2.2"), HardwareAddr: peer})
+				Flags: netlink.NTF_SELF, IP: net.ParseIP(fm.peerPub), HardwareAddr: peer})
 		},
 		func() error {
-			return h.RouteReplace(&netlink.Route{LinkIndex: idx, Dst: PrefixIPNet(netip.MustParsePrefix("10.244.2.0/24")),
-				Gw: net.ParseIP("10.244.2.0"), Flags: int(netlink.FLAG_ONLINK), Protocol: 119})
+			return h.RouteReplace(&netlink.Route{LinkIndex: idx, Dst: PrefixIPNet(fm.subnet),
+				Gw: net.ParseIP(fm.gw), Flags: int(netlink.FLAG_ONLINK), Protocol: 119})
 		},
-		func() error { return h.SetAppSolicit(idx, 3) },
+		func() error { return h.SetAppSolicit(fm.af, idx, 3) },
 	}
 	for i, s := range steps {
 		if err := s(); err != nil {
@@ -209,9 +247,9 @@ func apply(h Host, u int) error {
 	return nil
 }
 
-// report renders what h reports about flannel.1 through the Host methods.
-func report(h Host) ([]string, error) {
-	l, err := h.LinkByName("flannel.1")
+// report renders what h reports about fm's device through the Host methods.
+func report(h Host, fm family) ([]string, error) {
+	l, err := h.LinkByName(fm.dev)
 	if err != nil {
 		return nil, err
 	}
@@ -219,14 +257,14 @@ func report(h Host) ([]string, error) {
 	a := l.Attrs()
 	out := []string{fmt.Sprintf("link %s vxlan id %d local %s port %d l2miss %t learning %t mtu %d mac %s up %t",
 		a.Name, vx.VxlanId, vx.SrcAddr, vx.Port, vx.L2miss, vx.Learning, a.MTU, a.HardwareAddr, a.Flags&net.FlagUp != 0)}
-	addrs, err := h.AddrList(l, unix.AF_INET)
+	addrs, err := h.AddrList(l, fm.af)
 	if err != nil {
 		return nil, err
 	}
 	for _, ad := range addrs {
-		out = append(out, "addr "+ad.IPNet.String())
+		out = append(out, fmt.Sprintf("addr %s nodad %t", ad.IPNet, ad.Flags&unix.IFA_F_NODAD != 0))
 	}
-	neighs, err := h.NeighList(a.Index, unix.AF_INET)
+	neighs, err := h.NeighList(a.Index, fm.af)
 	if err != nil {
 		return nil, err
 	}
@@ -240,7 +278,7 @@ func report(h Host) ([]string, error) {
 	for _, n := range fdb {
 		out = append(out, fmt.Sprintf("fdb %s dst %s", n.HardwareAddr, n.IP))
 	}
-	routes, err := h.RouteListFiltered(unix.AF_INET, &netlink.Route{LinkIndex: a.Index}, netlink.RT_FILTER_OIF)
+	routes, err := h.RouteListFiltered(fm.af, &netlink.Route{LinkIndex: a.Index}, netlink.RT_FILTER_OIF)
 	if err != nil {
 		return nil, err
 	}
@@ -248,7 +286,7 @@ func report(h Host) ([]string, error) {
 		out = append(out, fmt.Sprintf("route %s via %s proto %d onlink %t metric %d",
 			r.Dst, r.Gw, r.Protocol, r.Flags&int(netlink.FLAG_ONLINK) != 0, r.Priority))
 	}
-	v, err := h.ReadSysctl("net/ipv4/neigh/flannel.1/app_solicit")
+	v, err := h.ReadSysctl(fm.sysctl + fm.dev + "/app_solicit")
 	if err != nil {
 		return nil, err
 	}
@@ -258,31 +296,39 @@ func report(h Host) ([]string, error) {
 }
 
 // TestFakeReportsWhatProductionReports applies the same writes to a Fake and
-// to a namespace and compares what each then reports.
+// to a namespace and compares what each then reports, for an IPv4 and an
+// IPv6 device.
 func TestFakeReportsWhatProductionReports(t *testing.T) {
-	n := openNS(t)
-	under := netip.MustParsePrefix("192.0.2.1/24")
-	nu := addDummy(t, n, "eth0", under)
-	f := NewFake()
-	fu := f.AddUnderlay("eth0", 1500, under)
-	if err := apply(n, nu); err != nil {
-		t.Fatalf("namespace: %v", err)
+	for _, fm := range []family{ipv4, ipv6} {
+		t.Run(fm.dev, func(t *testing.T) {
+			n := openNS(t)
+			under := netip.MustParsePrefix(fm.local + "/24")
+			if fm.af == unix.AF_INET6 {
+				under = netip.MustParsePrefix(fm.local + "/64")
+			}
+			nu := addDummy(t, n, "eth0", under)
+			f := NewFake()
+			fu := f.AddUnderlay("eth0", 1500, under)
+			if err := apply(n, nu, fm); err != nil {
+				t.Fatalf("namespace: %v", err)
+			}
+			if err := apply(f, fu, fm); err != nil {
+				t.Fatalf("fake: %v", err)
+			}
+			got, err := report(n, fm)
+			if err != nil {
+				t.Fatalf("namespace: %v", err)
+			}
+			want, err := report(f, fm)
+			if err != nil {
+				t.Fatalf("fake: %v", err)
+			}
+			if !slices.Equal(got, want) {
+				t.Fatalf("namespace reports\n%s\nfake reports\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+			}
+			t.Logf("both report\n%s\nfake recorded\n%s", strings.Join(got, "\n"), strings.Join(f.Ops(), "\n"))
+		})
 	}
-	if err := apply(f, fu); err != nil {
-		t.Fatalf("fake: %v", err)
-	}
-	got, err := report(n)
-	if err != nil {
-		t.Fatalf("namespace: %v", err)
-	}
-	want, err := report(f)
-	if err != nil {
-		t.Fatalf("fake: %v", err)
-	}
-	if !slices.Equal(got, want) {
-		t.Fatalf("namespace reports\n%s\nfake reports\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
-	}
-	t.Logf("both report\n%s\nfake recorded\n%s", strings.Join(got, "\n"), strings.Join(f.Ops(), "\n"))
 }
 
 func TestCloseTwice(t *testing.T) {
