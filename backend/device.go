@@ -16,9 +16,10 @@ import (
 )
 
 // appSolicit is how many times the kernel asks userspace (RTM_GETNEIGH, an L3
-// miss) before it falls back to broadcast ARP, which on a VXLAN device without
-// a flood entry goes nowhere. The first ask is immediate; retries follow every
-// retrans_time (1 s).
+// miss) before it falls back to broadcast ARP (multicast neighbour
+// solicitation for IPv6), which on a VXLAN device without a flood entry goes
+// nowhere. The first ask is immediate; retries follow every retrans_time
+// (1 s).
 const appSolicit = 3
 
 // ensureDeviceLocked returns the device and whether it was (re)created, in
@@ -200,19 +201,21 @@ func (v *link) deviceMTU() (int, error) {
 		}
 		base = u.Attrs().MTU
 	}
-	overhead := vxlanOverheadV4
+	overhead, least, fam := vxlanOverheadV4, 68, "IPv4"
 	if dc.LocalIP.Is6() {
-		overhead = vxlanOverheadV6
+		// Below 1280 the kernel turns IPv6 off on the device.
+		overhead, least, fam = vxlanOverheadV6, 1280, "IPv6"
 	}
-	if base-overhead < 68 {
-		return 0, fmt.Errorf("underlay MTU %d leaves %d for the overlay, below IPv4's 68", base, base-overhead)
+	if base-overhead < least {
+		return 0, fmt.Errorf("underlay MTU %d leaves %d for the overlay, below %s's %d", base, base-overhead, fam, least)
 	}
 	return base - overhead, nil
 }
 
 // deviceSysctls turns off IPv6 autoconfiguration on the device (no link-local
-// address, no router advertisements) and makes the neighbour table ask
-// userspace on a miss.
+// address, no router advertisements; the IPv6 device's only address is the
+// one SetAddress puts) and makes the neighbour table of the datapath's
+// family (ARP's or NDP's) ask userspace on a miss.
 func (v *link) deviceSysctls(link netlink.Link) error {
 	name := link.Attrs().Name
 	// IN6_ADDR_GEN_MODE_NONE: no link-local address. Fails harmlessly when
@@ -223,7 +226,7 @@ func (v *link) deviceSysctls(link netlink.Link) error {
 	if err := v.refuseRouterAdverts(name); err != nil {
 		return err
 	}
-	return v.nl.SetAppSolicit(unix.AF_INET, link.Attrs().Index, appSolicit)
+	return v.nl.SetAppSolicit(v.cfg.family(), link.Attrs().Index, appSolicit)
 }
 
 // refuseRouterAdverts sets accept_ra=0 on the device.

@@ -37,7 +37,7 @@ type peerWant struct {
 func newDesired(t *peerTable, network netip.Prefix, active map[netip.Prefix]bool) desired {
 	d := desired{t: t, active: active}
 	if t.mode == ModeOnDemand && network.IsValid() {
-		d.routes = append(d.routes, routeEntry{Dst: network, Proto: RouteProtocol})
+		d.routes = append(d.routes, routeEntry{Dst: network, Proto: RouteProtocol, Metric: baseMetric(network)})
 	}
 	return d
 }

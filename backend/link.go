@@ -35,22 +35,28 @@ type link struct {
 }
 
 // setAddress puts <lease .0>/32 on the device and removes any other IPv4
-// address from it.
+// address from it; for IPv6, <lease ::0>/128 with IFA_F_NODAD (duplicate
+// address detection would keep it tentative, unusable as a source, for a
+// second or more, and nothing else can own it) and every other IPv6 address
+// but the link-local ones is removed.
 func (v *link) setAddress(lease netip.Prefix) error {
 	link := v.linkRef()
-	want := netip.PrefixFrom(lease.Addr(), 32)
+	want := netip.PrefixFrom(lease.Addr(), lease.Addr().BitLen())
 	addr := &netlink.Addr{IPNet: host.PrefixIPNet(want)}
+	if v.cfg.is6() {
+		addr.Flags = unix.IFA_F_NODAD
+	}
 	if err := v.nl.AddrReplace(link, addr); err != nil {
 		return fmt.Errorf("set address %s on %s: %w", want, v.dev.Name, err)
 	}
-	addrs, err := v.nl.AddrList(link, unix.AF_INET)
+	addrs, err := v.nl.AddrList(link, v.cfg.family())
 	if err != nil {
 		return fmt.Errorf("set address %s on %s: %w", want, v.dev.Name, err)
 	}
 	var errs []error
 	for _, a := range addrs {
 		p, ok := host.IPNetPrefix(a.IPNet)
-		if !ok || p == want {
+		if !ok || p == want || p.Addr().Is6() != want.Addr().Is6() || p.Addr().IsLinkLocalUnicast() && p.Addr().Is6() {
 			continue
 		}
 		v.log.Info("removing stale address", "addr", p)

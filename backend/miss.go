@@ -30,15 +30,17 @@ type missAnswer struct {
 	fdb   fdbEntry
 }
 
-// decideMiss is the pure miss decision. ok is false when u is not a miss on
-// the device at all (our own writes, other links, deletions). With ok true and
-// a nil peer the destination is unknown and nothing is written.
+// decideMiss is the pure miss decision for a datapath of family is6. ok is
+// false when u is not a miss on the device at all (our own writes, other
+// links, deletions, an address of the other family). With ok true and a nil
+// peer the destination is unknown and nothing is written.
 //
 // How the kernel reports them: both misses arrive as RTM_GETNEIGH on the
-// device. L3: an IPv4 address and no lladdr (NUD_INCOMPLETE), raised by
-// app_solicit. L2: an lladdr and no address (AF_BRIDGE, NUD_STALE), raised by
-// the VXLAN driver's l2miss.
-func decideMiss(u netlink.NeighUpdate, devIndex int, t *peerTable) (a missAnswer, ok bool) {
+// device. L3: an address and no lladdr (NUD_INCOMPLETE), raised by
+// app_solicit of the ARP table (IPv4) or the NDP table (IPv6). L2: an lladdr
+// and no address (AF_BRIDGE, NUD_STALE), raised by the VXLAN driver's l2miss,
+// the same on either device.
+func decideMiss(u netlink.NeighUpdate, devIndex int, is6 bool, t *peerTable) (a missAnswer, ok bool) {
 	n := u.Neigh
 	if u.Type != unix.RTM_GETNEIGH || devIndex == 0 || n.LinkIndex != devIndex {
 		return missAnswer{}, false
@@ -46,13 +48,13 @@ func decideMiss(u netlink.NeighUpdate, devIndex int, t *peerTable) (a missAnswer
 	switch {
 	case len(n.IP) > 0 && len(n.HardwareAddr) == 0:
 		ip, valid := netip.AddrFromSlice(n.IP)
-		if !valid || !ip.Unmap().Is4() {
+		if !valid || ip.Unmap().Is6() != is6 {
 			return missAnswer{}, false
 		}
 		ip = ip.Unmap()
 		a.kind = MissL3
 		if a.peer = t.forIP(ip); a.peer != nil {
-			// The peer's .0 is permanent as in proactive mode. A pod IP
+			// The peer's .0 (::0) is permanent as in proactive mode. A pod IP
 			// (on-demand) is only the first packet's way in: once the peer
 			// is activated its subnet route covers later packets, so the
 			// entry may age out.
@@ -77,6 +79,7 @@ func decideMiss(u netlink.NeighUpdate, devIndex int, t *peerTable) (a missAnswer
 type responder struct {
 	table    atomic.Pointer[peerTable]
 	devIndex *atomic.Int64
+	is6      bool // the datapath's family
 	obs      Observer
 	log      *slog.Logger
 
@@ -102,7 +105,7 @@ func (a *answered) written() []op { return a.ops[:a.n] }
 func (r *responder) answer(nl host.Host, u netlink.NeighUpdate) error {
 	received := time.Now()
 	dev := int(r.devIndex.Load())
-	a, ok := decideMiss(u, dev, r.table.Load())
+	a, ok := decideMiss(u, dev, r.is6, r.table.Load())
 	if !ok {
 		return nil
 	}

@@ -76,7 +76,7 @@ func TestDecideMiss(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			tbl := desiredOf(t, tc.mode, netip.Prefix{}, nil, tablePeers(t, map[string]bool{"d": true}, peerB(), peerC(), direct)).t
-			if got := answerText(decideMiss(tc.u, devIdx, tbl)); got != tc.want {
+			if got := answerText(decideMiss(tc.u, devIdx, false, tbl)); got != tc.want {
 				t.Errorf("got  %s\nwant %s", got, tc.want)
 			}
 		})

@@ -172,19 +172,26 @@ func writeOp(nl host.Host, dev, underlay int, o op) error {
 	return err
 }
 
+// neighMsg is `ip neigh replace <ip> lladdr <mac> dev flannel.1 [nud
+// permanent]`, in the family of the IP (AF_INET6: an NDP entry).
 func neighMsg(dev int, n neighEntry) *netlink.Neigh {
 	hw, _ := net.ParseMAC(n.MAC)
 	state := netlink.NUD_REACHABLE
 	if n.Permanent {
 		state = netlink.NUD_PERMANENT
 	}
+	family := unix.AF_INET
+	if n.IP.Is6() {
+		family = unix.AF_INET6
+	}
 	return &netlink.Neigh{
-		LinkIndex: dev, Family: unix.AF_INET, State: state, Type: unix.RTN_UNICAST,
+		LinkIndex: dev, Family: family, State: state, Type: unix.RTN_UNICAST,
 		IP: n.IP.AsSlice(), HardwareAddr: hw,
 	}
 }
 
-// fdbMsg is `bridge fdb replace <mac> dev flannel.1 self dst <ip> permanent`.
+// fdbMsg is `bridge fdb replace <mac> dev flannel.1 self dst <ip> permanent`
+// (dst an IPv6 address on the IPv6 device).
 func fdbMsg(dev int, f fdbEntry) *netlink.Neigh {
 	hw, _ := net.ParseMAC(f.MAC)
 	return &netlink.Neigh{
@@ -214,13 +221,13 @@ func routeMsg(dev, underlay int, r routeEntry) *netlink.Route {
 	return m
 }
 
-// listState dumps the entries the datapath owns: every IPv4 neighbour with a
-// link-layer address and every FDB entry with a remote on the device, and the
-// main-table routes on the device and (with a Network) on the underlay that
-// ownsRoute accepts.
+// listState dumps the entries the datapath owns: every neighbour of its
+// family with a link-layer address and every FDB entry with a remote on the
+// device, and the main-table routes of its family on the device and (with a
+// Network) on the underlay that ownsRoute accepts.
 func (e *executor) listState() (state, error) {
 	dev := int(e.devIndex.Load())
-	neighs, err := e.nl.NeighList(dev, unix.AF_INET)
+	neighs, err := e.nl.NeighList(dev, e.cfg.family())
 	if err != nil {
 		return state{}, err
 	}
@@ -231,7 +238,9 @@ func (e *executor) listState() (state, error) {
 		if !ok || len(n.HardwareAddr) == 0 || n.State&(netlink.NUD_INCOMPLETE|netlink.NUD_FAILED|netlink.NUD_NOARP) != 0 {
 			continue // mid-resolution (a miss in flight) or not a real entry
 		}
-		ip = ip.Unmap()
+		if ip = ip.Unmap(); ip.Is6() != e.cfg.is6() {
+			continue
+		}
 		s.neigh = append(s.neigh, neighEntry{IP: ip, MAC: macString(n.HardwareAddr), Permanent: n.State&netlink.NUD_PERMANENT != 0})
 	}
 	fdbs, err := e.nl.NeighList(dev, unix.AF_BRIDGE)
@@ -240,7 +249,7 @@ func (e *executor) listState() (state, error) {
 	}
 	for _, n := range fdbs {
 		dst, ok := netip.AddrFromSlice(n.IP)
-		if !ok || len(n.HardwareAddr) == 0 || n.LinkIndex != dev {
+		if !ok || len(n.HardwareAddr) == 0 || n.LinkIndex != dev || dst.Unmap().Is6() != e.cfg.is6() {
 			continue
 		}
 		s.fdb = append(s.fdb, fdbEntry{MAC: macString(n.HardwareAddr), Dst: dst.Unmap()}) // a dump lists each once
@@ -258,7 +267,7 @@ func (e *executor) listState() (state, error) {
 
 func (e *executor) listRoutes(s *state, link int, underlay bool) error {
 	filter := &netlink.Route{LinkIndex: link}
-	routes, err := e.nl.RouteListFiltered(unix.AF_INET, filter, netlink.RT_FILTER_OIF)
+	routes, err := e.nl.RouteListFiltered(e.cfg.family(), filter, netlink.RT_FILTER_OIF)
 	if err != nil {
 		return err
 	}
@@ -267,7 +276,7 @@ func (e *executor) listRoutes(s *state, link int, underlay bool) error {
 			continue
 		}
 		dst, ok := host.IPNetPrefix(r.Dst)
-		if !ok {
+		if !ok || dst.Addr().Is6() != e.cfg.is6() {
 			continue
 		}
 		r2 := routeEntry{Dst: dst, Underlay: underlay, Onlink: r.Flags&int(netlink.FLAG_ONLINK) != 0,
@@ -290,8 +299,9 @@ func (e *executor) listRoutes(s *state, link int, underlay bool) error {
 //     weft's DirectRouting routes are, so there it must also be a peer
 //     route: through a gateway to a subnet strictly inside the Network);
 //   - or it is a peer route an earlier agent left: protocol boot, through a
-//     gateway, to a subnet strictly inside the Network, at metric 0 (flannel)
-//     or peerMetric (weft before it marked its routes), and on the device
+//     gateway, to a subnet strictly inside the Network, at metric 0 (flannel;
+//     1024 for IPv6, where the kernel stores 0 as 1024) or peerMetric (weft
+//     before it marked its routes), and on the device
 //     via the subnet's .0 (the peer's flannel.1 address). A reconcile
 //     replaces it with weft's own (added first) or deletes it.
 //
@@ -306,12 +316,14 @@ func ownsRoute(n netip.Prefix, r routeEntry) bool {
 	case RouteProtocol:
 		return !r.Underlay || peerRoute
 	case unix.RTPROT_BOOT:
-		return peerRoute && (r.Metric == 0 || r.Metric == peerMetric(r.Dst)) && (r.Underlay || r.Gw == r.Dst.Addr())
+		return peerRoute && (r.Metric == 0 || r.Metric == baseMetric(r.Dst) || r.Metric == peerMetric(r.Dst)) &&
+			(r.Underlay || r.Gw == r.Dst.Addr())
 	}
 	return false
 }
 
-// underlayRoutes is a snapshot of the main table's IPv4 routes, taken with
+// underlayRoutes is a snapshot of the main table's routes of the datapath's
+// family, taken with
 // every kernel dump, from which DirectRouting is decided: a peer update
 // makes no kernel query.
 type underlayRoutes []underlayRoute
@@ -324,18 +336,22 @@ type underlayRoute struct {
 	unicast bool
 }
 
-// listUnderlay dumps the main table.
+// listUnderlay dumps the main table of the datapath's family.
 func (e *executor) listUnderlay() (underlayRoutes, error) {
-	routes, err := e.nl.RouteListFiltered(unix.AF_INET, &netlink.Route{Table: unix.RT_TABLE_MAIN}, netlink.RT_FILTER_TABLE)
+	routes, err := e.nl.RouteListFiltered(e.cfg.family(), &netlink.Route{Table: unix.RT_TABLE_MAIN}, netlink.RT_FILTER_TABLE)
 	if err != nil {
 		return nil, err
 	}
+	unspec := netip.IPv4Unspecified()
+	if e.cfg.is6() {
+		unspec = netip.IPv6Unspecified()
+	}
 	u := make(underlayRoutes, 0, len(routes))
 	for _, r := range routes {
-		dst := netip.PrefixFrom(netip.IPv4Unspecified(), 0) // a default route has no Dst
+		dst := netip.PrefixFrom(unspec, 0) // a default route has no Dst
 		if r.Dst != nil {
 			var ok bool
-			if dst, ok = host.IPNetPrefix(r.Dst); !ok || !dst.Addr().Is4() {
+			if dst, ok = host.IPNetPrefix(r.Dst); !ok || dst.Addr().Is6() != e.cfg.is6() {
 				continue
 			}
 		}

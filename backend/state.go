@@ -45,7 +45,7 @@ func (h owned) get(owner netip.Prefix) state {
 	return state{}
 }
 
-// neighEntry is an IPv4 neighbour on the VXLAN device.
+// neighEntry is a neighbour (of the datapath's family) on the VXLAN device.
 type neighEntry struct {
 	IP        netip.Addr
 	MAC       string // net.HardwareAddr.String() form
@@ -58,7 +58,8 @@ type fdbEntry struct {
 	Dst netip.Addr
 }
 
-// routeEntry is an IPv4 route in the main table owned by the datapath.
+// routeEntry is a route (of the datapath's family) in the main table owned
+// by the datapath.
 type routeEntry struct {
 	Dst      netip.Prefix
 	Gw       netip.Addr // invalid for a via-less route
@@ -80,12 +81,50 @@ type routeEntry struct {
 // through the same device at metric 0) puts all of them in one bucket and
 // makes each insert scan all the others; distinct metrics spread them. The
 // metric changes nothing else: peer subnets never overlap.
+//
+// An IPv6 subnet's number is cut to its low 32 bits (distinct for the
+// subnets of a Network at most 32 bits shorter than SubnetLenV6, as with
+// flannel's /48 and /64 by far); IPv6 keeps no shared attributes, so there
+// the metric only keeps the layout uniform. An IPv6 route cannot have
+// metric 0 (the kernel stores it as 1024), so a number of 0 gives 1024.
 func peerMetric(subnet netip.Prefix) uint32 {
+	if subnet.Addr().Is6() {
+		a := subnet.Addr().As16()
+		hi, lo := binary.BigEndian.Uint64(a[:8]), binary.BigEndian.Uint64(a[8:])
+		var n uint64
+		switch b := subnet.Bits(); {
+		case b == 0:
+		case b <= 64:
+			n = hi >> (64 - b)
+		case b < 128:
+			n = lo>>(128-b) | hi<<(b-64)
+		default:
+			n = lo
+		}
+		if uint32(n) == 0 {
+			return ip6DefaultMetric
+		}
+		return uint32(n)
+	}
 	if subnet.Bits() == 0 {
 		return 0
 	}
 	a := subnet.Addr().As4()
 	return binary.BigEndian.Uint32(a[:]) >> (32 - subnet.Bits())
+}
+
+// ip6DefaultMetric is the metric the kernel gives an IPv6 route added with
+// metric 0 (IP6_RT_PRIO_USER): flannel's IPv6 peer routes have it, and a
+// route the datapath wants "at metric 0" is wanted at it for IPv6.
+const ip6DefaultMetric = 1024
+
+// baseMetric is the metric of a route added without one: 0, or for IPv6
+// ip6DefaultMetric.
+func baseMetric(dst netip.Prefix) uint32 {
+	if dst.Addr().Is6() {
+		return ip6DefaultMetric
+	}
+	return 0
 }
 
 // state is (a part of) what the kernel holds, as far as we own it: one

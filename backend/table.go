@@ -27,13 +27,19 @@ func (tp *tablePeer) same(p *Peer) bool {
 	return tp.PublicIP == p.PublicIP.Unmap() && bytes.Equal(tp.VtepMAC, p.VtepMAC) && tp.Name == p.Name
 }
 
-// validatePeer checks one Peer; local is the node's own public IP.
+// validatePeer checks one Peer; local is the node's own public IP, whose
+// family the peer's subnet and public IP must have.
 func validatePeer(p Peer, local netip.Addr) (*tablePeer, error) {
+	want := familyName(local)
 	switch {
-	case !p.Subnet.IsValid() || !p.Subnet.Addr().Is4():
-		return nil, fmt.Errorf("%w %s: subnet %v is not an IPv4 prefix", ErrInvalidPeer, p.Name, p.Subnet)
+	case !p.Subnet.IsValid():
+		return nil, fmt.Errorf("%w %s: no subnet", ErrInvalidPeer, p.Name)
+	case p.Subnet.Addr().Is6() != local.Unmap().Is6():
+		return nil, fmt.Errorf("%w %s: subnet %s is %s, this datapath is %s", ErrInvalidPeer, p.Name, p.Subnet, familyName(p.Subnet.Addr()), want)
 	case !p.PublicIP.IsValid():
 		return nil, fmt.Errorf("%w %s: no public IP", ErrInvalidPeer, p.Name)
+	case p.PublicIP.Unmap().Is6() != local.Unmap().Is6():
+		return nil, fmt.Errorf("%w %s: public IP %s is %s, this datapath is %s", ErrInvalidPeer, p.Name, p.PublicIP, familyName(p.PublicIP.Unmap()), want)
 	case p.PublicIP.Unmap() == local.Unmap():
 		return nil, fmt.Errorf("%w %s: public IP %s is this node", ErrInvalidPeer, p.Name, p.PublicIP)
 	case len(p.VtepMAC) != 6:
@@ -54,7 +60,7 @@ func validatePeer(p Peer, local netip.Addr) (*tablePeer, error) {
 type peerTable struct {
 	mode     Mode
 	bySubnet cowMap[netip.Prefix, *tablePeer] // every accepted peer (DirectRouting ones too)
-	bits     [33]int32                        // peers per subnet length, for lookups
+	bits     [129]int32                       // peers per subnet length, for lookups
 	byMAC    cowMap[string, *tablePeer]       // peers reached over VXLAN: one per VtepMAC
 }
 
@@ -112,7 +118,7 @@ func (t *peerTable) len() int { return t.bySubnet.n }
 // subnet length in use (peer subnets usually share one), so a miss is
 // answered in O(1) whatever the cluster size.
 func (t *peerTable) lookup(ip netip.Addr) (*tablePeer, bool) {
-	for b := 32; b >= 0; b-- {
+	for b := ip.BitLen(); b >= 0; b-- {
 		if t.bits[b] == 0 {
 			continue
 		}
@@ -135,7 +141,7 @@ func (t *peerTable) sorted() []*tablePeer {
 	return ps
 }
 
-// forIP finds the peer an L3 miss for ip belongs to: the peer's .0 in both
+// forIP finds the peer an L3 miss for ip belongs to: the peer's .0 (::0) in both
 // modes, any address of its subnet in on-demand mode (the Network route makes
 // the kernel resolve pod IPs directly).
 func (t *peerTable) forIP(ip netip.Addr) *tablePeer {

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
 
 	"github.com/weftnet/weft/host"
 )
@@ -50,18 +51,25 @@ const RouteProtocol = 119
 
 // DeviceConfig describes the VXLAN device.
 type DeviceConfig struct {
-	VNI           int        // 0 → 1; the device is named "flannel.<VNI>"
-	Port          int        // UDP port; 0 → DefaultPort
-	LocalIP       netip.Addr // node public IP (VXLAN local)
+	VNI  int // 0 → 1; the device is named "flannel.<VNI>" (IPv4) or "flannel-v6.<VNI>" (IPv6)
+	Port int // UDP port; 0 → DefaultPort
+	// LocalIP is the node's public IP (VXLAN local). Its family is the
+	// datapath's: an IPv4 one carries the IPv4 overlay over the IPv4
+	// underlay on flannel.<VNI>, an IPv6 one the IPv6 overlay over the
+	// IPv6 underlay on flannel-v6.<VNI>. A dual-stack node runs one
+	// datapath of each.
+	LocalIP       netip.Addr
 	UnderlayIndex int        // underlay link index (VXLAN dev)
 	UnderlayMTU   int        // MTU of the underlay link (0 = read it from the link)
 	MTU           int        // Backend.MTU override of the underlay MTU (0 = UnderlayMTU)
 	GBP, Learning bool
 }
 
-// Peer is one remote node as the datapath needs it.
+// Peer is one remote node as the datapath needs it. Subnet and PublicIP are
+// of the datapath's family (for IPv6: the lease's IPv6 subnet, PublicIPv6
+// and the BackendV6Data VtepMAC).
 type Peer struct {
-	Subnet   netip.Prefix // peer lease, e.g. 10.244.2.0/24; its .0 is the peer's flannel.1 address
+	Subnet   netip.Prefix // peer lease, e.g. 10.244.2.0/24; its .0 (::0) is the peer's device address
 	PublicIP netip.Addr
 	VtepMAC  net.HardwareAddr
 	Name     string // for logs only (node name or public IP)
@@ -86,7 +94,7 @@ type Observer struct {
 type Config struct {
 	Device         DeviceConfig
 	Mode           Mode          // "" → proactive
-	Network        netip.Prefix  // the cluster Network (on-demand: one route for it on the device)
+	Network        netip.Prefix  // the cluster Network of the datapath's family (on-demand: one route for it on the device)
 	DirectRouting  bool          // peers on the same L2 segment get a route via their PublicIP (stale ones are found through Network)
 	ResyncInterval time.Duration // periodic list-and-diff reconcile (0 → 1m)
 	Observer       Observer
@@ -150,7 +158,7 @@ func New(nl host.Host, cfg Config, log *slog.Logger) (*VXLAN, error) {
 		cfg:    cfg,
 		log:    log,
 		device: l,
-		resp:   &responder{devIndex: &l.devIndex, obs: cfg.Observer, log: log, wake: make(chan struct{}, 1)},
+		resp:   &responder{devIndex: &l.devIndex, is6: cfg.is6(), obs: cfg.Observer, log: log, wake: make(chan struct{}, 1)},
 		kick:   make(chan struct{}, 1),
 		model:  newModel(cfg),
 		exec:   executor{nl: nl, cfg: cfg, log: log, devIndex: &l.devIndex, have: owned{}},
@@ -176,6 +184,7 @@ func applyDefaults(cfg *Config) error {
 	if cfg.ResyncInterval == 0 {
 		cfg.ResyncInterval = DefaultResyncInterval
 	}
+	d.LocalIP = d.LocalIP.Unmap()
 	switch {
 	case d.VNI < 0 || d.VNI >= 1<<24:
 		return fmt.Errorf("%w: VNI %d outside 1..16777215", ErrInvalidConfig, d.VNI)
@@ -191,19 +200,44 @@ func applyDefaults(cfg *Config) error {
 		return fmt.Errorf("%w: unknown mode %q", ErrInvalidConfig, cfg.Mode)
 	case cfg.Mode == ModeOnDemand && !cfg.Network.IsValid():
 		return fmt.Errorf("%w: on-demand mode needs the Network", ErrInvalidConfig)
-	case cfg.Network.IsValid() && !cfg.Network.Addr().Is4():
-		return fmt.Errorf("%w: Network %s is not IPv4", ErrInvalidConfig, cfg.Network)
+	case cfg.Network.IsValid() && cfg.Network.Addr().Is6() != d.LocalIP.Is6():
+		return fmt.Errorf("%w: Network %s is not %s like the local IP %s", ErrInvalidConfig, cfg.Network, familyName(d.LocalIP), d.LocalIP)
 	case cfg.ResyncInterval < 0:
 		return fmt.Errorf("%w: negative resync interval", ErrInvalidConfig)
 	}
-	d.LocalIP = d.LocalIP.Unmap()
 	cfg.Network = cfg.Network.Masked()
 	return nil
 }
 
-func (c Config) deviceName() string { return DeviceName(c.Device.VNI) }
+// is6 reports whether the datapath is IPv6's (its LocalIP is IPv6).
+func (c Config) is6() bool { return c.Device.LocalIP.Is6() }
 
-// DeviceName is the VXLAN device of VNI vni (0 = DefaultVNI): flannel.<VNI>.
+// family is the datapath's address family: unix.AF_INET or unix.AF_INET6.
+func (c Config) family() int {
+	if c.is6() {
+		return unix.AF_INET6
+	}
+	return unix.AF_INET
+}
+
+// deviceName is the device of the datapath's family.
+func (c Config) deviceName() string {
+	if c.is6() {
+		return DeviceNameV6(c.Device.VNI)
+	}
+	return DeviceName(c.Device.VNI)
+}
+
+// familyName names ip's family for messages.
+func familyName(ip netip.Addr) string {
+	if ip.Is6() {
+		return "IPv6"
+	}
+	return "IPv4"
+}
+
+// DeviceName is the IPv4 VXLAN device of VNI vni (0 = DefaultVNI):
+// flannel.<VNI>.
 func DeviceName(vni int) string {
 	if vni == 0 {
 		vni = DefaultVNI
@@ -211,12 +245,22 @@ func DeviceName(vni int) string {
 	return fmt.Sprintf("flannel.%d", vni)
 }
 
+// DeviceNameV6 is the IPv6 VXLAN device of VNI vni (0 = DefaultVNI):
+// flannel-v6.<VNI>, as flannel names it.
+func DeviceNameV6(vni int) string {
+	if vni == 0 {
+		vni = DefaultVNI
+	}
+	return fmt.Sprintf("flannel-v6.%d", vni)
+}
+
 // Ready reports whether the device is up and the last SetPeers (or reconcile)
 // programmed every valid peer. Invalid peers are reported by SetPeers but do
 // not make the datapath unready.
 func (v *VXLAN) Ready() bool { return v.ready.Load() }
 
-// EnsureDevice creates flannel.<VNI> or reuses a compatible one, sets it up,
+// EnsureDevice creates flannel.<VNI> (flannel-v6.<VNI> for IPv6) or reuses
+// a compatible one, sets it up,
 // and returns it; Device.MAC is the VtepMAC to publish. A reused device keeps
 // its MAC, so peers stay valid across restarts.
 func (v *VXLAN) EnsureDevice() (Device, error) {
@@ -239,11 +283,13 @@ func (v *VXLAN) EnsureDevice() (Device, error) {
 }
 
 // SetAddress puts <lease .0>/32 on the device and removes any other IPv4
-// address from it. The lease is remembered and re-applied when the device is
-// recreated.
+// address from it; an IPv6 datapath puts <lease ::0>/128 (with nodad, so it
+// can be a source at once) and removes any other global IPv6 address, never
+// a link-local one. The lease must be of the datapath's family. It is
+// remembered and re-applied when the device is recreated.
 func (v *VXLAN) SetAddress(lease netip.Prefix) error {
-	if !lease.IsValid() || !lease.Addr().Is4() {
-		return fmt.Errorf("set address: lease %v is not an IPv4 prefix", lease)
+	if !lease.IsValid() || lease.Addr().Is6() != v.cfg.is6() {
+		return fmt.Errorf("set address: lease %v is not an %s prefix", lease, familyName(v.cfg.Device.LocalIP))
 	}
 	v.mu.Lock()
 	defer v.mu.Unlock()
