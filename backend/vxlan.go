@@ -59,9 +59,9 @@ type DeviceConfig struct {
 	// IPv6 underlay on flannel-v6.<VNI>. A dual-stack node runs one
 	// datapath of each.
 	LocalIP       netip.Addr
-	UnderlayIndex int        // underlay link index (VXLAN dev)
-	UnderlayMTU   int        // MTU of the underlay link (0 = read it from the link)
-	MTU           int        // Backend.MTU override of the underlay MTU (0 = UnderlayMTU)
+	UnderlayIndex int // underlay link index (VXLAN dev)
+	UnderlayMTU   int // MTU of the underlay link (0 = read it from the link)
+	MTU           int // Backend.MTU override of the underlay MTU (0 = UnderlayMTU)
 	GBP, Learning bool
 }
 
