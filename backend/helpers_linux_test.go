@@ -71,6 +71,7 @@ type node struct {
 	host     *host.NS        // the datapath's
 	pub      netip.Addr
 	lease    netip.Prefix
+	network  netip.Prefix // the config's Network; zero: 10.244.0.0/16
 	underlay int
 	wrap     host.Host // used instead of host when set
 	v        *VXLAN
@@ -103,10 +104,14 @@ func twoNodes(t *testing.T) (*node, *node) {
 
 // config is the node's datapath configuration.
 func (n *node) config(mode Mode) Config {
+	network := n.network
+	if !network.IsValid() {
+		network = netip.MustParsePrefix("10.244.0.0/16")
+	}
 	return Config{
 		Device:         DeviceConfig{LocalIP: n.pub, UnderlayIndex: n.underlay, UnderlayMTU: 1500},
 		Mode:           mode,
-		Network:        netip.MustParsePrefix("10.244.0.0/16"),
+		Network:        network,
 		ResyncInterval: time.Hour, // tests trigger repairs themselves
 	}
 }
@@ -164,6 +169,9 @@ var lossRE = regexp.MustCompile(`(\d+(?:\.\d+)?)% packet loss`)
 // ping runs ping in n's namespace and returns the loss percentage.
 func (n *node) ping(t *testing.T, dst netip.Addr, args ...string) float64 {
 	t.Helper()
+	if dst.Is6() {
+		args = append([]string{"-6"}, args...)
+	}
 	out, err := n.ns.Exec(t, "ping", append(append([]string{"-n"}, args...), dst.String())...)
 	m := lossRE.FindStringSubmatch(out)
 	if m == nil {
@@ -184,7 +192,8 @@ func (n *node) mustPing(t *testing.T, dst netip.Addr) {
 	}
 }
 
-// entries renders n's kernel neighbour, FDB and route entries on flannel.1.
+// entries renders n's kernel neighbour, FDB and route entries on its device
+// (flannel.1, or flannel-v6.1 for an IPv6 node), of its family.
 type kernelEntries struct {
 	neigh map[netip.Addr]string // ip → mac
 	fdb   map[string]netip.Addr // mac → dst
@@ -193,18 +202,21 @@ type kernelEntries struct {
 
 func (n *node) entries(t *testing.T) kernelEntries {
 	t.Helper()
-	l, err := n.h.LinkByName("flannel.1")
+	name, family := n.devName(), n.family()
+	l, err := n.h.LinkByName(name)
 	if err != nil {
-		t.Fatalf("find flannel.1: %v", err)
+		t.Fatalf("find %s: %v", name, err)
 	}
 	idx := l.Attrs().Index
 	e := kernelEntries{neigh: map[netip.Addr]string{}, fdb: map[string]netip.Addr{}, route: map[netip.Prefix]string{}}
-	neighs, err := n.h.NeighList(idx, unix.AF_INET)
+	neighs, err := n.h.NeighList(idx, family)
 	if err != nil {
 		t.Fatalf("list neighbours: %v", err)
 	}
 	for _, x := range neighs {
-		if len(x.HardwareAddr) > 0 {
+		// Not NOARP ones: the kernel's multicast entries (on an IPv6
+		// device, ff02::16 for its MLD reports).
+		if len(x.HardwareAddr) > 0 && x.State&netlink.NUD_NOARP == 0 {
 			ip, _ := netip.AddrFromSlice(x.IP)
 			e.neigh[ip.Unmap()] = x.HardwareAddr.String()
 		}
@@ -218,11 +230,14 @@ func (n *node) entries(t *testing.T) kernelEntries {
 			e.fdb[x.HardwareAddr.String()] = ip.Unmap()
 		}
 	}
-	routes, err := n.h.RouteListFiltered(unix.AF_INET, &netlink.Route{LinkIndex: idx}, netlink.RT_FILTER_OIF)
+	routes, err := n.h.RouteListFiltered(family, &netlink.Route{LinkIndex: idx}, netlink.RT_FILTER_OIF)
 	if err != nil {
 		t.Fatalf("list routes: %v", err)
 	}
 	for _, r := range routes {
+		if r.Protocol == unix.RTPROT_KERNEL {
+			continue // an IPv6 address's prefix route
+		}
 		p, _ := host.IPNetPrefix(r.Dst)
 		if r.Gw != nil {
 			e.route[p] = "via " + r.Gw.String()
@@ -231,4 +246,20 @@ func (n *node) entries(t *testing.T) kernelEntries {
 		}
 	}
 	return e
+}
+
+// devName is the node's VXLAN device: flannel.1, or flannel-v6.1 for IPv6.
+func (n *node) devName() string {
+	if n.pub.Is6() {
+		return DeviceNameV6(1)
+	}
+	return DeviceName(1)
+}
+
+// family is the node's address family.
+func (n *node) family() int {
+	if n.pub.Is6() {
+		return unix.AF_INET6
+	}
+	return unix.AF_INET
 }

@@ -84,7 +84,7 @@ func delEntries(t *testing.T, n, p *node, neigh, fdb bool) {
 	t.Helper()
 	idx := n.dev.Index
 	if neigh {
-		if err := n.h.NeighDel(&netlink.Neigh{LinkIndex: idx, Family: unix.AF_INET, IP: gw(p).AsSlice()}); err != nil {
+		if err := n.h.NeighDel(&netlink.Neigh{LinkIndex: idx, Family: n.family(), IP: gw(p).AsSlice()}); err != nil {
 			t.Fatalf("delete neighbour: %v", err)
 		}
 	}
