@@ -3,17 +3,36 @@
 // carry pod traffic to it. It knows nothing of etcd or leases; the agent maps
 // leases to Peers and calls EnsureDevice, SetAddress, SetPeers and Run.
 //
+// # Address families
+//
+// One VXLAN datapath serves one address family, that of
+// Config.Device.LocalIP, as flannel's vxlan backend does: an IPv4 one keeps
+// flannel.<VNI> (the IPv4 overlay over the IPv4 underlay), an IPv6 one
+// flannel-v6.<VNI> (DeviceNameV6: the IPv6 overlay over the IPv6 underlay).
+// A dual-stack node runs one of each, on the same underlay link with the
+// same VNI and port (the kernel keeps an IPv4 and an IPv6 socket for the
+// port, and a VNI is unique per family); there is no IPv4 overlay over an
+// IPv6 underlay. Everything a datapath lists, owns, writes and diffs is of
+// its family: its Network, its peers' subnets and public IPs (others are
+// invalid peers), the neighbours (NDP entries for IPv6), the routes, the FDB
+// remotes, the underlay routes DirectRouting is decided from, and the
+// neighbour table whose app_solicit raises L3 misses ("arp_cache" or
+// "ndisc_cache"). Below, .0 reads ::0 and /32 reads /128 for IPv6.
+//
 // # Kernel layout (wire-compatible with flannel's vxlan backend)
 //
 // The device: VNI (default 1), UDP port (default 8472), local = the node's
 // public IP, on the underlay link, nolearning, MTU = underlay MTU − 50 (−70
-// over IPv6), a random locally administered MAC given in the create request
-// and re-verified after link up, address <lease .0>/32. Per peer, all
+// over IPv6, and at least IPv6's 1280 there), a random locally administered
+// MAC given in the create request and re-verified after link up, address
+// <lease .0>/32 (IPv6: <lease ::0>/128 with nodad, so it is usable as a
+// source at once; its kernel prefix route is not ours). Per peer, all
 // permanent: a neighbour <peer .0> → VtepMAC, an FDB entry VtepMAC → PublicIP
 // and a route <peer subnet> via <peer .0> onlink. With DirectRouting a peer on
 // the same L2 segment gets <subnet> via <PublicIP> on the underlay instead.
 // Every route weft writes has route protocol 119 (RouteProtocol; see Routes).
-// IPv6 stays off the device: addrgen mode none (no link-local address) and
+// IPv6 autoconfiguration stays off both devices: addrgen mode none (no
+// link-local address; the IPv6 device has only its /128) and
 // accept_ra=0, since without it a router advertisement sent to the VXLAN
 // port by anyone would configure IPv6 on the node through the device
 // (refuseRouterAdverts explains, and what happens when /proc/sys is
@@ -27,7 +46,12 @@
 // bucket and each insert compares itself with every other, which distinct
 // metrics avoid (test/bench shows the difference). Peer subnets never
 // overlap, so the metric decides nothing. Nothing on the wire changes. A node that ran flannel has its routes at metric 0: they are not
-// the wanted routes, so a reconcile adds ours and then deletes them.
+// the wanted routes, so a reconcile adds ours and then deletes them. IPv6
+// has no such shared attributes; its peer routes take the low 32 bits of
+// the subnet's number all the same, for one layout. An IPv6 route cannot
+// have metric 0: the kernel stores 0 as 1024, so flannel's IPv6 routes are
+// at 1024, and so is the on-demand Network route (a number of 0 gives 1024
+// too).
 //
 // # Routes
 //
@@ -74,8 +98,9 @@
 //     the same namespace, so an answer never queues behind a bulk SetPeers
 //     on the shared socket. Nothing here opens a netlink socket or enters a
 //     namespace.
-//   - Ownership: on the device, every IPv4 neighbour with a link-layer
-//     address and every FDB entry with a remote are ours; of the main-table
+//   - Ownership: on the device, every neighbour of the datapath's family
+//     with a link-layer address (not the kernel's NOARP multicast entries)
+//     and every FDB entry with a remote of that family are ours; of the main-table
 //     routes on the device and on the underlay, those with protocol 119 and
 //     the peer routes flannel left (see Routes). Anything else is never
 //     deleted.
@@ -117,7 +142,9 @@
 // # Misses
 //
 // The kernel reports an L3 miss (RTM_GETNEIGH with an IP and no lladdr) when
-// it must resolve an address on the device (app_solicit > 0, set here) and
+// it must resolve an address on the device (app_solicit > 0, set here in the
+// ARP table, or for IPv6 in the NDP table: neighbour discovery asks
+// userspace before it would solicit) and
 // the VXLAN driver reports an L2 miss (AF_BRIDGE, lladdr, no IP) for a unicast
 // MAC with no FDB entry (the l2miss flag, which cannot be changed after
 // creation, so a device without it is recreated once). The l3miss flag is not
