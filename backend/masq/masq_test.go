@@ -153,8 +153,8 @@ func TestEnsureReplacesOtherNetwork(t *testing.T) {
 		t.Fatalf("ruleset has %d rules, want 6:\n%s", c, ruleset)
 	}
 
-	// An IPv6 Network moves the rules to an ip6 table; the ip table goes.
-	v6 := Rules{Network: netip.MustParsePrefix("fd00:10::/48"), Subnet: netip.MustParsePrefix("fd00:10:0:7::/64"), VXLANPort: 8472}
+	// An IPv6 Network alone moves the rules to an ip6 table; the ip table goes.
+	v6 := Rules{IPv6Network: netip.MustParsePrefix("fd00:10::/48"), IPv6Subnet: netip.MustParsePrefix("fd00:10:0:7::/64"), VXLANPort: 8472}
 	if err := Ensure(nsh, v6, log); err != nil {
 		t.Fatalf("Ensure with IPv6 network: %v", err)
 	}

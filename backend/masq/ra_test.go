@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"os"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -277,7 +278,7 @@ func TestRADropTraffic(t *testing.T) {
 		log, logs := captureLog(t)
 		// As the agent does: in place before the device exists (the match is by name).
 		tp := newRATopo(t, func(a *nettest.NS) {
-			if err := EnsureRADrop(openHost(t, a), raDevice, log); err != nil {
+			if err := EnsureRADrop(openHost(t, a), []string{raDevice}, log); err != nil {
 				t.Fatalf("EnsureRADrop: %v", err)
 			}
 		})
@@ -290,7 +291,7 @@ func TestRADropTraffic(t *testing.T) {
 
 		// Someone deletes the table; the next EnsureRADrop restores it.
 		nft(t, tp.a, "delete", "table", "ip6", RATableName)
-		if err := EnsureRADrop(nsh, raDevice, log); err != nil {
+		if err := EnsureRADrop(nsh, []string{raDevice}, log); err != nil {
 			t.Fatalf("EnsureRADrop after the table was deleted: %v", err)
 		}
 		if l := logs.take(); !strings.Contains(l, `level=WARN msg="router advertisement drop repaired"`) {
@@ -357,7 +358,7 @@ func TestEnsureRADrop(t *testing.T) {
 
 	// The masquerade table (IPv6 Network: also table ... weft in family ip6) and
 	// an operator's table are there first and must be left alone.
-	v6 := Rules{Network: netip.MustParsePrefix("fd00:10::/48"), Subnet: netip.MustParsePrefix("fd00:10:0:7::/64")}
+	v6 := Rules{IPv6Network: netip.MustParsePrefix("fd00:10::/48"), IPv6Subnet: netip.MustParsePrefix("fd00:10:0:7::/64")}
 	if err := Ensure(nsh, v6, log); err != nil {
 		t.Fatalf("Ensure: %v", err)
 	}
@@ -366,7 +367,7 @@ func TestEnsureRADrop(t *testing.T) {
 	nft(t, n, "add", "rule", "ip6", "operator", "input", "udp", "dport", "9", "drop")
 	_ = logs.take()
 
-	if err := EnsureRADrop(nsh, raDevice, log); err != nil {
+	if err := EnsureRADrop(nsh, []string{raDevice}, log); err != nil {
 		t.Fatalf("EnsureRADrop: %v", err)
 	}
 	if l := logs.take(); strings.Count(l, "\n") != 0 || !strings.Contains(l, `level=INFO msg="router advertisement drop installed"`) {
@@ -386,7 +387,7 @@ func TestEnsureRADrop(t *testing.T) {
 	start := time.Now()
 	const calls = 20
 	for range calls {
-		if err := EnsureRADrop(nsh, raDevice, log); err != nil {
+		if err := EnsureRADrop(nsh, []string{raDevice}, log); err != nil {
 			t.Fatalf("EnsureRADrop with the table in place: %v", err)
 		}
 	}
@@ -442,7 +443,7 @@ func TestEnsureRADrop(t *testing.T) {
 			for _, cmd := range tc.damage() {
 				nft(t, n, strings.Fields(cmd)...)
 			}
-			if err := EnsureRADrop(nsh, raDevice, log); err != nil {
+			if err := EnsureRADrop(nsh, []string{raDevice}, log); err != nil {
 				t.Fatalf("EnsureRADrop after %s: %v", tc.name, err)
 			}
 			l := logs.take()
@@ -453,7 +454,7 @@ func TestEnsureRADrop(t *testing.T) {
 				t.Fatalf("table after repair:\n%s\nwant:\n%s", got, table)
 			}
 			before := handles()
-			if err := EnsureRADrop(nsh, raDevice, log); err != nil {
+			if err := EnsureRADrop(nsh, []string{raDevice}, log); err != nil {
 				t.Fatalf("EnsureRADrop after the repair: %v", err)
 			}
 			if l := logs.take(); l != "" {
@@ -466,7 +467,7 @@ func TestEnsureRADrop(t *testing.T) {
 	}
 
 	// Another device name (another VNI) moves the rules, logged at Info.
-	if err := EnsureRADrop(nsh, "flannel.2", log); err != nil {
+	if err := EnsureRADrop(nsh, []string{"flannel.2"}, log); err != nil {
 		t.Fatalf("EnsureRADrop for flannel.2: %v", err)
 	}
 	if l := logs.take(); !strings.Contains(l, `level=INFO msg="router advertisement drop moved to another device" old_device=flannel.1`) {
@@ -494,7 +495,7 @@ func TestEnsureRADrop(t *testing.T) {
 		t.Fatalf("masquerade Current after DeleteRADrop = %+v, %v; want %+v", got, err, want)
 	}
 	// A table deleted on purpose is installed again without a repair warning.
-	if err := EnsureRADrop(nsh, raDevice, log); err != nil {
+	if err := EnsureRADrop(nsh, []string{raDevice}, log); err != nil {
 		t.Fatalf("EnsureRADrop after DeleteRADrop: %v", err)
 	}
 	if l := logs.take(); !strings.Contains(l, `level=INFO msg="router advertisement drop installed"`) {
@@ -534,38 +535,46 @@ func sameSet(a, b []string) bool {
 func TestEnsureRADropInvalid(t *testing.T) {
 	// Validation happens before any kernel access, so this needs no privileges.
 	for _, name := range []string{"", ".", "..", "flannel/1", "a:b", "with space", "abcdefghijklmnop"} {
-		err := EnsureRADrop(nil, name, nil)
+		err := EnsureRADrop(nil, []string{"flannel.1", name}, nil)
 		if !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), "router advertisement drop: invalid device name") {
 			t.Errorf("EnsureRADrop(%q) = %v, want ErrInvalid", name, err)
 		}
 	}
+	if err := EnsureRADrop(nil, nil, nil); !errors.Is(err, ErrInvalid) {
+		t.Errorf("EnsureRADrop(no device) = %v, want ErrInvalid", err)
+	}
 }
 
-func TestRARulesIfname(t *testing.T) {
+func TestRARulesIfnames(t *testing.T) {
 	rules := func(names ...string) []*nftables.Rule {
 		var rs []*nftables.Rule
 		for i, n := range names {
-			rs = append(rs, &nftables.Rule{Handle: uint64(i + 1), Exprs: raExprs(n, i)})
+			rs = append(rs, &nftables.Rule{Handle: uint64(i + 1), Exprs: raExprs(n, i%len(raDrops))})
 		}
 		return rs
 	}
 	for _, tc := range []struct {
-		name   string
-		rules  []*nftables.Rule
-		ifname string
-		drift  string
+		name    string
+		rules   []*nftables.Rule
+		ifnames []string
+		drift   string
 	}{
-		{"in place", rules("flannel.1", "flannel.1"), "flannel.1", ""},
-		{"other device", rules("flannel.2", "flannel.2"), "flannel.2", ""},
-		{"mixed devices", rules("flannel.1", "flannel.2"), "", "rule 2 (handle 2)"},
-		{"one rule", rules("flannel.1"), "", "1 rules, want 2"},
-		{"swapped", []*nftables.Rule{{Handle: 1, Exprs: raExprs("flannel.1", 1)}, {Handle: 2, Exprs: raExprs("flannel.1", 0)}}, "", "rule 1 (handle 1)"},
-		{"no iifname", []*nftables.Rule{{Handle: 7, Exprs: raExprs("flannel.1", 0)[2:]}, {Handle: 8, Exprs: raExprs("flannel.1", 1)}}, "", "rule 1 (handle 7) is not an iifname match"},
+		{"in place", rules("flannel.1", "flannel.1"), []string{"flannel.1"}, ""},
+		{"other device", rules("flannel.2", "flannel.2"), []string{"flannel.2"}, ""},
+		{"two devices", rules("flannel-v6.1", "flannel-v6.1", "flannel.1", "flannel.1"), []string{"flannel-v6.1", "flannel.1"}, ""},
+		{"mixed devices", rules("flannel.1", "flannel.2"), nil, "rule 2 (handle 2)"},
+		{"mixed second device", rules("flannel.1", "flannel.1", "flannel-v6.1", "flannel.2"), nil, "rule 4 (handle 4)"},
+		{"device twice", rules("flannel.1", "flannel.1", "flannel.1", "flannel.1"), nil, `device "flannel.1" twice`},
+		{"no rules", nil, nil, "0 rules, want 2 per device"},
+		{"one rule", rules("flannel.1"), nil, "1 rules, want 2 per device"},
+		{"three rules", rules("flannel.1", "flannel.1", "flannel.2"), nil, "3 rules, want 2 per device"},
+		{"swapped", []*nftables.Rule{{Handle: 1, Exprs: raExprs("flannel.1", 1)}, {Handle: 2, Exprs: raExprs("flannel.1", 0)}}, nil, "rule 1 (handle 1)"},
+		{"no iifname", []*nftables.Rule{{Handle: 7, Exprs: raExprs("flannel.1", 0)[2:]}, {Handle: 8, Exprs: raExprs("flannel.1", 1)}}, nil, "rule 1 (handle 7) is not an iifname match"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			ifname, drift := raRulesIfname(tc.rules)
-			if ifname != tc.ifname || (tc.drift == "") != (drift == "") || !strings.Contains(drift, tc.drift) {
-				t.Errorf("raRulesIfname = %q, %q; want %q, %q", ifname, drift, tc.ifname, tc.drift)
+			ifnames, drift := raRulesIfnames(tc.rules)
+			if !slices.Equal(ifnames, tc.ifnames) || (tc.drift == "") != (drift == "") || !strings.Contains(drift, tc.drift) {
+				t.Errorf("raRulesIfnames = %q, %q; want %q, %q", ifnames, drift, tc.ifnames, tc.drift)
 			}
 		})
 	}
