@@ -551,3 +551,69 @@ func TestPlaceKey(t *testing.T) {
 		t.Fatalf("key %+v is the namespace's inode number, not its cookie", k1)
 	}
 }
+
+// TestForwardTraffic6: under FORWARD policy DROP in both ip and ip6 filter, the
+// accepts for both networks (dual stack) let IPv4 and IPv6 pod traffic through; a
+// network no longer given loses its accepts and its traffic is dropped again.
+func TestForwardTraffic6(t *testing.T) {
+	nettest.Privileged(t)
+	tp := newTopo6(t)
+	iptablesNFT(t, tp.node)
+	nsh := openHost(t, tp.node)
+	log, logs := captureLog(t)
+	v4, v6 := podRules.Network, podRules6.IPv6Network
+	pod2 := listenUDP(t, tp.pod2, "[fd00:10:0:2::2]:9000")
+
+	if !ping(t, tp.pod, "fd00:10:0:2::2") || !ping(t, tp.pod, "10.244.2.2") {
+		t.Fatal("pod cannot ping pod2 before any firewall: the test topology is broken")
+	}
+	ipt(t, tp.node, "iptables", "-P", "FORWARD", "DROP")
+	ipt(t, tp.node, "ip6tables", "-P", "FORWARD", "DROP")
+	if ping(t, tp.pod, "fd00:10:0:2::2") || ping(t, tp.pod, "10.244.2.2") {
+		t.Fatal("pod pings pod2 through FORWARD policy DROP: the drop is not in effect")
+	}
+	if bs, err := ForwardBlockers(nsh, v6); err != nil || len(bs) != 1 || bs[0].String() != "table ip6 filter chain FORWARD (hook forward, priority 0): policy drop" {
+		t.Fatalf("ForwardBlockers(%v) = %v, %v; want the ip6 filter FORWARD policy", v6, bs, err)
+	}
+
+	if err := EnsureForward(nsh, []netip.Prefix{v4, v6}, log); err != nil {
+		t.Fatalf("EnsureForward: %v", err)
+	}
+	if !ping(t, tp.pod, "fd00:10:0:2::2") || !ping(t, tp.pod, "10.244.2.2") {
+		t.Fatal("pod cannot ping pod2 over both families after EnsureForward")
+	}
+	wantSource(t, "pod → pod2 through FORWARD DROP", sourceSeen(t, tp.pod, "", "[fd00:10:0:2::2]:9000", 0, pod2), "fd00:10:0:1::2")
+	if l := logs.take(); strings.Count(l, `msg="forward accept rules installed"`) != 2 {
+		t.Errorf("first EnsureForward logged %q, want an Info install per family", l)
+	}
+	wantLines(t, "ip6tables -S FORWARD", ipt(t, tp.node, "ip6tables", "-S", "FORWARD"), "-P FORWARD DROP",
+		`-A FORWARD -s fd00:10::/48 -m comment --comment "weft: forward from pod network" -j ACCEPT`,
+		`-A FORWARD -d fd00:10::/48 -m comment --comment "weft: forward to pod network" -j ACCEPT`)
+	wantLines(t, "iptables -S FORWARD", ipt(t, tp.node, "iptables", "-S", "FORWARD"), "-P FORWARD DROP", srcRule, dstRule)
+	if bs, err := ForwardBlockers(nsh, v6); err != nil || len(bs) != 0 {
+		t.Fatalf("ForwardBlockers(%v) after EnsureForward = %v, %v; want none", v6, bs, err)
+	}
+	// Idempotent in any order, duplicates dropped.
+	if err := EnsureForward(nsh, []netip.Prefix{v6, v4, v6}, log); err != nil {
+		t.Fatalf("second EnsureForward: %v", err)
+	}
+	if l := logs.take(); l != "" {
+		t.Errorf("EnsureForward with the rules in place logged %q", l)
+	}
+
+	// Dual stack → IPv4-only: the IPv6 accepts go, IPv6 pod traffic is dropped again.
+	if err := EnsureForward(nsh, []netip.Prefix{v4}, log); err != nil {
+		t.Fatalf("EnsureForward IPv4-only: %v", err)
+	}
+	wantLines(t, "ip6tables -S FORWARD after IPv4-only", ipt(t, tp.node, "ip6tables", "-S", "FORWARD"), "-P FORWARD DROP")
+	wantLines(t, "iptables -S FORWARD after IPv4-only", ipt(t, tp.node, "iptables", "-S", "FORWARD"), "-P FORWARD DROP", srcRule, dstRule)
+	if ping(t, tp.pod, "fd00:10:0:2::2") {
+		t.Error("pod still pings pod2 over IPv6 after its network's accepts were removed")
+	}
+	if !ping(t, tp.pod, "10.244.2.2") {
+		t.Error("pod cannot ping pod2 over IPv4 after the IPv6 accepts were removed")
+	}
+	if l := logs.take(); !strings.Contains(l, `msg="forward accept rules of a network family no longer given removed" chain="ip6 filter FORWARD"`) {
+		t.Errorf("EnsureForward IPv4-only logged %q, want the ip6 accepts' removal", l)
+	}
+}

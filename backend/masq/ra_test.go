@@ -3,6 +3,7 @@ package masq
 import (
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/netip"
 	"os"
@@ -25,6 +26,7 @@ import (
 
 	"github.com/weftnet/weft/backend"
 	"github.com/weftnet/weft/test/nettest"
+	"github.com/weftnet/weft/test/testlog"
 )
 
 // raTopo is two nodes in namespaces made by the test, joined by a veth underlay:
@@ -35,7 +37,8 @@ import (
 //
 // B stands in for anything that can send a UDP datagram to A's VXLAN port.
 type raTopo struct {
-	a, b *nettest.NS
+	a, b   *nettest.NS
+	raRule int // index of the rule dropping RAs on flannel.1 in weft's chain
 }
 
 const (
@@ -314,6 +317,85 @@ func TestRADropTraffic(t *testing.T) {
 			t.Errorf("the redirect rule counted %d packets (%v), want 0", n, err)
 		}
 	})
+
+	// Dual stack: flannel.1 and flannel-v6.1 are guarded by one table. flannel.1's
+	// rules come second (the devices are sorted), and still drop its RAs.
+	t.Run("EnsureRADrop on two devices drops it", func(t *testing.T) {
+		tp := newRATopo(t, func(a *nettest.NS) {
+			if err := EnsureRADrop(openHost(t, a), []string{raDevice, "flannel-v6.1"}, testlog.New(t, slog.LevelDebug)); err != nil {
+				t.Fatalf("EnsureRADrop: %v", err)
+			}
+		})
+		tp.raRule = 2
+		tp.wantDropped(t, "second device's rules", false, 1)
+		for _, i := range []int{0, 1, 3} {
+			if n, err := raDropped(tp.a, i); err != nil || n != 0 {
+				t.Errorf("rule %d counted %d packets (%v), want 0", i, n, err)
+			}
+		}
+	})
+}
+
+// TestEnsureRADropDevices: one table for every device given (order and duplicates
+// do not matter), repaired per device, and shrunk when a device is no longer given.
+func TestEnsureRADropDevices(t *testing.T) {
+	nettest.Privileged(t)
+	n := nettest.NewNS(t, "ra")
+	nsh := openHost(t, n)
+	fd := nsh.Fd()
+	log, logs := captureLog(t)
+	handles := func() []uint64 { return chainHandles(t, fd, nftables.TableFamilyIPv6, RATableName, RAChainName) }
+	const v6dev = "flannel-v6.1"
+
+	if err := EnsureRADrop(nsh, []string{raDevice, v6dev}, log); err != nil {
+		t.Fatalf("EnsureRADrop: %v", err)
+	}
+	if l := logs.take(); !strings.Contains(l, `level=INFO msg="router advertisement drop installed" table="ip6 weft-ra" device=flannel-v6.1,flannel.1`) {
+		t.Fatalf("EnsureRADrop logged %q, want an Info install for both devices", l)
+	}
+	table := nft(t, n, "list", "table", "ip6", RATableName)
+	wantInOrder(t, table,
+		`type filter hook input priority filter; policy accept;`,
+		`iifname "flannel-v6\.1" icmpv6 type nd-router-advert counter packets 0 bytes 0 drop comment "weft: drop router advertisements arriving on flannel-v6\.1"`,
+		`iifname "flannel-v6\.1" icmpv6 type nd-redirect counter packets 0 bytes 0 drop comment "weft: drop redirects arriving on flannel-v6\.1"`,
+		`iifname "flannel\.1" icmpv6 type nd-router-advert counter packets 0 bytes 0 drop`,
+		`iifname "flannel\.1" icmpv6 type nd-redirect counter packets 0 bytes 0 drop`)
+	if c := strings.Count(table, "counter packets"); c != 4 {
+		t.Fatalf("table has %d rules, want 4:\n%s", c, table)
+	}
+	first := handles()
+	if err := EnsureRADrop(nsh, []string{v6dev, raDevice, v6dev}, log); err != nil {
+		t.Fatalf("EnsureRADrop in another order: %v", err)
+	}
+	if l := logs.take(); l != "" {
+		t.Fatalf("EnsureRADrop with the table in place logged %q", l)
+	}
+	if got := handles(); !equal(first, got) {
+		t.Fatalf("rule handles %v changed to %v by EnsureRADrop with nothing to do", first, got)
+	}
+
+	// One of the second device's rules deleted: repaired.
+	nft(t, n, "delete", "rule", "ip6", RATableName, RAChainName, "handle", strconv.FormatUint(first[3], 10))
+	if err := EnsureRADrop(nsh, []string{raDevice, v6dev}, log); err != nil {
+		t.Fatalf("EnsureRADrop after a deleted rule: %v", err)
+	}
+	if l := logs.take(); !strings.Contains(l, `level=WARN msg="router advertisement drop repaired" repaired="3 rules, want 2 per device"`) {
+		t.Fatalf("repair logged %q, want a Warn", l)
+	}
+	if c := strings.Count(nft(t, n, "list", "table", "ip6", RATableName), "counter packets"); c != 4 {
+		t.Fatalf("table has %d rules after the repair, want 4", c)
+	}
+
+	// Dual stack → IPv4-only: flannel-v6.1's rules go.
+	if err := EnsureRADrop(nsh, []string{raDevice}, log); err != nil {
+		t.Fatalf("EnsureRADrop for flannel.1 alone: %v", err)
+	}
+	if l := logs.take(); !strings.Contains(l, `level=INFO msg="router advertisement drop moved to another device" old_device=flannel-v6.1,flannel.1 table="ip6 weft-ra" device=flannel.1`) {
+		t.Fatalf("EnsureRADrop for one device logged %q, want an Info move", l)
+	}
+	if table := nft(t, n, "list", "table", "ip6", RATableName); strings.Contains(table, v6dev) || strings.Count(table, "counter packets") != 2 {
+		t.Fatalf("table after dropping %s:\n%s", v6dev, table)
+	}
 }
 
 // wantDropped sends an RA from B (behind a hop-by-hop header with hbh) and fails
@@ -327,7 +409,7 @@ func (tp *raTopo) wantDropped(t *testing.T, what string, hbh bool, count uint64)
 	var err error
 	eventually(2*time.Second, func() bool {
 		routes, addrs = tp.raEffects(t)
-		n, err = raDropped(tp.a, 0)
+		n, err = raDropped(tp.a, tp.raRule)
 		return routes != "" || addrs != "" || n >= count
 	})
 	if routes != "" || addrs != "" {
