@@ -4,6 +4,7 @@ import (
 	"errors"
 	"net"
 	"net/netip"
+	"reflect"
 	"strings"
 	"testing"
 
@@ -93,7 +94,7 @@ func TestFind(t *testing.T) {
 				Name: tc.wantName, Index: link.Attrs().Index, MTU: link.Attrs().MTU,
 				IP: netip.MustParseAddr(tc.wantIP), PublicIP: netip.MustParseAddr(pub),
 			}
-			if u != want {
+			if u.SkippedIPv6 = nil; !reflect.DeepEqual(u, want) {
 				t.Fatalf("Find(%+v) = %+v, want %+v", tc.opts, u, want)
 			}
 		})
@@ -113,9 +114,10 @@ func TestFindNoMatch(t *testing.T) {
 	}{
 		{"no fallback to default route", Options{Ifaces: []string{"eth9", "198.18.9.9"}, IfaceRegex: []string{"^wlan", "^lo$"}},
 			[]string{"--iface=eth9: no such interface", "--iface=198.18.9.9: no interface has this address",
-				"--iface-regex=^wlan: matches no interface", "--iface-regex=^lo$: matches lo, without an IPv4"}},
-		{"iface without IPv4", Options{Ifaces: []string{"lo", "127.0.0.1"}},
-			[]string{"--iface=lo: interface lo has no IPv4 global unicast address", "--iface=127.0.0.1: not an IPv4 global unicast"}},
+				"--iface-regex=^wlan: matches no interface", "--iface-regex=^lo$: matches lo, without a usable IPv4 or IPv6"}},
+		{"iface without a usable address", Options{Ifaces: []string{"lo", "127.0.0.1", "::1"}},
+			[]string{"--iface=lo: interface lo has no usable IPv4 or IPv6 global unicast address (skipped ::1: not a global unicast address)",
+				"--iface=127.0.0.1: not an IPv4 global unicast", "--iface=::1: not a global unicast address"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			u, err := Find(h, tc.opts)
@@ -151,7 +153,7 @@ func TestFindNoRoute(t *testing.T) {
 	}
 	t.Logf("error when nothing matches: %v", err)
 	_, err = Find(h, Options{})
-	if !errors.As(err, &nf) || len(nf.Tried) != 1 || !strings.Contains(nf.Tried[0], "default route: none") {
+	if !errors.As(err, &nf) || len(nf.Tried) != 1 || !strings.Contains(nf.Tried[0], "default route: none in the main table, IPv4 or IPv6") {
 		t.Fatalf("Find without default route = %v, want a default-route miss", err)
 	}
 }
@@ -161,6 +163,11 @@ func TestValidate(t *testing.T) {
 		{IfaceRegex: []string{"eth("}},
 		{PublicIP: "203.0.113"},
 		{PublicIP: "2001:db8::1"},
+		{PublicIPv6: "198.18.0.1"},
+		{PublicIPv6: "::ffff:198.18.0.1"}, // IPv4-mapped: an IPv4 address
+		{PublicIPv6: "fe80::1%eth0"},
+		{PublicIPv6: "2001:db8::g"},
+		{CanReach: "fe80::1%eth0"},
 		{CanReach: "example.com"},
 		{Ifaces: []string{""}},
 	} {
@@ -172,9 +179,13 @@ func TestValidate(t *testing.T) {
 			t.Errorf("Find(%+v) = %v, want ErrInvalidOptions", o, err)
 		}
 	}
-	ok := Options{Ifaces: []string{"eth0", "10.0.0.1"}, IfaceRegex: []string{`^en`}, CanReach: "192.0.2.1", PublicIP: "::ffff:203.0.113.9"}
-	if err := ok.Validate(); err != nil {
-		t.Errorf("Validate(%+v) = %v", ok, err)
+	for _, ok := range []Options{
+		{Ifaces: []string{"eth0", "10.0.0.1"}, IfaceRegex: []string{`^en`}, CanReach: "192.0.2.1", PublicIP: "::ffff:203.0.113.9"},
+		{Ifaces: []string{"2001:db8::2"}, CanReach: "2001:db8::1", PublicIPv6: "2001:db8::9"},
+	} {
+		if err := ok.Validate(); err != nil {
+			t.Errorf("Validate(%+v) = %v", ok, err)
+		}
 	}
 }
 
