@@ -1,14 +1,17 @@
-// Package masq installs weft's --ip-masq rules in an nftables table of its own
-// ("weft", family ip, or ip6 for an IPv6 Network), through netlink (google/nftables),
-// never by running the nft binary. It also keeps the cluster Network forwardable
+// Package masq installs weft's --ip-masq rules in nftables tables of its own
+// ("weft", family ip for the IPv4 Network and ip6 for the IPv6 Network; a dual-stack
+// overlay has both), through netlink (google/nftables), never by running the nft
+// binary. It also keeps the cluster Network forwardable
 // under a FORWARD policy of DROP (--iptables-forward-rules), names the firewall
 // chains it cannot make passable, and drops IPv6 router advertisements arriving on
-// the VXLAN device where accept_ra=0 cannot be written (table ip6 weft-ra).
+// the VXLAN devices where accept_ra=0 cannot be written (table ip6 weft-ra).
 //
 // # Masquerade
 //
-// The table holds one base chain, postrouting (type nat, hook postrouting,
-// priority srcnat = 100), with exactly these rules, in this order:
+// Each family's table holds one base chain, postrouting (type nat, hook postrouting,
+// priority srcnat = 100), with exactly these rules, in this order (Network and Subnet
+// of the table's family; multicast is 224.0.0.0/4 or ff00::/8), as flannel writes them
+// per family:
 //
 //  1. meta mark & 0x4000 == 0x4000 return  (kube-proxy marked it; kube-proxy masquerades it)
 //  2. udp dport <VXLAN port> return        (never NAT VXLAN outer packets: double NAT and
@@ -19,20 +22,23 @@
 //  6. saddr != Network daddr Network masquerade fully-random (outside → a pod elsewhere)
 //
 // Invariants:
-//   - Ensure is a declarative "ensure": it reads the table back and rewrites it only
-//     when it differs from the rules wanted; a rewrite is one atomic nftables batch
-//     (create, delete and re-create the table), so packets never see a half-built chain
-//     and a rule set from a previous run (other Network or Subnet, other family) is gone.
-//   - Ensure is cheap when nothing changed (three netlink dumps, no write) and then
+//   - Ensure is a declarative "ensure", per family: it reads each table back and
+//     rewrites it only when it differs from the rules wanted; a rewrite is one atomic
+//     nftables batch (create, delete and re-create the table), so packets never see a
+//     half-built chain and a rule set from a previous run (other Network or Subnet) is
+//     gone. The table of a family the Rules no longer have (dual stack → IPv4-only) is
+//     deleted; the other family's table is not touched by a change to one.
+//   - Ensure is cheap when nothing changed (a few netlink dumps, no write) and then
 //     logs only at Debug, so the agent calls it every resync interval: a deleted table,
 //     a deleted or flushed chain, a changed, added or deleted rule are repaired within
 //     one interval and logged once at Warn with what was wrong. Whether a missing table
 //     is a first install (Info) or a repair (Warn) is told by a per-process memory of
-//     the namespaces where the rules were seen in place (state.go).
+//     the namespaces (and families) where the rules were seen in place (state.go).
 //   - The table is never removed on shutdown (flannel#2237): pods keep reaching the
 //     outside while the agent restarts. Delete exists for explicit cleanup.
-//   - Current decodes the rules from the kernel's expressions, not from comments, and
-//     reports ErrDrift when the table is not exactly what Ensure would write.
+//   - Current decodes the rules of both tables from the kernel's expressions, not
+//     from comments, and reports ErrDrift when a table is not exactly what Ensure
+//     would write (or the two tables disagree on the VXLAN port).
 //
 // # Forwarding under a FORWARD policy of DROP
 //
@@ -40,8 +46,9 @@
 // between cni0 and flannel.1. nftables evaluates every base chain on a hook and a drop
 // in any of them is final, so an accept in weft's own table cannot get a packet past
 // another table's drop: the accept has to be in the chain that drops. EnsureForward
-// therefore appends two rules to iptables-nft's chain (table ip filter, or ip6 filter,
-// chain FORWARD, hook forward), as flannel's --iptables-forward-rules does:
+// therefore appends two rules per network to iptables-nft's chain (table ip filter for
+// the IPv4 Network, ip6 filter for the IPv6 one, chain FORWARD, hook forward), as
+// flannel's --iptables-forward-rules does:
 //
 //	-A FORWARD -s <Network> -m comment --comment "weft: forward from pod network" -j ACCEPT
 //	-A FORWARD -d <Network> -m comment --comment "weft: forward to pod network" -j ACCEPT
@@ -58,8 +65,9 @@
 //
 // Ownership: a rule whose comment starts with "weft: forward" is weft's; only those are
 // ever changed or removed. EnsureForward keeps weft's rules that are exactly right where
-// they are, deletes weft's rules that are not (other Network, other family, changed by
-// hand, duplicated) and appends the missing ones, all in one batch, then reads back.
+// they are, deletes weft's rules that are not (a network no longer given, in either
+// family; changed by hand; duplicated) and appends the missing ones, all in one batch,
+// then reads back.
 // DeleteForward (--iptables-forward-rules=false) removes weft's rules and nothing else.
 //
 // Append, not insert: an appended accept still gets past the chain's policy, which is
@@ -101,7 +109,7 @@
 // to a chain accepting pod traffic can be reported although it passes it, and a rule
 // that drops only part of pod traffic is not reported. It is a diagnosis to log.
 //
-// # Router advertisements on the VXLAN device: EnsureRADrop
+// # Router advertisements on the VXLAN devices: EnsureRADrop
 //
 // A VXLAN device takes every datagram to its UDP port, whoever sends it, and the
 // kernel acts on a router advertisement (RA) arriving on it even with addrgen mode
@@ -116,6 +124,7 @@
 //			type filter hook input priority filter; policy accept;
 //			iifname "flannel.1" icmpv6 type nd-router-advert counter drop comment "..."
 //			iifname "flannel.1" icmpv6 type nd-redirect counter drop comment "..."
+//			(the same two rules for every other device given, e.g. flannel-v6.1)
 //		}
 //	}
 //
@@ -138,7 +147,9 @@
 //     discovery anyway, suppress_frag_ndisc=1).
 //   - iifname, not iif: the rule is by device name, so the agent can put it in place
 //     before the device exists and it still holds after the device is recreated
-//     (new index). Another device name (another VNI) replaces the rules (Info).
+//     (new index). Other device names (another VNI, a family added or dropped)
+//     replace the rules (Info). The devices are sorted, so the order given does not
+//     matter.
 //   - Redirects (type 137) too: ndisc acts on them under accept_redirects (1 by
 //     default with forwarding off), another sysctl weft cannot write there. weft
 //     never needs one on the overlay (its neighbours and routes are static), so the

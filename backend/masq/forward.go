@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"net/netip"
 	"reflect"
+	"slices"
 	"strings"
 
 	"github.com/google/nftables"
@@ -40,6 +41,25 @@ func forwardNetwork(network netip.Prefix) (netip.Prefix, error) {
 		return network, fmt.Errorf("%w: network %v matches every address", ErrInvalid, network)
 	}
 	return network.Masked(), nil
+}
+
+// forwardNetworks validates and masks every network for the forward rules and
+// drops duplicates; at least one is needed.
+func forwardNetworks(networks []netip.Prefix) ([]netip.Prefix, error) {
+	if len(networks) == 0 {
+		return nil, fmt.Errorf("%w: forward rules need a network", ErrInvalid)
+	}
+	out := make([]netip.Prefix, 0, len(networks))
+	for _, n := range networks {
+		n, err := forwardNetwork(n)
+		if err != nil {
+			return nil, err
+		}
+		if !slices.Contains(out, n) {
+			out = append(out, n)
+		}
+	}
+	return out, nil
 }
 
 // familyOf returns the nftables family of a prefix's addresses.
@@ -138,30 +158,40 @@ func sameExprs(got, want []expr.Any) bool {
 	return true
 }
 
+// fwdRule is one accept rule: rule i (0: -s, 1: -d; see forwardComments) for network.
+type fwdRule struct {
+	network netip.Prefix
+	i       int
+}
+
 // fwdPlan is what one chain needs: rules of weft's to delete (with why) and rules to
-// append (indexes into forwardComments).
+// append.
 type fwdPlan struct {
 	del []*nftables.Rule
 	why []string
-	add []int
+	add []fwdRule
 }
 
 func (p fwdPlan) empty() bool { return len(p.del) == 0 && len(p.add) == 0 }
 
 // planForward compares the rules of a FORWARD chain with the two accepts wanted for
-// network (an invalid network wants none) and returns the changes. Rules that are not
+// each of networks (none wants none) and returns the changes. Rules that are not
 // weft's are never touched; weft's that are exactly right stay where they are.
-func planForward(rules []*nftables.Rule, network netip.Prefix) fwdPlan {
+func planForward(rules []*nftables.Rule, networks []netip.Prefix) fwdPlan {
 	var p fwdPlan
-	var found [2]bool
+	var wanted []fwdRule
+	for _, n := range networks {
+		wanted = append(wanted, fwdRule{n, 0}, fwdRule{n, 1})
+	}
+	found := make([]bool, len(wanted))
 	for _, r := range rules {
 		if !isOurs(r) {
 			continue
 		}
 		matched := false
-		for i := range found {
-			if network.IsValid() && !found[i] && sameExprs(r.Exprs, forwardExprs(network, i)) {
-				found[i], matched = true, true
+		for j, w := range wanted {
+			if !found[j] && sameExprs(r.Exprs, forwardExprs(w.network, w.i)) {
+				found[j], matched = true, true
 				break
 			}
 		}
@@ -169,30 +199,31 @@ func planForward(rules []*nftables.Rule, network netip.Prefix) fwdPlan {
 			continue
 		}
 		p.del = append(p.del, r)
-		p.why = append(p.why, whyNotWanted(r, network, found))
+		p.why = append(p.why, whyNotWanted(r, networks))
 	}
-	if network.IsValid() {
-		for i, ok := range found {
-			if !ok {
-				p.add = append(p.add, i)
-			}
+	for j, ok := range found {
+		if !ok {
+			p.add = append(p.add, wanted[j])
 		}
 	}
 	return p
 }
 
-// whyNotWanted says, for the log, why a rule of weft's is removed.
-func whyNotWanted(r *nftables.Rule, network netip.Prefix, found [2]bool) string {
+// whyNotWanted says, for the log, why a rule of weft's is removed: called for rules
+// that matched no wanted rule that was still unmatched.
+func whyNotWanted(r *nftables.Rule, networks []netip.Prefix) string {
 	h := fmt.Sprintf("handle %d %q", r.Handle, ruleComment(r))
-	if !network.IsValid() {
+	if len(networks) == 0 {
 		return h + ": not wanted in this family"
 	}
-	for i := range found {
-		if found[i] && sameExprs(r.Exprs, forwardExprs(network, i)) {
-			return h + ": duplicate"
+	for _, n := range networks {
+		for i := range forwardComments {
+			if sameExprs(r.Exprs, forwardExprs(n, i)) {
+				return h + ": duplicate"
+			}
 		}
 	}
-	if m, n, ok := matchPrefix(r.Exprs, network.Addr().Is6()); ok && n > 0 && m.Prefix != network {
+	if m, n, ok := matchPrefix(r.Exprs, networks[0].Addr().Is6()); ok && n > 0 && !slices.Contains(networks, m.Prefix) {
 		return fmt.Sprintf("%s: for network %v", h, m.Prefix)
 	}
 	return h + ": changed"
@@ -217,15 +248,15 @@ func forwardChain(c *nftables.Conn, fam nftables.TableFamily) (*nftables.Chain, 
 
 // fwdChange is one chain's plan, ready to be queued.
 type fwdChange struct {
-	ch      *nftables.Chain
-	plan    fwdPlan
-	network netip.Prefix // invalid: the chain wants no weft rules
+	ch       *nftables.Chain
+	plan     fwdPlan
+	networks []netip.Prefix // the chain's family's networks; none: the chain wants no weft rules
 }
 
-// planAll plans every family's FORWARD chain: network's family wants the two accepts,
-// the other family wants none (an IPv4 Network replaced by an IPv6 one leaves no
-// stale accepts). An invalid network wants none anywhere.
-func planAll(c *nftables.Conn, network netip.Prefix) ([]fwdChange, error) {
+// planAll plans every family's FORWARD chain: each chain wants the two accepts for
+// every network of its family and no others (a family no longer given loses its
+// accepts). Empty networks want none anywhere.
+func planAll(c *nftables.Conn, networks []netip.Prefix) ([]fwdChange, error) {
 	var out []fwdChange
 	for _, fam := range families {
 		ch, err := forwardChain(c, fam)
@@ -239,11 +270,13 @@ func planAll(c *nftables.Conn, network netip.Prefix) ([]fwdChange, error) {
 		if err != nil {
 			return nil, fmt.Errorf("list rules of %s %s %s: %w", familyName(fam), ForwardTable, ForwardChain, err)
 		}
-		want := network
-		if network.IsValid() && familyOf(network) != fam {
-			want = netip.Prefix{}
+		var want []netip.Prefix
+		for _, n := range networks {
+			if familyOf(n) == fam {
+				want = append(want, n)
+			}
 		}
-		out = append(out, fwdChange{ch: ch, plan: planForward(rules, want), network: want})
+		out = append(out, fwdChange{ch: ch, plan: planForward(rules, want), networks: want})
 	}
 	return out, nil
 }
@@ -259,9 +292,9 @@ func apply(c *nftables.Conn, changes []fwdChange) (bool, error) {
 			}
 			wrote = true
 		}
-		for _, i := range ch.plan.add {
+		for _, a := range ch.plan.add {
 			// Append: see doc.go for why not insert.
-			c.AddRule(&nftables.Rule{Table: ch.ch.Table, Chain: ch.ch, Exprs: forwardExprs(ch.network, i)})
+			c.AddRule(&nftables.Rule{Table: ch.ch.Table, Chain: ch.ch, Exprs: forwardExprs(a.network, a.i)})
 			wrote = true
 		}
 	}
@@ -274,27 +307,29 @@ func apply(c *nftables.Conn, changes []fwdChange) (bool, error) {
 	return true, nil
 }
 
-// EnsureForward makes the iptables-nft FORWARD chain (table ip filter, or ip6 filter
-// for an IPv6 network) accept forwarded packets from and to network, as flannel's
-// --iptables-forward-rules does, so that a FORWARD policy of DROP (Docker sets one)
-// does not drop pod traffic. It appends two rules, encoded as iptables-nft encodes
+// EnsureForward makes the iptables-nft FORWARD chains (table ip filter for the IPv4
+// networks, ip6 filter for the IPv6 ones) accept forwarded packets from and to every
+// network in networks, as flannel's --iptables-forward-rules does, so that a FORWARD
+// policy of DROP (Docker sets one) does not drop pod traffic. It appends two rules
+// per network, encoded as iptables-nft encodes
 //
 //	-A FORWARD -s <network> -m comment --comment "weft: forward from pod network" -j ACCEPT
 //	-A FORWARD -d <network> -m comment --comment "weft: forward to pod network" -j ACCEPT
 //
 // It is idempotent and cheap (one listing) when the rules are in place; a missing,
-// changed or duplicated rule of weft's, or one for another network or family, is
-// repaired in one atomic batch. Rules that are not weft's are never touched. When
-// there is no such chain it does nothing and returns nil: nothing there can drop.
-// Call it again every resync interval: a chain that appears later (Docker starts
-// after weftd) or is flushed (iptables-restore) gets the rules then. It cannot help
-// against a drop in another table or in a legacy iptables chain: see ForwardBlockers.
-// A nil log discards.
-func EnsureForward(h Host, network netip.Prefix, log *slog.Logger) error {
+// changed or duplicated rule of weft's, or one for a network no longer given (in
+// either family), is repaired in one atomic batch. Rules that are not weft's are
+// never touched. When a family has no such chain nothing is done there: nothing
+// there can drop. Call it again every resync interval: a chain that appears later
+// (Docker starts after weftd) or is flushed (iptables-restore) gets the rules then.
+// It cannot help against a drop in another table or in a legacy iptables chain: see
+// ForwardBlockers. networks must hold at least one network (DeleteForward removes
+// all). A nil log discards.
+func EnsureForward(h Host, networks []netip.Prefix, log *slog.Logger) error {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	network, err := forwardNetwork(network)
+	networks, err := forwardNetworks(networks)
 	if err != nil {
 		return err
 	}
@@ -302,7 +337,7 @@ func EnsureForward(h Host, network netip.Prefix, log *slog.Logger) error {
 	if err != nil {
 		return fmt.Errorf("ensure forward rules: %w", err)
 	}
-	changes, err := planAll(c, network)
+	changes, err := planAll(c, networks)
 	if err != nil {
 		return fmt.Errorf("ensure forward rules: %w", err)
 	}
@@ -319,7 +354,7 @@ func EnsureForward(h Host, network netip.Prefix, log *slog.Logger) error {
 	}
 	if wrote {
 		// Read back: the batch was applied, but a concurrent writer could have raced us.
-		after, err := planAll(c, network)
+		after, err := planAll(c, networks)
 		if err != nil {
 			return fmt.Errorf("verify forward rules: %w", err)
 		}
@@ -334,7 +369,7 @@ func EnsureForward(h Host, network netip.Prefix, log *slog.Logger) error {
 		key, ok := placeKeyOf(h, forwardKey(ch.ch.Table.Family))
 		switch {
 		case !ok:
-		case ch.network.IsValid():
+		case len(ch.networks) > 0:
 			inPlace.Store(key, true)
 		default:
 			inPlace.Delete(key)
@@ -342,10 +377,10 @@ func EnsureForward(h Host, network netip.Prefix, log *slog.Logger) error {
 	}
 	switch {
 	case len(changes) == 0:
-		log.Debug("no iptables-nft FORWARD chain: no forward accept rules needed", "network", network)
+		log.Debug("no iptables-nft FORWARD chain: no forward accept rules needed", "networks", networks)
 		return nil
 	case !wrote:
-		log.Debug("forward accept rules already in place", "network", network)
+		log.Debug("forward accept rules already in place", "networks", networks)
 		return nil
 	}
 	logForward(log, changes, wasInPlace)
@@ -372,8 +407,8 @@ func logForward(log *slog.Logger, changes []fwdChange, wasInPlace map[nftables.T
 		attrs := []any{"chain", familyName(ch.ch.Table.Family) + " " + ForwardTable + " " + ForwardChain}
 		if len(ch.plan.add) > 0 {
 			var added []string
-			for _, i := range ch.plan.add {
-				added = append(added, iptText(ch.network, i))
+			for _, a := range ch.plan.add {
+				added = append(added, iptText(a.network, a.i))
 			}
 			attrs = append(attrs, "added", strings.Join(added, "; "))
 		}
@@ -383,10 +418,10 @@ func logForward(log *slog.Logger, changes []fwdChange, wasInPlace map[nftables.T
 		switch {
 		case repair:
 			log.Warn("forward accept rules repaired", attrs...)
-		case ch.network.IsValid():
+		case len(ch.networks) > 0:
 			log.Info("forward accept rules installed", attrs...)
 		default:
-			log.Info("forward accept rules of another network family removed", attrs...)
+			log.Info("forward accept rules of a network family no longer given removed", attrs...)
 		}
 	}
 }
@@ -399,7 +434,7 @@ func DeleteForward(h Host) error {
 	if err != nil {
 		return fmt.Errorf("delete forward rules: %w", err)
 	}
-	changes, err := planAll(c, netip.Prefix{})
+	changes, err := planAll(c, nil)
 	if err != nil {
 		return fmt.Errorf("delete forward rules: %w", err)
 	}

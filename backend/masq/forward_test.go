@@ -2,6 +2,7 @@ package masq
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -96,25 +97,29 @@ func TestPlanForward(t *testing.T) {
 	operatorCopy := rule(2, append(iptAddr(nw, false), &expr.Counter{}, &expr.Verdict{Kind: expr.VerdictAccept}))
 	byNft := rule(9, append(iptAddr(nw, false), &expr.Counter{}, &expr.Verdict{Kind: expr.VerdictAccept}))
 	byNft.UserData = userdata.AppendString(nil, userdata.TypeComment, forwardComments[0])
+	one, both := []netip.Prefix{nw}, []netip.Prefix{nw, old}
 	for _, tc := range []struct {
-		name    string
-		rules   []*nftables.Rule
-		network netip.Prefix
-		del     []uint64
-		add     []int
-		why     string
+		name     string
+		rules    []*nftables.Rule
+		networks []netip.Prefix
+		del      []uint64
+		add      []fwdRule
+		why      string
 	}{
-		{"empty chain", nil, nw, nil, []int{0, 1}, ""},
-		{"in place", []*nftables.Rule{operator, rule(3, src), operatorCopy, rule(4, dst)}, nw, nil, nil, ""},
-		{"one missing", []*nftables.Rule{operator, rule(4, dst)}, nw, nil, []int{0}, ""},
-		{"duplicate", []*nftables.Rule{rule(3, src), rule(4, dst), rule(5, src)}, nw, []uint64{5}, nil, "duplicate"},
-		{"other network", []*nftables.Rule{rule(3, forwardExprs(old, 0)), rule(4, dst)}, nw, []uint64{3}, []int{0}, "for network 10.96.0.0/12"},
-		{"swapped comment", []*nftables.Rule{rule(3, append(iptAddr(nw, true), src[2:]...)), rule(4, dst)}, nw, []uint64{3}, []int{0}, "changed"},
-		{"nft userdata comment", []*nftables.Rule{byNft, rule(4, dst)}, nw, []uint64{9}, []int{0}, "changed"},
-		{"off", []*nftables.Rule{operator, rule(3, src), operatorCopy, rule(4, dst)}, netip.Prefix{}, []uint64{3, 4}, nil, "not wanted"},
+		{"empty chain", nil, one, nil, []fwdRule{{nw, 0}, {nw, 1}}, ""},
+		{"in place", []*nftables.Rule{operator, rule(3, src), operatorCopy, rule(4, dst)}, one, nil, nil, ""},
+		{"one missing", []*nftables.Rule{operator, rule(4, dst)}, one, nil, []fwdRule{{nw, 0}}, ""},
+		{"duplicate", []*nftables.Rule{rule(3, src), rule(4, dst), rule(5, src)}, one, []uint64{5}, nil, "duplicate"},
+		{"other network", []*nftables.Rule{rule(3, forwardExprs(old, 0)), rule(4, dst)}, one, []uint64{3}, []fwdRule{{nw, 0}}, "for network 10.96.0.0/12"},
+		{"swapped comment", []*nftables.Rule{rule(3, append(iptAddr(nw, true), src[2:]...)), rule(4, dst)}, one, []uint64{3}, []fwdRule{{nw, 0}}, "changed"},
+		{"nft userdata comment", []*nftables.Rule{byNft, rule(4, dst)}, one, []uint64{9}, []fwdRule{{nw, 0}}, "changed"},
+		{"off", []*nftables.Rule{operator, rule(3, src), operatorCopy, rule(4, dst)}, nil, []uint64{3, 4}, nil, "not wanted"},
+		// Two networks of one family: both keep their accepts; one dropped loses them.
+		{"two networks", []*nftables.Rule{rule(3, src), rule(4, dst), rule(5, forwardExprs(old, 1))}, both, nil, []fwdRule{{old, 0}}, ""},
+		{"network dropped", []*nftables.Rule{rule(3, src), rule(4, dst), rule(5, forwardExprs(old, 0)), rule(6, forwardExprs(old, 1))}, one, []uint64{5, 6}, nil, "for network 10.96.0.0/12"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			p := planForward(tc.rules, tc.network)
+			p := planForward(tc.rules, tc.networks)
 			var del []uint64
 			for _, r := range p.del {
 				del = append(del, r.Handle)
@@ -232,7 +237,7 @@ func TestForwardTraffic(t *testing.T) {
 		t.Fatalf("ForwardBlockers before EnsureForward = %v, %v; want the ip filter FORWARD policy", bs, err)
 	}
 
-	if err := EnsureForward(nsh, network, log); err != nil {
+	if err := EnsureForward(nsh, []netip.Prefix{network}, log); err != nil {
 		t.Fatalf("EnsureForward: %v", err)
 	}
 	if !ping(t, tp.pod, "10.244.2.2") {
@@ -256,7 +261,7 @@ func TestForwardTraffic(t *testing.T) {
 
 	// Idempotent: nothing rewritten, nothing logged above Debug.
 	before := forwardHandles(t, fd)
-	if err := EnsureForward(nsh, network, log); err != nil {
+	if err := EnsureForward(nsh, []netip.Prefix{network}, log); err != nil {
 		t.Fatalf("second EnsureForward: %v", err)
 	}
 	if after := forwardHandles(t, fd); !slices.Equal(before, after) || len(after) != 3 {
@@ -268,7 +273,7 @@ func TestForwardTraffic(t *testing.T) {
 
 	// Repair: one of weft's rules deleted by hand comes back, and is logged at Warn.
 	ipt(t, tp.node, "iptables", "-D", "FORWARD", "-d", "10.244.0.0/16", "-m", "comment", "--comment", "weft: forward to pod network", "-j", "ACCEPT")
-	if err := EnsureForward(nsh, network, log); err != nil {
+	if err := EnsureForward(nsh, []netip.Prefix{network}, log); err != nil {
 		t.Fatalf("EnsureForward after a deleted rule: %v", err)
 	}
 	wantLines(t, "iptables -S FORWARD after repair", ipt(t, tp.node, "iptables", "-S", "FORWARD"),
@@ -278,7 +283,7 @@ func TestForwardTraffic(t *testing.T) {
 	}
 	// A rule of weft's changed by hand (same comment, other prefix) is replaced.
 	ipt(t, tp.node, "iptables", "-R", "FORWARD", "2", "-s", "10.0.0.0/8", "-m", "comment", "--comment", "weft: forward from pod network", "-j", "ACCEPT")
-	if err := EnsureForward(nsh, network, log); err != nil {
+	if err := EnsureForward(nsh, []netip.Prefix{network}, log); err != nil {
 		t.Fatalf("EnsureForward after a changed rule: %v", err)
 	}
 	wantLines(t, "iptables -S FORWARD after a changed rule", ipt(t, tp.node, "iptables", "-S", "FORWARD"),
@@ -291,7 +296,7 @@ func TestForwardTraffic(t *testing.T) {
 	if ping(t, tp.pod, "10.244.2.2") {
 		t.Fatal("pod pings pod2 after the FORWARD chain was flushed")
 	}
-	if err := EnsureForward(nsh, network, log); err != nil {
+	if err := EnsureForward(nsh, []netip.Prefix{network}, log); err != nil {
 		t.Fatalf("EnsureForward after a flush: %v", err)
 	}
 	if !ping(t, tp.pod, "10.244.2.2") {
@@ -339,7 +344,7 @@ func TestForwardFamilies(t *testing.T) {
 	log := testlog.New(t, slog.LevelDebug)
 
 	// No iptables chain: nothing to do, nothing created.
-	if err := EnsureForward(nsh, podRules.Network, log); err != nil {
+	if err := EnsureForward(nsh, []netip.Prefix{podRules.Network}, log); err != nil {
 		t.Fatalf("EnsureForward without a FORWARD chain: %v", err)
 	}
 	if tables := nft(t, n, "list", "tables"); strings.TrimSpace(tables) != "" {
@@ -349,7 +354,7 @@ func TestForwardFamilies(t *testing.T) {
 	ipt(t, n, "ip6tables", "-P", "FORWARD", "DROP")
 
 	v6 := netip.MustParsePrefix("fd00:10::/50")
-	if err := EnsureForward(nsh, v6, log); err != nil {
+	if err := EnsureForward(nsh, []netip.Prefix{v6}, log); err != nil {
 		t.Fatalf("EnsureForward IPv6: %v", err)
 	}
 	wantLines(t, "ip6tables -S FORWARD", ipt(t, n, "ip6tables", "-S", "FORWARD"), "-P FORWARD DROP",
@@ -358,7 +363,7 @@ func TestForwardFamilies(t *testing.T) {
 	wantLines(t, "iptables -S FORWARD", ipt(t, n, "iptables", "-S", "FORWARD"), "-P FORWARD DROP")
 
 	v4 := netip.MustParsePrefix("10.96.0.0/12")
-	if err := EnsureForward(nsh, v4, log); err != nil {
+	if err := EnsureForward(nsh, []netip.Prefix{v4}, log); err != nil {
 		t.Fatalf("EnsureForward IPv4: %v", err)
 	}
 	wantLines(t, "iptables -S FORWARD", ipt(t, n, "iptables", "-S", "FORWARD"), "-P FORWARD DROP",
@@ -366,8 +371,10 @@ func TestForwardFamilies(t *testing.T) {
 		`-A FORWARD -d 10.96.0.0/12 -m comment --comment "weft: forward to pod network" -j ACCEPT`)
 	wantLines(t, "ip6tables -S FORWARD", ipt(t, n, "ip6tables", "-S", "FORWARD"), "-P FORWARD DROP")
 
-	if err := EnsureForward(nsh, netip.Prefix{}, log); err == nil {
-		t.Fatal("EnsureForward without a network succeeded")
+	for _, bad := range [][]netip.Prefix{nil, {netip.Prefix{}}, {v4, netip.Prefix{}}} {
+		if err := EnsureForward(nsh, bad, log); !errors.Is(err, ErrInvalid) {
+			t.Fatalf("EnsureForward(%v) = %v, want ErrInvalid", bad, err)
+		}
 	}
 }
 
@@ -438,7 +445,7 @@ func TestForwardBlockers(t *testing.T) {
 	iptablesNFT(t, n)
 	ipt(t, n, "iptables", "-P", "FORWARD", "DROP")
 	want("iptables policy DROP", "table ip filter chain FORWARD (hook forward, priority 0): policy drop")
-	if err := EnsureForward(nsh, network, testlog.New(t, slog.LevelDebug)); err != nil {
+	if err := EnsureForward(nsh, []netip.Prefix{network}, testlog.New(t, slog.LevelDebug)); err != nil {
 		t.Fatalf("EnsureForward: %v", err)
 	}
 	want("iptables policy DROP with weft's accepts")
@@ -542,5 +549,71 @@ func TestPlaceKey(t *testing.T) {
 	}
 	if k1.netns == st.Ino {
 		t.Fatalf("key %+v is the namespace's inode number, not its cookie", k1)
+	}
+}
+
+// TestForwardTraffic6: under FORWARD policy DROP in both ip and ip6 filter, the
+// accepts for both networks (dual stack) let IPv4 and IPv6 pod traffic through; a
+// network no longer given loses its accepts and its traffic is dropped again.
+func TestForwardTraffic6(t *testing.T) {
+	nettest.Privileged(t)
+	tp := newTopo6(t)
+	iptablesNFT(t, tp.node)
+	nsh := openHost(t, tp.node)
+	log, logs := captureLog(t)
+	v4, v6 := podRules.Network, podRules6.IPv6Network
+	pod2 := listenUDP(t, tp.pod2, "[fd00:10:0:2::2]:9000")
+
+	if !ping(t, tp.pod, "fd00:10:0:2::2") || !ping(t, tp.pod, "10.244.2.2") {
+		t.Fatal("pod cannot ping pod2 before any firewall: the test topology is broken")
+	}
+	ipt(t, tp.node, "iptables", "-P", "FORWARD", "DROP")
+	ipt(t, tp.node, "ip6tables", "-P", "FORWARD", "DROP")
+	if ping(t, tp.pod, "fd00:10:0:2::2") || ping(t, tp.pod, "10.244.2.2") {
+		t.Fatal("pod pings pod2 through FORWARD policy DROP: the drop is not in effect")
+	}
+	if bs, err := ForwardBlockers(nsh, v6); err != nil || len(bs) != 1 || bs[0].String() != "table ip6 filter chain FORWARD (hook forward, priority 0): policy drop" {
+		t.Fatalf("ForwardBlockers(%v) = %v, %v; want the ip6 filter FORWARD policy", v6, bs, err)
+	}
+
+	if err := EnsureForward(nsh, []netip.Prefix{v4, v6}, log); err != nil {
+		t.Fatalf("EnsureForward: %v", err)
+	}
+	if !ping(t, tp.pod, "fd00:10:0:2::2") || !ping(t, tp.pod, "10.244.2.2") {
+		t.Fatal("pod cannot ping pod2 over both families after EnsureForward")
+	}
+	wantSource(t, "pod → pod2 through FORWARD DROP", sourceSeen(t, tp.pod, "", "[fd00:10:0:2::2]:9000", 0, pod2), "fd00:10:0:1::2")
+	if l := logs.take(); strings.Count(l, `msg="forward accept rules installed"`) != 2 {
+		t.Errorf("first EnsureForward logged %q, want an Info install per family", l)
+	}
+	wantLines(t, "ip6tables -S FORWARD", ipt(t, tp.node, "ip6tables", "-S", "FORWARD"), "-P FORWARD DROP",
+		`-A FORWARD -s fd00:10::/48 -m comment --comment "weft: forward from pod network" -j ACCEPT`,
+		`-A FORWARD -d fd00:10::/48 -m comment --comment "weft: forward to pod network" -j ACCEPT`)
+	wantLines(t, "iptables -S FORWARD", ipt(t, tp.node, "iptables", "-S", "FORWARD"), "-P FORWARD DROP", srcRule, dstRule)
+	if bs, err := ForwardBlockers(nsh, v6); err != nil || len(bs) != 0 {
+		t.Fatalf("ForwardBlockers(%v) after EnsureForward = %v, %v; want none", v6, bs, err)
+	}
+	// Idempotent in any order, duplicates dropped.
+	if err := EnsureForward(nsh, []netip.Prefix{v6, v4, v6}, log); err != nil {
+		t.Fatalf("second EnsureForward: %v", err)
+	}
+	if l := logs.take(); l != "" {
+		t.Errorf("EnsureForward with the rules in place logged %q", l)
+	}
+
+	// Dual stack → IPv4-only: the IPv6 accepts go, IPv6 pod traffic is dropped again.
+	if err := EnsureForward(nsh, []netip.Prefix{v4}, log); err != nil {
+		t.Fatalf("EnsureForward IPv4-only: %v", err)
+	}
+	wantLines(t, "ip6tables -S FORWARD after IPv4-only", ipt(t, tp.node, "ip6tables", "-S", "FORWARD"), "-P FORWARD DROP")
+	wantLines(t, "iptables -S FORWARD after IPv4-only", ipt(t, tp.node, "iptables", "-S", "FORWARD"), "-P FORWARD DROP", srcRule, dstRule)
+	if ping(t, tp.pod, "fd00:10:0:2::2") {
+		t.Error("pod still pings pod2 over IPv6 after its network's accepts were removed")
+	}
+	if !ping(t, tp.pod, "10.244.2.2") {
+		t.Error("pod cannot ping pod2 over IPv4 after the IPv6 accepts were removed")
+	}
+	if l := logs.take(); !strings.Contains(l, `msg="forward accept rules of a network family no longer given removed" chain="ip6 filter FORWARD"`) {
+		t.Errorf("EnsureForward IPv4-only logged %q, want the ip6 accepts' removal", l)
 	}
 }

@@ -32,14 +32,15 @@ func familyName(f nftables.TableFamily) string {
 // conn opens an nftables connection in h.
 func conn(h Host) (*nftables.Conn, error) { return hostnft.Conn(h) }
 
-// Ensure installs/replaces weft's table so that it holds exactly the rules for r. It
-// is idempotent and cheap: when the kernel already holds those rules nothing is
-// written and nothing is logged above Debug, so the agent calls it every resync
-// interval. A table from a previous run (other Network, Subnet, port or family) or
-// one edited by hand (a deleted chain, a flushed chain, a changed, added or deleted
-// rule) is replaced in one atomic batch; a repair is logged at Warn with what was
-// wrong, as is a table that was in place earlier in this process and has vanished.
-// A nil log discards.
+// Ensure installs/replaces weft's tables so that each holds exactly the rules for r:
+// table ip weft for r's IPv4 Network, table ip6 weft for its IPv6 Network; the table
+// of a family r does not have is removed. It is idempotent and cheap: when the kernel
+// already holds those rules nothing is written and nothing is logged above Debug, so
+// the agent calls it every resync interval. A table from a previous run (other
+// Network, Subnet or port) or one edited by hand (a deleted chain, a flushed chain, a
+// changed, added or deleted rule) is replaced in one atomic batch per family; a
+// repair is logged at Warn with what was wrong, as is a table that was in place
+// earlier in this process and has vanished. A nil log discards.
 func Ensure(h Host, r Rules, log *slog.Logger) error {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
@@ -48,43 +49,81 @@ func Ensure(h Host, r Rules, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	key, keyed := placeKeyOf(h, "masq")
-	_, wasInPlace := inPlace.Load(key)
-	var repaired string
-	cur, err := Current(h)
-	switch {
-	case errors.Is(err, ErrDrift):
-		repaired = strings.TrimPrefix(err.Error(), ErrDrift.Error()+": ")
-	case err != nil:
+	c, err := conn(h)
+	if err != nil {
 		return fmt.Errorf("ensure masquerade rules: %w", err)
-	case cur != nil && *cur == want:
+	}
+	for _, fam := range families {
+		if err := ensureFamily(h, c, fam, want.of(fam), log); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// masqKey is the inPlace key of a family's masquerade table.
+func masqKey(fam nftables.TableFamily) string { return "masq " + familyName(fam) }
+
+// ensureFamily makes weft's table of family fam hold exactly want's rules, or
+// removes it when want is nil.
+func ensureFamily(h Host, c *nftables.Conn, fam nftables.TableFamily, want *famRules, log *slog.Logger) error {
+	table := familyName(fam) + " " + TableName
+	key, keyed := placeKeyOf(h, masqKey(fam))
+	_, wasInPlace := inPlace.Load(key)
+	cur, err := readFamily(c, fam)
+	drift := errors.Is(err, ErrDrift)
+	if err != nil && !drift {
+		return fmt.Errorf("ensure masquerade rules (table %s): %w", table, err)
+	}
+	present := cur != nil || drift
+	if want == nil {
+		if keyed {
+			inPlace.Delete(key)
+		}
+		if !present {
+			return nil
+		}
+		if err := deleteTables(c, []nftables.TableFamily{fam}); err != nil {
+			return err
+		}
+		attrs := []any{"table", table}
+		if cur != nil {
+			attrs = append(attrs, "old_network", cur.Network, "old_subnet", cur.Subnet)
+		}
+		log.Info("masquerade rules of a family no longer configured removed", attrs...)
+		return nil
+	}
+	var repaired string
+	switch {
+	case drift:
+		repaired = strings.TrimPrefix(err.Error(), ErrDrift.Error()+": ")
+	case cur != nil && *cur == *want:
 		if keyed {
 			inPlace.Store(key, true)
 		}
-		log.Debug("masquerade rules already in place", "network", want.Network, "subnet", want.Subnet)
+		log.Debug("masquerade rules already in place", "table", table, "network", want.Network, "subnet", want.Subnet)
 		return nil
 	case cur != nil:
-		log.Info("replacing masquerade rules", "old_network", cur.Network, "old_subnet", cur.Subnet,
+		log.Info("replacing masquerade rules", "table", table, "old_network", cur.Network, "old_subnet", cur.Subnet,
 			"old_vxlan_port", cur.VXLANPort, "network", want.Network, "subnet", want.Subnet, "vxlan_port", want.VXLANPort)
 	case wasInPlace:
 		repaired = fmt.Sprintf("table %s missing", TableName)
 	}
-	if err := replace(h, want); err != nil {
+	if err := replace(c, *want, present); err != nil {
 		return err
 	}
 	// Read back: the kernel (or an old nftables module) could have dropped a flag.
-	got, err := Current(h)
+	got, err := readFamily(c, fam)
 	if err != nil {
-		return fmt.Errorf("verify masquerade rules: %w", err)
+		return fmt.Errorf("verify masquerade rules (table %s): %w", table, err)
 	}
-	if got == nil || *got != want {
-		return fmt.Errorf("verify masquerade rules: %w: read back %+v, want %+v", ErrDrift, got, want)
+	if got == nil || *got != *want {
+		return fmt.Errorf("verify masquerade rules (table %s): %w: read back %+v, want %+v", table, ErrDrift, got, *want)
 	}
 	if keyed {
 		inPlace.Store(key, true)
 	}
-	attrs := []any{"table", familyName(want.family()) + " " + TableName,
-		"network", want.Network, "subnet", want.Subnet, "vxlan_port", want.VXLANPort}
+	attrs := []any{"table", table, "network", want.Network, "subnet", want.Subnet, "vxlan_port", want.VXLANPort}
 	if repaired != "" {
 		log.Warn("masquerade rules repaired", append([]any{"repaired", repaired}, attrs...)...)
 		return nil
@@ -93,21 +132,13 @@ func Ensure(h Host, r Rules, log *slog.Logger) error {
 	return nil
 }
 
-// replace writes the table for normalized r in one batch: existing weft tables are
-// created-if-absent then deleted (so the delete cannot fail with ENOENT), and r's
-// table is built again. nftables applies a batch as one transaction: packets see the
-// old rules or the new ones, never an empty or half-built chain.
-func replace(h Host, r Rules) error {
-	c, err := conn(h)
-	if err != nil {
-		return err
-	}
-	old, err := existing(c)
-	if err != nil {
-		return err
-	}
-	for _, fam := range old {
-		t := &nftables.Table{Name: TableName, Family: fam}
+// replace writes the table for normalized r in one batch: the existing table of r's
+// family (present) is created-if-absent then deleted (so the delete cannot fail with
+// ENOENT), and r's table is built again. nftables applies a batch as one transaction:
+// packets see the old rules or the new ones, never an empty or half-built chain.
+func replace(c *nftables.Conn, r famRules, present bool) error {
+	if present {
+		t := &nftables.Table{Name: TableName, Family: r.family()}
 		c.AddTable(t)
 		c.DelTable(t)
 	}
@@ -137,8 +168,10 @@ func replace(h Host, r Rules) error {
 // Delete removes weft's table in every family; absent tables are not an error. The
 // agent does not call it on SIGTERM (see doc.go).
 func Delete(h Host) error {
-	if key, ok := placeKeyOf(h, "masq"); ok {
-		inPlace.Delete(key) // a table deleted on purpose is not repaired by a later Ensure
+	for _, fam := range families {
+		if key, ok := placeKeyOf(h, masqKey(fam)); ok {
+			inPlace.Delete(key) // a table deleted on purpose is not repaired by a later Ensure
+		}
 	}
 	c, err := conn(h)
 	if err != nil {
@@ -148,7 +181,12 @@ func Delete(h Host) error {
 	if err != nil || len(old) == 0 {
 		return err
 	}
-	for _, fam := range old {
+	return deleteTables(c, old)
+}
+
+// deleteTables deletes weft's table in each of fams in one batch.
+func deleteTables(c *nftables.Conn, fams []nftables.TableFamily) error {
+	for _, fam := range fams {
 		t := &nftables.Table{Name: TableName, Family: fam}
 		c.AddTable(t) // create-if-absent: the delete cannot fail with ENOENT if it vanished meanwhile
 		c.DelTable(t)
@@ -189,28 +227,54 @@ func weftTables(c *nftables.Conn) ([]*nftables.Table, error) {
 	return found, nil
 }
 
-// Current reads back the installed rules: (nil, nil) when weft has no table, an error
-// wrapping ErrDrift when the table is not exactly what Ensure writes.
+// Current reads back the installed rules of both families: (nil, nil) when weft has
+// no table, an error wrapping ErrDrift when a table is not exactly what Ensure writes.
+// A family without a table has zero prefixes in the result.
 func Current(h Host) (*Rules, error) {
 	c, err := conn(h)
 	if err != nil {
 		return nil, err
 	}
-	found, err := weftTables(c)
+	var out *Rules
+	for _, fam := range families {
+		fr, err := readFamily(c, fam)
+		if err != nil {
+			return nil, fmt.Errorf("table %s %s: %w", familyName(fam), TableName, err)
+		}
+		if fr == nil {
+			continue
+		}
+		if out == nil {
+			out = &Rules{VXLANPort: fr.VXLANPort}
+		} else if out.VXLANPort != fr.VXLANPort {
+			return nil, fmt.Errorf("%w: VXLAN port %d in table ip %s, %d in table ip6 %s",
+				ErrDrift, out.VXLANPort, TableName, fr.VXLANPort, TableName)
+		}
+		if fam == nftables.TableFamilyIPv6 {
+			out.IPv6Network, out.IPv6Subnet = fr.Network, fr.Subnet
+		} else {
+			out.Network, out.Subnet = fr.Network, fr.Subnet
+		}
+	}
+	return out, nil
+}
+
+// readFamily reads weft's table of family fam: nil when there is none.
+func readFamily(c *nftables.Conn, fam nftables.TableFamily) (*famRules, error) {
+	ts, err := c.ListTablesOfFamily(fam)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("list nftables %s tables: %w", familyName(fam), err)
 	}
-	switch len(found) {
-	case 0:
-		return nil, nil
-	case 1:
-		return readTable(c, found[0])
+	for _, t := range ts {
+		if t.Name == TableName {
+			return readTable(c, t)
+		}
 	}
-	return nil, fmt.Errorf("%w: table %s exists in both ip and ip6", ErrDrift, TableName)
+	return nil, nil
 }
 
 // readTable checks that t holds only weft's chain and decodes its rules.
-func readTable(c *nftables.Conn, t *nftables.Table) (*Rules, error) {
+func readTable(c *nftables.Conn, t *nftables.Table) (*famRules, error) {
 	chains, err := c.ListChainsOfTableFamily(t.Family)
 	if err != nil {
 		return nil, fmt.Errorf("list chains of %s %s: %w", familyName(t.Family), t.Name, err)

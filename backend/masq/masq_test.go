@@ -153,8 +153,8 @@ func TestEnsureReplacesOtherNetwork(t *testing.T) {
 		t.Fatalf("ruleset has %d rules, want 6:\n%s", c, ruleset)
 	}
 
-	// An IPv6 Network moves the rules to an ip6 table; the ip table goes.
-	v6 := Rules{Network: netip.MustParsePrefix("fd00:10::/48"), Subnet: netip.MustParsePrefix("fd00:10:0:7::/64"), VXLANPort: 8472}
+	// An IPv6 Network alone moves the rules to an ip6 table; the ip table goes.
+	v6 := Rules{IPv6Network: netip.MustParsePrefix("fd00:10::/48"), IPv6Subnet: netip.MustParsePrefix("fd00:10:0:7::/64"), VXLANPort: 8472}
 	if err := Ensure(nsh, v6, log); err != nil {
 		t.Fatalf("Ensure with IPv6 network: %v", err)
 	}
@@ -319,4 +319,129 @@ func openHost(t *testing.T, n *nettest.NS) *host.NS {
 	}
 	t.Cleanup(func() { _ = h.Close() })
 	return h
+}
+
+// TestEnsureDualStack: a dual-stack Rules gets one table per family with the same six
+// rules, is idempotent per family, a repair of one family's table leaves the other's
+// alone, and a family no longer given loses its table.
+func TestEnsureDualStack(t *testing.T) {
+	nettest.Privileged(t)
+	n := nettest.NewNS(t, "masq")
+	nsh := openHost(t, n)
+	fd := nsh.Fd()
+	log, logs := captureLog(t)
+	handles6 := func() []uint64 { return chainHandles(t, fd, nftables.TableFamilyIPv6, TableName, ChainName) }
+
+	if err := Ensure(nsh, dualRules, log); err != nil {
+		t.Fatalf("Ensure: %v", err)
+	}
+	if l := logs.take(); strings.Count(l, `msg="masquerade rules installed"`) != 2 ||
+		!strings.Contains(l, `table="ip weft"`) || !strings.Contains(l, `table="ip6 weft"`) {
+		t.Fatalf("first Ensure logged %q, want an Info install per family", l)
+	}
+	want := dualRules
+	want.VXLANPort = 8472
+	if got, err := Current(nsh); err != nil || got == nil || *got != want {
+		t.Fatalf("Current = %+v, %v; want %+v", got, err, want)
+	}
+	if tables := nft(t, n, "list", "tables"); strings.Count(tables, "table") != 2 ||
+		!strings.Contains(tables, "table ip weft") || !strings.Contains(tables, "table ip6 weft") {
+		t.Fatalf("nft list tables = %q, want table ip weft and table ip6 weft", tables)
+	}
+	table6 := nft(t, n, "list", "table", "ip6", TableName)
+	if c := strings.Count(table6, "counter packets"); c != 6 {
+		t.Fatalf("table ip6 weft has %d rules, want 6:\n%s", c, table6)
+	}
+	wantInOrder(t, table6,
+		`type nat hook postrouting priority srcnat; policy accept;`,
+		`meta mark & 0x00004000 == 0x00004000 counter .* return`,
+		`udp dport 8472 counter .* return`,
+		`ip6 saddr fd00:10::/48 ip6 daddr fd00:10::/48 counter .* return`,
+		`ip6 saddr fd00:10::/48 ip6 daddr != ff00::/8 counter .* masquerade fully-random`,
+		`ip6 saddr != fd00:10::/48 ip6 daddr fd00:10:0:1::/64 counter .* return`,
+		`ip6 saddr != fd00:10::/48 ip6 daddr fd00:10::/48 counter .* masquerade fully-random`,
+	)
+	wantInOrder(t, nft(t, n, "list", "table", "ip", TableName),
+		`ip saddr 10\.244\.0\.0/16 ip daddr != 224\.0\.0\.0/4 counter .* masquerade fully-random`)
+
+	first4, first6 := ruleHandles(t, fd), handles6()
+	if err := Ensure(nsh, dualRules, log); err != nil {
+		t.Fatalf("second Ensure: %v", err)
+	}
+	if l := logs.take(); l != "" {
+		t.Fatalf("Ensure with the rules in place logged %q", l)
+	}
+	if h4, h6 := ruleHandles(t, fd), handles6(); !equal(first4, h4) || !equal(first6, h6) {
+		t.Fatalf("rule handles %v %v changed to %v %v by an Ensure with nothing to do", first4, first6, h4, h6)
+	}
+
+	// Damage to the IPv6 table is repaired there; the IPv4 table is not rewritten.
+	nft(t, n, "flush", "chain", "ip6", TableName, ChainName)
+	if got, err := Current(nsh); !errors.Is(err, ErrDrift) || !strings.Contains(err.Error(), "table ip6 weft") {
+		t.Fatalf("Current after flushing ip6 weft = %+v, %v; want ErrDrift naming table ip6 weft", got, err)
+	}
+	if err := Ensure(nsh, dualRules, log); err != nil {
+		t.Fatalf("Ensure after the flush: %v", err)
+	}
+	if l := logs.take(); strings.Count(l, "\n") != 0 || !strings.Contains(l, `level=WARN msg="masquerade rules repaired" repaired="0 rules, want 6" table="ip6 weft"`) {
+		t.Fatalf("repair logged %q, want one Warn for ip6 weft", l)
+	}
+	if h4 := ruleHandles(t, fd); !equal(first4, h4) {
+		t.Fatalf("ip weft rule handles %v changed to %v by a repair of ip6 weft", first4, h4)
+	}
+
+	// Dual stack → IPv6-only: the ip table goes.
+	if err := Ensure(nsh, podRules6, log); err != nil {
+		t.Fatalf("Ensure IPv6-only: %v", err)
+	}
+	if l := logs.take(); !strings.Contains(l, `msg="masquerade rules of a family no longer configured removed" table="ip weft"`) {
+		t.Fatalf("Ensure IPv6-only logged %q, want the ip table's removal", l)
+	}
+	if tables := nft(t, n, "list", "tables"); strings.TrimSpace(tables) != "table ip6 weft" {
+		t.Fatalf("nft list tables = %q, want only table ip6 weft", tables)
+	}
+	want6 := podRules6
+	want6.VXLANPort = 8472
+	if got, err := Current(nsh); err != nil || got == nil || *got != want6 {
+		t.Fatalf("Current = %+v, %v; want %+v", got, err, want6)
+	}
+
+	// → dual stack → IPv4-only: the ip6 table goes.
+	if err := Ensure(nsh, dualRules, log); err != nil {
+		t.Fatalf("Ensure dual stack again: %v", err)
+	}
+	if err := Ensure(nsh, podRules, log); err != nil {
+		t.Fatalf("Ensure IPv4-only: %v", err)
+	}
+	if tables := nft(t, n, "list", "tables"); strings.TrimSpace(tables) != "table ip weft" {
+		t.Fatalf("nft list tables = %q, want only table ip weft", tables)
+	}
+	want4 := podRules
+	want4.VXLANPort = 8472
+	if got, err := Current(nsh); err != nil || got == nil || *got != want4 {
+		t.Fatalf("Current = %+v, %v; want %+v", got, err, want4)
+	}
+	_ = logs.take()
+
+	// Tables that disagree on the VXLAN port are drift for Current; Ensure repairs
+	// the one that differs from what it is given.
+	c, err := conn(nsh)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := replace(c, famRules{Network: podRules6.IPv6Network, Subnet: podRules6.IPv6Subnet, VXLANPort: 4789}, false); err != nil {
+		t.Fatalf("write an ip6 table for port 4789: %v", err)
+	}
+	if got, err := Current(nsh); !errors.Is(err, ErrDrift) || !strings.Contains(err.Error(), "VXLAN port 8472 in table ip weft, 4789 in table ip6 weft") {
+		t.Fatalf("Current with two ports = %+v, %v; want ErrDrift naming both", got, err)
+	}
+	if err := Ensure(nsh, dualRules, log); err != nil {
+		t.Fatalf("Ensure after the port change: %v", err)
+	}
+	if l := logs.take(); !strings.Contains(l, `msg="replacing masquerade rules" table="ip6 weft"`) || strings.Contains(l, `table="ip weft"`) {
+		t.Fatalf("Ensure after the port change logged %q, want only the ip6 table replaced", l)
+	}
+	if got, err := Current(nsh); err != nil || got == nil || *got != want {
+		t.Fatalf("Current = %+v, %v; want %+v", got, err, want)
+	}
 }

@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strings"
 
 	"github.com/google/nftables"
@@ -95,9 +96,9 @@ func raComment(ifname string, i int) string {
 
 // raState is what readRADrop found.
 type raState struct {
-	present bool   // the table exists
-	ifname  string // the device the rules are for; "" when drift is set
-	drift   string // why the table is not one EnsureRADrop writes ("" = it is)
+	present bool     // the table exists
+	ifnames []string // the devices the rules are for, in rule order; nil when drift is set
+	drift   string   // why the table is not one EnsureRADrop writes ("" = it is)
 }
 
 // readRADrop reads weft's ip6 table back: the table listing (its flags and how many
@@ -134,8 +135,8 @@ func readRADrop(c *nftables.Conn) (raState, error) {
 	if err != nil {
 		return raState{}, fmt.Errorf("list rules of ip6 %s %s: %w", RATableName, RAChainName, err)
 	}
-	ifname, why := raRulesIfname(rules)
-	return raState{present: true, ifname: ifname, drift: why}, nil
+	ifnames, why := raRulesIfnames(rules)
+	return raState{present: true, ifnames: ifnames, drift: why}, nil
 }
 
 // raTable returns weft's ip6 weft-ra table, or nil.
@@ -173,35 +174,44 @@ func raChainDrift(ch *nftables.Chain) string {
 	return ""
 }
 
-// raRulesIfname checks that rules are exactly the chain's rules for one device and
-// returns that device, or else why not.
-func raRulesIfname(rules []*nftables.Rule) (string, string) {
-	if len(rules) != len(raDrops) {
-		return "", fmt.Sprintf("%d rules, want %d", len(rules), len(raDrops))
+// raRulesIfnames checks that rules are exactly the chain's rules for one or more
+// devices (each device's len(raDrops) rules in a row) and returns those devices, or
+// else why not.
+func raRulesIfnames(rules []*nftables.Rule) ([]string, string) {
+	if len(rules) == 0 || len(rules)%len(raDrops) != 0 {
+		return nil, fmt.Sprintf("%d rules, want %d per device", len(rules), len(raDrops))
 	}
-	// The device comes from the first rule's iifname compare; every rule must then
-	// be exactly what raExprs writes for it.
-	var ifname string
-	if len(rules[0].Exprs) > 1 {
-		if c, ok := rules[0].Exprs[1].(*expr.Cmp); ok && len(c.Data) == unix.IFNAMSIZ {
-			ifname = strings.TrimRight(string(c.Data), "\x00")
+	var ifnames []string
+	for g := 0; g < len(rules); g += len(raDrops) {
+		// The device comes from the group's first rule's iifname compare; every rule
+		// of the group must then be exactly what raExprs writes for it.
+		first := rules[g]
+		var ifname string
+		if len(first.Exprs) > 1 {
+			if c, ok := first.Exprs[1].(*expr.Cmp); ok && len(c.Data) == unix.IFNAMSIZ {
+				ifname = strings.TrimRight(string(c.Data), "\x00")
+			}
 		}
-	}
-	if checkIfname(ifname) != nil {
-		return "", fmt.Sprintf("rule 1 (handle %d) is not an iifname match", rules[0].Handle)
-	}
-	for i, r := range rules {
-		if !sameExprs(r.Exprs, raExprs(ifname, i)) {
-			return "", fmt.Sprintf("rule %d (handle %d) is not `iifname %q icmpv6 type %d counter drop`",
-				i+1, r.Handle, ifname, raDrops[i].typ)
+		if checkIfname(ifname) != nil {
+			return nil, fmt.Sprintf("rule %d (handle %d) is not an iifname match", g+1, first.Handle)
 		}
+		if slices.Contains(ifnames, ifname) {
+			return nil, fmt.Sprintf("rule %d (handle %d): device %q twice", g+1, first.Handle, ifname)
+		}
+		for i := range raDrops {
+			if r := rules[g+i]; !sameExprs(r.Exprs, raExprs(ifname, i)) {
+				return nil, fmt.Sprintf("rule %d (handle %d) is not `iifname %q icmpv6 type %d counter drop`",
+					g+i+1, r.Handle, ifname, raDrops[i].typ)
+			}
+		}
+		ifnames = append(ifnames, ifname)
 	}
-	return ifname, ""
+	return ifnames, ""
 }
 
-// writeRADrop builds the table for ifname in one batch, deleting the old one first
+// writeRADrop builds the table for ifnames in one batch, deleting the old one first
 // when present: packets see the old table or the new one, never an empty chain.
-func writeRADrop(c *nftables.Conn, ifname string, present bool) error {
+func writeRADrop(c *nftables.Conn, ifnames []string, present bool) error {
 	if present {
 		old := &nftables.Table{Name: RATableName, Family: nftables.TableFamilyIPv6}
 		c.AddTable(old) // create-if-absent: the delete cannot fail with ENOENT if it vanished meanwhile
@@ -217,13 +227,15 @@ func writeRADrop(c *nftables.Conn, ifname string, present bool) error {
 		Priority: nftables.ChainPriorityFilter,
 		Policy:   &accept,
 	})
-	for i := range raDrops {
-		c.AddRule(&nftables.Rule{
-			Table:    t,
-			Chain:    ch,
-			Exprs:    raExprs(ifname, i),
-			UserData: userdata.AppendString(nil, userdata.TypeComment, raComment(ifname, i)),
-		})
+	for _, ifname := range ifnames {
+		for i := range raDrops {
+			c.AddRule(&nftables.Rule{
+				Table:    t,
+				Chain:    ch,
+				Exprs:    raExprs(ifname, i),
+				UserData: userdata.AppendString(nil, userdata.TypeComment, raComment(ifname, i)),
+			})
+		}
 	}
 	if err := c.Flush(); err != nil {
 		return fmt.Errorf("write nftables table ip6 %s: %w", RATableName, err)
@@ -233,34 +245,46 @@ func writeRADrop(c *nftables.Conn, ifname string, present bool) error {
 
 // EnsureRADrop keeps an nftables table of weft's own, `table ip6 weft-ra`, whose base
 // chain on the input hook drops ICMPv6 router advertisements (type 134) and redirects
-// (type 137) arriving on the device ifname:
+// (type 137) arriving on each of the devices ifnames (flannel.1 and flannel-v6.1 in
+// a dual-stack overlay):
 //
 //	table ip6 weft-ra {
 //		chain input {
 //			type filter hook input priority filter; policy accept;
 //			iifname "flannel.1" icmpv6 type nd-router-advert counter drop
 //			iifname "flannel.1" icmpv6 type nd-redirect counter drop
+//			iifname "flannel-v6.1" icmpv6 type nd-router-advert counter drop
+//			iifname "flannel-v6.1" icmpv6 type nd-redirect counter drop
 //		}
 //	}
 //
-// It stands in for accept_ra=0 (and accept_redirects=0) on the device where
+// It stands in for accept_ra=0 (and accept_redirects=0) on the devices where
 // /proc/sys is read-only: the kernel's neighbour discovery acts on these messages
 // in icmpv6_rcv, after the input hook. The match is by name, so it can be installed
-// before the device exists and survives the device being recreated.
+// before the devices exist and survives a device being recreated. The devices are
+// kept sorted, duplicates dropped: the order given does not matter.
 //
 // Like Ensure, it is idempotent and cheap: when the table is in place it writes
 // nothing and logs nothing above Debug, so the agent calls it every resync interval.
 // A deleted or flushed table or chain, a changed, added or deleted rule, a changed
 // hook or policy, or a dormant table is replaced in one atomic batch and logged at
-// Warn with what was wrong; a table for another device is replaced and logged at
-// Info. A nil log discards.
-func EnsureRADrop(h Host, ifname string, log *slog.Logger) error {
+// Warn with what was wrong; a table for other devices is replaced and logged at
+// Info. ifnames must name at least one device (DeleteRADrop removes the table). A
+// nil log discards.
+func EnsureRADrop(h Host, ifnames []string, log *slog.Logger) error {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	if err := checkIfname(ifname); err != nil {
-		return err
+	if len(ifnames) == 0 {
+		return fmt.Errorf("%w: router advertisement drop: no device", ErrInvalid)
 	}
+	for _, ifname := range ifnames {
+		if err := checkIfname(ifname); err != nil {
+			return err
+		}
+	}
+	ifnames = slices.Compact(slices.Sorted(slices.Values(ifnames)))
+	devices := strings.Join(ifnames, ",")
 	c, err := conn(h)
 	if err != nil {
 		return fmt.Errorf("ensure router advertisement drop: %w", err)
@@ -271,14 +295,14 @@ func EnsureRADrop(h Host, ifname string, log *slog.Logger) error {
 	if err != nil {
 		return fmt.Errorf("ensure router advertisement drop: %w", err)
 	}
-	if before.present && before.drift == "" && before.ifname == ifname {
+	if before.present && before.drift == "" && slices.Equal(before.ifnames, ifnames) {
 		if keyed {
 			inPlace.Store(key, true)
 		}
-		log.Debug("router advertisement drop already in place", "device", ifname)
+		log.Debug("router advertisement drop already in place", "device", devices)
 		return nil
 	}
-	if err := writeRADrop(c, ifname, before.present); err != nil {
+	if err := writeRADrop(c, ifnames, before.present); err != nil {
 		return fmt.Errorf("ensure router advertisement drop: %w", err)
 	}
 	// Read back: a concurrent writer or an old kernel could have left something else.
@@ -286,23 +310,24 @@ func EnsureRADrop(h Host, ifname string, log *slog.Logger) error {
 	if err != nil {
 		return fmt.Errorf("verify router advertisement drop: %w", err)
 	}
-	if !after.present || after.drift != "" || after.ifname != ifname {
+	if !after.present || after.drift != "" || !slices.Equal(after.ifnames, ifnames) {
 		why := after.drift
 		if !after.present {
 			why = "table missing"
 		}
-		return fmt.Errorf("verify router advertisement drop: table ip6 %s after writing it for %q: %s (device %q)",
-			RATableName, ifname, why, after.ifname)
+		return fmt.Errorf("verify router advertisement drop: table ip6 %s after writing it for %q: %s (devices %q)",
+			RATableName, devices, why, after.ifnames)
 	}
 	if keyed {
 		inPlace.Store(key, true)
 	}
-	attrs := []any{"table", "ip6 " + RATableName, "device", ifname}
+	attrs := []any{"table", "ip6 " + RATableName, "device", devices}
 	switch {
 	case before.drift != "":
 		log.Warn("router advertisement drop repaired", append([]any{"repaired", before.drift}, attrs...)...)
 	case before.present:
-		log.Info("router advertisement drop moved to another device", append([]any{"old_device", before.ifname}, attrs...)...)
+		log.Info("router advertisement drop moved to another device",
+			append([]any{"old_device", strings.Join(before.ifnames, ",")}, attrs...)...)
 	case wasInPlace:
 		log.Warn("router advertisement drop repaired", append([]any{"repaired", "table ip6 " + RATableName + " missing"}, attrs...)...)
 	default:

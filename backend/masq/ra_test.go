@@ -3,10 +3,12 @@ package masq
 import (
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/netip"
 	"os"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -24,6 +26,7 @@ import (
 
 	"github.com/weftnet/weft/backend"
 	"github.com/weftnet/weft/test/nettest"
+	"github.com/weftnet/weft/test/testlog"
 )
 
 // raTopo is two nodes in namespaces made by the test, joined by a veth underlay:
@@ -34,7 +37,8 @@ import (
 //
 // B stands in for anything that can send a UDP datagram to A's VXLAN port.
 type raTopo struct {
-	a, b *nettest.NS
+	a, b   *nettest.NS
+	raRule int // index of the rule dropping RAs on flannel.1 in weft's chain
 }
 
 const (
@@ -277,7 +281,7 @@ func TestRADropTraffic(t *testing.T) {
 		log, logs := captureLog(t)
 		// As the agent does: in place before the device exists (the match is by name).
 		tp := newRATopo(t, func(a *nettest.NS) {
-			if err := EnsureRADrop(openHost(t, a), raDevice, log); err != nil {
+			if err := EnsureRADrop(openHost(t, a), []string{raDevice}, log); err != nil {
 				t.Fatalf("EnsureRADrop: %v", err)
 			}
 		})
@@ -290,7 +294,7 @@ func TestRADropTraffic(t *testing.T) {
 
 		// Someone deletes the table; the next EnsureRADrop restores it.
 		nft(t, tp.a, "delete", "table", "ip6", RATableName)
-		if err := EnsureRADrop(nsh, raDevice, log); err != nil {
+		if err := EnsureRADrop(nsh, []string{raDevice}, log); err != nil {
 			t.Fatalf("EnsureRADrop after the table was deleted: %v", err)
 		}
 		if l := logs.take(); !strings.Contains(l, `level=WARN msg="router advertisement drop repaired"`) {
@@ -313,6 +317,85 @@ func TestRADropTraffic(t *testing.T) {
 			t.Errorf("the redirect rule counted %d packets (%v), want 0", n, err)
 		}
 	})
+
+	// Dual stack: flannel.1 and flannel-v6.1 are guarded by one table. flannel.1's
+	// rules come second (the devices are sorted), and still drop its RAs.
+	t.Run("EnsureRADrop on two devices drops it", func(t *testing.T) {
+		tp := newRATopo(t, func(a *nettest.NS) {
+			if err := EnsureRADrop(openHost(t, a), []string{raDevice, "flannel-v6.1"}, testlog.New(t, slog.LevelDebug)); err != nil {
+				t.Fatalf("EnsureRADrop: %v", err)
+			}
+		})
+		tp.raRule = 2
+		tp.wantDropped(t, "second device's rules", false, 1)
+		for _, i := range []int{0, 1, 3} {
+			if n, err := raDropped(tp.a, i); err != nil || n != 0 {
+				t.Errorf("rule %d counted %d packets (%v), want 0", i, n, err)
+			}
+		}
+	})
+}
+
+// TestEnsureRADropDevices: one table for every device given (order and duplicates
+// do not matter), repaired per device, and shrunk when a device is no longer given.
+func TestEnsureRADropDevices(t *testing.T) {
+	nettest.Privileged(t)
+	n := nettest.NewNS(t, "ra")
+	nsh := openHost(t, n)
+	fd := nsh.Fd()
+	log, logs := captureLog(t)
+	handles := func() []uint64 { return chainHandles(t, fd, nftables.TableFamilyIPv6, RATableName, RAChainName) }
+	const v6dev = "flannel-v6.1"
+
+	if err := EnsureRADrop(nsh, []string{raDevice, v6dev}, log); err != nil {
+		t.Fatalf("EnsureRADrop: %v", err)
+	}
+	if l := logs.take(); !strings.Contains(l, `level=INFO msg="router advertisement drop installed" table="ip6 weft-ra" device=flannel-v6.1,flannel.1`) {
+		t.Fatalf("EnsureRADrop logged %q, want an Info install for both devices", l)
+	}
+	table := nft(t, n, "list", "table", "ip6", RATableName)
+	wantInOrder(t, table,
+		`type filter hook input priority filter; policy accept;`,
+		`iifname "flannel-v6\.1" icmpv6 type nd-router-advert counter packets 0 bytes 0 drop comment "weft: drop router advertisements arriving on flannel-v6\.1"`,
+		`iifname "flannel-v6\.1" icmpv6 type nd-redirect counter packets 0 bytes 0 drop comment "weft: drop redirects arriving on flannel-v6\.1"`,
+		`iifname "flannel\.1" icmpv6 type nd-router-advert counter packets 0 bytes 0 drop`,
+		`iifname "flannel\.1" icmpv6 type nd-redirect counter packets 0 bytes 0 drop`)
+	if c := strings.Count(table, "counter packets"); c != 4 {
+		t.Fatalf("table has %d rules, want 4:\n%s", c, table)
+	}
+	first := handles()
+	if err := EnsureRADrop(nsh, []string{v6dev, raDevice, v6dev}, log); err != nil {
+		t.Fatalf("EnsureRADrop in another order: %v", err)
+	}
+	if l := logs.take(); l != "" {
+		t.Fatalf("EnsureRADrop with the table in place logged %q", l)
+	}
+	if got := handles(); !equal(first, got) {
+		t.Fatalf("rule handles %v changed to %v by EnsureRADrop with nothing to do", first, got)
+	}
+
+	// One of the second device's rules deleted: repaired.
+	nft(t, n, "delete", "rule", "ip6", RATableName, RAChainName, "handle", strconv.FormatUint(first[3], 10))
+	if err := EnsureRADrop(nsh, []string{raDevice, v6dev}, log); err != nil {
+		t.Fatalf("EnsureRADrop after a deleted rule: %v", err)
+	}
+	if l := logs.take(); !strings.Contains(l, `level=WARN msg="router advertisement drop repaired" repaired="3 rules, want 2 per device"`) {
+		t.Fatalf("repair logged %q, want a Warn", l)
+	}
+	if c := strings.Count(nft(t, n, "list", "table", "ip6", RATableName), "counter packets"); c != 4 {
+		t.Fatalf("table has %d rules after the repair, want 4", c)
+	}
+
+	// Dual stack → IPv4-only: flannel-v6.1's rules go.
+	if err := EnsureRADrop(nsh, []string{raDevice}, log); err != nil {
+		t.Fatalf("EnsureRADrop for flannel.1 alone: %v", err)
+	}
+	if l := logs.take(); !strings.Contains(l, `level=INFO msg="router advertisement drop moved to another device" old_device=flannel-v6.1,flannel.1 table="ip6 weft-ra" device=flannel.1`) {
+		t.Fatalf("EnsureRADrop for one device logged %q, want an Info move", l)
+	}
+	if table := nft(t, n, "list", "table", "ip6", RATableName); strings.Contains(table, v6dev) || strings.Count(table, "counter packets") != 2 {
+		t.Fatalf("table after dropping %s:\n%s", v6dev, table)
+	}
 }
 
 // wantDropped sends an RA from B (behind a hop-by-hop header with hbh) and fails
@@ -326,7 +409,7 @@ func (tp *raTopo) wantDropped(t *testing.T, what string, hbh bool, count uint64)
 	var err error
 	eventually(2*time.Second, func() bool {
 		routes, addrs = tp.raEffects(t)
-		n, err = raDropped(tp.a, 0)
+		n, err = raDropped(tp.a, tp.raRule)
 		return routes != "" || addrs != "" || n >= count
 	})
 	if routes != "" || addrs != "" {
@@ -357,7 +440,7 @@ func TestEnsureRADrop(t *testing.T) {
 
 	// The masquerade table (IPv6 Network: also table ... weft in family ip6) and
 	// an operator's table are there first and must be left alone.
-	v6 := Rules{Network: netip.MustParsePrefix("fd00:10::/48"), Subnet: netip.MustParsePrefix("fd00:10:0:7::/64")}
+	v6 := Rules{IPv6Network: netip.MustParsePrefix("fd00:10::/48"), IPv6Subnet: netip.MustParsePrefix("fd00:10:0:7::/64")}
 	if err := Ensure(nsh, v6, log); err != nil {
 		t.Fatalf("Ensure: %v", err)
 	}
@@ -366,7 +449,7 @@ func TestEnsureRADrop(t *testing.T) {
 	nft(t, n, "add", "rule", "ip6", "operator", "input", "udp", "dport", "9", "drop")
 	_ = logs.take()
 
-	if err := EnsureRADrop(nsh, raDevice, log); err != nil {
+	if err := EnsureRADrop(nsh, []string{raDevice}, log); err != nil {
 		t.Fatalf("EnsureRADrop: %v", err)
 	}
 	if l := logs.take(); strings.Count(l, "\n") != 0 || !strings.Contains(l, `level=INFO msg="router advertisement drop installed"`) {
@@ -386,7 +469,7 @@ func TestEnsureRADrop(t *testing.T) {
 	start := time.Now()
 	const calls = 20
 	for range calls {
-		if err := EnsureRADrop(nsh, raDevice, log); err != nil {
+		if err := EnsureRADrop(nsh, []string{raDevice}, log); err != nil {
 			t.Fatalf("EnsureRADrop with the table in place: %v", err)
 		}
 	}
@@ -442,7 +525,7 @@ func TestEnsureRADrop(t *testing.T) {
 			for _, cmd := range tc.damage() {
 				nft(t, n, strings.Fields(cmd)...)
 			}
-			if err := EnsureRADrop(nsh, raDevice, log); err != nil {
+			if err := EnsureRADrop(nsh, []string{raDevice}, log); err != nil {
 				t.Fatalf("EnsureRADrop after %s: %v", tc.name, err)
 			}
 			l := logs.take()
@@ -453,7 +536,7 @@ func TestEnsureRADrop(t *testing.T) {
 				t.Fatalf("table after repair:\n%s\nwant:\n%s", got, table)
 			}
 			before := handles()
-			if err := EnsureRADrop(nsh, raDevice, log); err != nil {
+			if err := EnsureRADrop(nsh, []string{raDevice}, log); err != nil {
 				t.Fatalf("EnsureRADrop after the repair: %v", err)
 			}
 			if l := logs.take(); l != "" {
@@ -466,7 +549,7 @@ func TestEnsureRADrop(t *testing.T) {
 	}
 
 	// Another device name (another VNI) moves the rules, logged at Info.
-	if err := EnsureRADrop(nsh, "flannel.2", log); err != nil {
+	if err := EnsureRADrop(nsh, []string{"flannel.2"}, log); err != nil {
 		t.Fatalf("EnsureRADrop for flannel.2: %v", err)
 	}
 	if l := logs.take(); !strings.Contains(l, `level=INFO msg="router advertisement drop moved to another device" old_device=flannel.1`) {
@@ -494,7 +577,7 @@ func TestEnsureRADrop(t *testing.T) {
 		t.Fatalf("masquerade Current after DeleteRADrop = %+v, %v; want %+v", got, err, want)
 	}
 	// A table deleted on purpose is installed again without a repair warning.
-	if err := EnsureRADrop(nsh, raDevice, log); err != nil {
+	if err := EnsureRADrop(nsh, []string{raDevice}, log); err != nil {
 		t.Fatalf("EnsureRADrop after DeleteRADrop: %v", err)
 	}
 	if l := logs.take(); !strings.Contains(l, `level=INFO msg="router advertisement drop installed"`) {
@@ -534,38 +617,46 @@ func sameSet(a, b []string) bool {
 func TestEnsureRADropInvalid(t *testing.T) {
 	// Validation happens before any kernel access, so this needs no privileges.
 	for _, name := range []string{"", ".", "..", "flannel/1", "a:b", "with space", "abcdefghijklmnop"} {
-		err := EnsureRADrop(nil, name, nil)
+		err := EnsureRADrop(nil, []string{"flannel.1", name}, nil)
 		if !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), "router advertisement drop: invalid device name") {
 			t.Errorf("EnsureRADrop(%q) = %v, want ErrInvalid", name, err)
 		}
 	}
+	if err := EnsureRADrop(nil, nil, nil); !errors.Is(err, ErrInvalid) {
+		t.Errorf("EnsureRADrop(no device) = %v, want ErrInvalid", err)
+	}
 }
 
-func TestRARulesIfname(t *testing.T) {
+func TestRARulesIfnames(t *testing.T) {
 	rules := func(names ...string) []*nftables.Rule {
 		var rs []*nftables.Rule
 		for i, n := range names {
-			rs = append(rs, &nftables.Rule{Handle: uint64(i + 1), Exprs: raExprs(n, i)})
+			rs = append(rs, &nftables.Rule{Handle: uint64(i + 1), Exprs: raExprs(n, i%len(raDrops))})
 		}
 		return rs
 	}
 	for _, tc := range []struct {
-		name   string
-		rules  []*nftables.Rule
-		ifname string
-		drift  string
+		name    string
+		rules   []*nftables.Rule
+		ifnames []string
+		drift   string
 	}{
-		{"in place", rules("flannel.1", "flannel.1"), "flannel.1", ""},
-		{"other device", rules("flannel.2", "flannel.2"), "flannel.2", ""},
-		{"mixed devices", rules("flannel.1", "flannel.2"), "", "rule 2 (handle 2)"},
-		{"one rule", rules("flannel.1"), "", "1 rules, want 2"},
-		{"swapped", []*nftables.Rule{{Handle: 1, Exprs: raExprs("flannel.1", 1)}, {Handle: 2, Exprs: raExprs("flannel.1", 0)}}, "", "rule 1 (handle 1)"},
-		{"no iifname", []*nftables.Rule{{Handle: 7, Exprs: raExprs("flannel.1", 0)[2:]}, {Handle: 8, Exprs: raExprs("flannel.1", 1)}}, "", "rule 1 (handle 7) is not an iifname match"},
+		{"in place", rules("flannel.1", "flannel.1"), []string{"flannel.1"}, ""},
+		{"other device", rules("flannel.2", "flannel.2"), []string{"flannel.2"}, ""},
+		{"two devices", rules("flannel-v6.1", "flannel-v6.1", "flannel.1", "flannel.1"), []string{"flannel-v6.1", "flannel.1"}, ""},
+		{"mixed devices", rules("flannel.1", "flannel.2"), nil, "rule 2 (handle 2)"},
+		{"mixed second device", rules("flannel.1", "flannel.1", "flannel-v6.1", "flannel.2"), nil, "rule 4 (handle 4)"},
+		{"device twice", rules("flannel.1", "flannel.1", "flannel.1", "flannel.1"), nil, `device "flannel.1" twice`},
+		{"no rules", nil, nil, "0 rules, want 2 per device"},
+		{"one rule", rules("flannel.1"), nil, "1 rules, want 2 per device"},
+		{"three rules", rules("flannel.1", "flannel.1", "flannel.2"), nil, "3 rules, want 2 per device"},
+		{"swapped", []*nftables.Rule{{Handle: 1, Exprs: raExprs("flannel.1", 1)}, {Handle: 2, Exprs: raExprs("flannel.1", 0)}}, nil, "rule 1 (handle 1)"},
+		{"no iifname", []*nftables.Rule{{Handle: 7, Exprs: raExprs("flannel.1", 0)[2:]}, {Handle: 8, Exprs: raExprs("flannel.1", 1)}}, nil, "rule 1 (handle 7) is not an iifname match"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			ifname, drift := raRulesIfname(tc.rules)
-			if ifname != tc.ifname || (tc.drift == "") != (drift == "") || !strings.Contains(drift, tc.drift) {
-				t.Errorf("raRulesIfname = %q, %q; want %q, %q", ifname, drift, tc.ifname, tc.drift)
+			ifnames, drift := raRulesIfnames(tc.rules)
+			if !slices.Equal(ifnames, tc.ifnames) || (tc.drift == "") != (drift == "") || !strings.Contains(drift, tc.drift) {
+				t.Errorf("raRulesIfnames = %q, %q; want %q, %q", ifnames, drift, tc.ifnames, tc.drift)
 			}
 		})
 	}

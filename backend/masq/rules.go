@@ -23,32 +23,88 @@ var ErrInvalid = errors.New("invalid masquerade rules")
 // Ensure writes (edited by hand, written by another version). Ensure replaces it.
 var ErrDrift = errors.New("masquerade table differs from weft's rules")
 
-// Rules says what to masquerade on this node.
+// Rules says what to masquerade on this node, per address family. Either family may
+// be absent (zero prefixes): an IPv4-only overlay leaves IPv6Network and IPv6Subnet
+// zero, an IPv6-only one Network and Subnet. Each present family gets its own table
+// (ip weft, ip6 weft) with the same six rules.
 type Rules struct {
-	Network   netip.Prefix // cluster pod Network, e.g. 10.244.0.0/16
-	Subnet    netip.Prefix // this node's lease subnet, e.g. 10.244.1.0/24
-	VXLANPort int          // 0 → backend.DefaultPort: UDP to this port is never masqueraded
+	Network     netip.Prefix // IPv4 cluster pod Network, e.g. 10.244.0.0/16; zero = no IPv4 rules
+	Subnet      netip.Prefix // this node's IPv4 lease subnet, e.g. 10.244.1.0/24
+	IPv6Network netip.Prefix // IPv6 cluster pod Network, e.g. fd00:10::/48; zero = no IPv6 rules
+	IPv6Subnet  netip.Prefix // this node's IPv6 lease subnet, e.g. fd00:10:0:1::/64
+	VXLANPort   int          // 0 → backend.DefaultPort: UDP to this port is never masqueraded
+}
+
+// famRules is one family's rules: what one table holds.
+type famRules struct {
+	Network   netip.Prefix
+	Subnet    netip.Prefix
+	VXLANPort int
 }
 
 // normalize returns r with the default port filled in and prefixes masked, or an
-// error wrapping ErrInvalid.
+// error wrapping ErrInvalid. At least one family must be present.
 func (r Rules) normalize() (Rules, error) {
-	if !r.Network.IsValid() || !r.Subnet.IsValid() {
-		return r, fmt.Errorf("%w: network %v and subnet %v must both be set", ErrInvalid, r.Network, r.Subnet)
+	has4 := r.Network.IsValid() || r.Subnet.IsValid()
+	has6 := r.IPv6Network.IsValid() || r.IPv6Subnet.IsValid()
+	if !has4 && !has6 {
+		return r, fmt.Errorf("%w: neither an IPv4 nor an IPv6 network is set", ErrInvalid)
 	}
-	if r.Network.Addr().Is4() != r.Subnet.Addr().Is4() {
-		return r, fmt.Errorf("%w: network %v and subnet %v are of different families", ErrInvalid, r.Network, r.Subnet)
+	if r.VXLANPort == 0 {
+		r.VXLANPort = backend.DefaultPort
+	}
+	if has4 {
+		f, err := famRules{Network: r.Network, Subnet: r.Subnet, VXLANPort: r.VXLANPort}.normalize(false)
+		if err != nil {
+			return r, err
+		}
+		r.Network, r.Subnet = f.Network, f.Subnet
+	}
+	if has6 {
+		f, err := famRules{Network: r.IPv6Network, Subnet: r.IPv6Subnet, VXLANPort: r.VXLANPort}.normalize(true)
+		if err != nil {
+			return r, err
+		}
+		r.IPv6Network, r.IPv6Subnet = f.Network, f.Subnet
+	}
+	return r, nil
+}
+
+// of returns normalized r's rules for the table family fam, or nil when r has none
+// of that family.
+func (r Rules) of(fam nftables.TableFamily) *famRules {
+	if fam == nftables.TableFamilyIPv6 {
+		if !r.IPv6Network.IsValid() {
+			return nil
+		}
+		return &famRules{Network: r.IPv6Network, Subnet: r.IPv6Subnet, VXLANPort: r.VXLANPort}
+	}
+	if !r.Network.IsValid() {
+		return nil
+	}
+	return &famRules{Network: r.Network, Subnet: r.Subnet, VXLANPort: r.VXLANPort}
+}
+
+// normalize checks one family's rules (IPv6 when is6) and masks the prefixes; the
+// error wraps ErrInvalid.
+func (r famRules) normalize(is6 bool) (famRules, error) {
+	fam := "IPv4"
+	if is6 {
+		fam = "IPv6"
+	}
+	if !r.Network.IsValid() || !r.Subnet.IsValid() {
+		return r, fmt.Errorf("%w: %s network %v and subnet %v must both be set", ErrInvalid, fam, r.Network, r.Subnet)
 	}
 	// A 4in6 prefix would silently match nothing in either table.
 	if r.Network.Addr().Is4In6() || r.Subnet.Addr().Is4In6() {
 		return r, fmt.Errorf("%w: IPv4-mapped prefixes (%v, %v)", ErrInvalid, r.Network, r.Subnet)
 	}
+	if r.Network.Addr().Is6() != is6 || r.Subnet.Addr().Is6() != is6 {
+		return r, fmt.Errorf("%w: %s network %v and subnet %v must both be %s", ErrInvalid, fam, r.Network, r.Subnet, fam)
+	}
 	r.Network, r.Subnet = r.Network.Masked(), r.Subnet.Masked()
 	if r.Subnet.Bits() < r.Network.Bits() || !r.Network.Contains(r.Subnet.Addr()) {
 		return r, fmt.Errorf("%w: subnet %v is not inside network %v", ErrInvalid, r.Subnet, r.Network)
-	}
-	if r.VXLANPort == 0 {
-		r.VXLANPort = backend.DefaultPort
 	}
 	if r.VXLANPort < 1 || r.VXLANPort > 65535 {
 		return r, fmt.Errorf("%w: VXLAN port %d out of range 1-65535", ErrInvalid, r.VXLANPort)
@@ -57,12 +113,7 @@ func (r Rules) normalize() (Rules, error) {
 }
 
 // family returns the nftables table family for r's address family.
-func (r Rules) family() nftables.TableFamily {
-	if r.Network.Addr().Is6() {
-		return nftables.TableFamilyIPv6
-	}
-	return nftables.TableFamilyIPv4
-}
+func (r famRules) family() nftables.TableFamily { return familyOf(r.Network) }
 
 // action is what a rule does with a packet that matches.
 type action uint8
@@ -91,7 +142,7 @@ type ruleSpec struct {
 }
 
 // specs returns the chain's rules for normalized r, in order (see doc.go).
-func specs(r Rules) []ruleSpec {
+func specs(r famRules) []ruleSpec {
 	multicast := netip.MustParsePrefix("224.0.0.0/4")
 	if r.Network.Addr().Is6() {
 		multicast = netip.MustParsePrefix("ff00::/8")
@@ -126,12 +177,12 @@ func sameRules(a, b []ruleSpec) bool {
 
 // rulesFrom recovers Rules from the chain's decoded specs and checks that the specs
 // are exactly what specs would produce for them; otherwise it returns ErrDrift.
-func rulesFrom(got []ruleSpec) (*Rules, error) {
+func rulesFrom(got []ruleSpec) (*famRules, error) {
 	if len(got) != 6 {
 		return nil, fmt.Errorf("%w: %d rules, want 6", ErrDrift, len(got))
 	}
-	r := Rules{Network: got[2].Saddr.Prefix, Subnet: got[4].Daddr.Prefix, VXLANPort: int(got[1].UDPDport)}
-	r, err := r.normalize()
+	r := famRules{Network: got[2].Saddr.Prefix, Subnet: got[4].Daddr.Prefix, VXLANPort: int(got[1].UDPDport)}
+	r, err := r.normalize(r.Network.Addr().Is6())
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrDrift, err)
 	}

@@ -20,8 +20,16 @@ func TestNormalize(t *testing.T) {
 			Rules{Network: pfx("10.244.0.0/16"), Subnet: pfx("10.244.1.0/24"), VXLANPort: 8472}, false},
 		{"masks host bits", Rules{Network: pfx("10.244.3.4/16"), Subnet: pfx("10.244.1.7/24"), VXLANPort: 4789},
 			Rules{Network: pfx("10.244.0.0/16"), Subnet: pfx("10.244.1.0/24"), VXLANPort: 4789}, false},
-		{"ipv6", Rules{Network: pfx("fd00:10::/48"), Subnet: pfx("fd00:10:0:1::/64")},
-			Rules{Network: pfx("fd00:10::/48"), Subnet: pfx("fd00:10:0:1::/64"), VXLANPort: 8472}, false},
+		{"ipv6", Rules{IPv6Network: pfx("fd00:10::/48"), IPv6Subnet: pfx("fd00:10:0:1::/64")},
+			Rules{IPv6Network: pfx("fd00:10::/48"), IPv6Subnet: pfx("fd00:10:0:1::/64"), VXLANPort: 8472}, false},
+		{"dual stack", Rules{Network: pfx("10.244.3.4/16"), Subnet: pfx("10.244.1.7/24"), IPv6Network: pfx("fd00:10::1/48"), IPv6Subnet: pfx("fd00:10:0:1::1/64")},
+			Rules{Network: pfx("10.244.0.0/16"), Subnet: pfx("10.244.1.0/24"), IPv6Network: pfx("fd00:10::/48"), IPv6Subnet: pfx("fd00:10:0:1::/64"), VXLANPort: 8472}, false},
+		{"nothing", Rules{}, Rules{}, true},
+		{"ipv6 in the IPv4 fields", Rules{Network: pfx("fd00:10::/48"), Subnet: pfx("fd00:10:0:1::/64")}, Rules{}, true},
+		{"ipv4 in the IPv6 fields", Rules{IPv6Network: pfx("10.244.0.0/16"), IPv6Subnet: pfx("10.244.1.0/24")}, Rules{}, true},
+		{"ipv6 subnet missing", Rules{Network: pfx("10.244.0.0/16"), Subnet: pfx("10.244.1.0/24"), IPv6Network: pfx("fd00:10::/48")}, Rules{}, true},
+		{"ipv6 subnet outside", Rules{IPv6Network: pfx("fd00:10::/48"), IPv6Subnet: pfx("fd00:11:0:1::/64")}, Rules{}, true},
+		{"ipv6 port too big", Rules{IPv6Network: pfx("fd00:10::/48"), IPv6Subnet: pfx("fd00:10:0:1::/64"), VXLANPort: 65536}, Rules{}, true},
 		{"missing subnet", Rules{Network: pfx("10.244.0.0/16")}, Rules{}, true},
 		{"subnet outside network", Rules{Network: pfx("10.244.0.0/16"), Subnet: pfx("10.245.1.0/24")}, Rules{}, true},
 		{"subnet wider than network", Rules{Network: pfx("10.244.0.0/16"), Subnet: pfx("10.0.0.0/8")}, Rules{}, true},
@@ -48,7 +56,7 @@ func TestNormalize(t *testing.T) {
 // TestEncodeDecode checks that every rule survives encode → decode and that the
 // chain's rules give back the Rules they were built from.
 func TestEncodeDecode(t *testing.T) {
-	for _, in := range []Rules{
+	for _, in := range []famRules{
 		{Network: netip.MustParsePrefix("10.244.0.0/16"), Subnet: netip.MustParsePrefix("10.244.1.0/24"), VXLANPort: 8472},
 		{Network: netip.MustParsePrefix("10.0.0.0/8"), Subnet: netip.MustParsePrefix("10.3.3.3/32"), VXLANPort: 4789},
 		{Network: netip.MustParsePrefix("fd00:10::/48"), Subnet: netip.MustParsePrefix("fd00:10:0:1::/64"), VXLANPort: 1},
@@ -70,7 +78,7 @@ func TestEncodeDecode(t *testing.T) {
 }
 
 func TestRulesFromDrift(t *testing.T) {
-	r := Rules{Network: netip.MustParsePrefix("10.244.0.0/16"), Subnet: netip.MustParsePrefix("10.244.1.0/24"), VXLANPort: 8472}
+	r := famRules{Network: netip.MustParsePrefix("10.244.0.0/16"), Subnet: netip.MustParsePrefix("10.244.1.0/24"), VXLANPort: 8472}
 	for _, tc := range []struct {
 		name   string
 		mutate func([]ruleSpec) []ruleSpec
@@ -98,7 +106,7 @@ func TestRulesFromDrift(t *testing.T) {
 }
 
 func TestDecodeRejects(t *testing.T) {
-	good := specs(Rules{Network: netip.MustParsePrefix("10.244.0.0/16"), Subnet: netip.MustParsePrefix("10.244.1.0/24"), VXLANPort: 8472})
+	good := specs(famRules{Network: netip.MustParsePrefix("10.244.0.0/16"), Subnet: netip.MustParsePrefix("10.244.1.0/24"), VXLANPort: 8472})
 	for _, tc := range []struct {
 		name string
 		ex   []expr.Any

@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -65,7 +66,8 @@ func listenUDP(t *testing.T, n *nettest.NS, addr string) *net.UDPConn {
 	var c *net.UDPConn
 	err := n.Do(func(ns.NetNS) error {
 		var err error
-		c, err = net.ListenUDP("udp4", net.UDPAddrFromAddrPort(netip.MustParseAddrPort(addr)))
+		ap := netip.MustParseAddrPort(addr)
+		c, err = net.ListenUDP(udpNet(ap.Addr()), net.UDPAddrFromAddrPort(ap))
 		return err
 	})
 	if err != nil {
@@ -96,7 +98,7 @@ func sourceSeen(t *testing.T, n *nettest.NS, from, to string, mark int, l *net.U
 		if from != "" {
 			d.LocalAddr = &net.UDPAddr{IP: net.ParseIP(from)}
 		}
-		c, err := d.Dial("udp4", to)
+		c, err := d.Dial(udpNet(netip.MustParseAddrPort(to).Addr()), to)
 		if err != nil {
 			return err
 		}
@@ -118,6 +120,14 @@ func sourceSeen(t *testing.T, n *nettest.NS, from, to string, mark int, l *net.U
 			return src.Addr().Unmap()
 		}
 	}
+}
+
+// udpNet is the network name for a socket to or from a.
+func udpNet(a netip.Addr) string {
+	if a.Is4() {
+		return "udp4"
+	}
+	return "udp6"
 }
 
 // wantSource asserts the source address a receiver saw.
@@ -176,4 +186,111 @@ func TestMasqueradeTraffic(t *testing.T) {
 		t.Error("pod still pings the outside after Delete")
 	}
 	wantSource(t, "deleted: pod → outside", sourceSeen(t, tp.pod, "", "198.18.0.2:9000", 0, outside), "10.244.1.2")
+}
+
+// Topology of TestMasqueradeTraffic6: newTopo's, with IPv6 on every link too
+// (dual stack):
+//
+//	pod  fd00:10:0:1::2/64 ─── p1 fd00:10:0:1::1/64 ┐
+//	                                                node ── up fd00:198::1/64 ─── fd00:198::2/64 outside
+//	pod2 fd00:10:0:2::2/64 ─── p2 fd00:10:0:2::1/64 ┘       (IPv6 forwarding on)   (no route to fd00:10::/48)
+func newTopo6(t *testing.T) *topo {
+	tp := newTopo(t)
+	for _, a := range []struct {
+		n         *nettest.NS
+		dev, cidr string
+	}{
+		{tp.pod, "eth0", "fd00:10:0:1::2/64"}, {tp.node, "p1", "fd00:10:0:1::1/64"},
+		{tp.pod2, "eth0", "fd00:10:0:2::2/64"}, {tp.node, "p2", "fd00:10:0:2::1/64"},
+		{tp.node, "up", "fd00:198::1/64"}, {tp.outside, "eth0", "fd00:198::2/64"},
+	} {
+		// nodad: a tentative address cannot be bound or used as a source.
+		if out, err := a.n.Exec(t, "ip", "-6", "addr", "add", a.cidr, "dev", a.dev, "nodad"); err != nil {
+			t.Fatalf("add %s to %s in %s: %v: %s", a.cidr, a.dev, a.n.Name, err, out)
+		}
+	}
+	defaultRoute(t, tp.pod, "fd00:10:0:1::1")
+	defaultRoute(t, tp.pod2, "fd00:10:0:2::1")
+	err := tp.node.Do(func(ns.NetNS) error {
+		return os.WriteFile("/proc/sys/net/ipv6/conf/all/forwarding", []byte("1"), 0o644)
+	})
+	if err != nil {
+		t.Fatalf("enable IPv6 forwarding in %s: %v", tp.node.Name, err)
+	}
+	// The link-local addresses are tentative for a second or two after the links came
+	// up, and until then neighbour discovery between the namespaces does not complete.
+	for _, n := range []*nettest.NS{tp.pod, tp.pod2, tp.node, tp.outside} {
+		waitNoTentative(t, n)
+	}
+	return tp
+}
+
+// waitNoTentative waits until no IPv6 address in n is tentative.
+func waitNoTentative(t *testing.T, n *nettest.NS) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		out, err := n.Exec(t, "ip", "-6", "addr", "show", "tentative")
+		if err != nil {
+			t.Fatalf("ip -6 addr show tentative in %s: %v: %s", n.Name, err, out)
+		}
+		if strings.TrimSpace(out) == "" {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("addresses in %s still tentative:\n%s", n.Name, out)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+var podRules6 = Rules{
+	IPv6Network: netip.MustParsePrefix("fd00:10::/48"),
+	IPv6Subnet:  netip.MustParsePrefix("fd00:10:0:1::/64"),
+}
+
+var dualRules = Rules{
+	Network: podRules.Network, Subnet: podRules.Subnet,
+	IPv6Network: podRules6.IPv6Network, IPv6Subnet: podRules6.IPv6Subnet,
+}
+
+// TestMasqueradeTraffic6: the same masquerade semantics for IPv6 as for IPv4, in a
+// dual-stack Ensure; moving to IPv4-only stops masquerading IPv6 (its table goes)
+// and keeps IPv4's.
+func TestMasqueradeTraffic6(t *testing.T) {
+	nettest.Privileged(t)
+	tp := newTopo6(t)
+	nsh := openHost(t, tp.node)
+	outside := listenUDP(t, tp.outside, "[fd00:198::2]:9000")
+	outsideVXLAN := listenUDP(t, tp.outside, "[fd00:198::2]:8472")
+	outside4 := listenUDP(t, tp.outside, "198.18.0.2:9000")
+	pod := listenUDP(t, tp.pod, "[fd00:10:0:1::2]:9000")
+	pod2 := listenUDP(t, tp.pod2, "[fd00:10:0:2::2]:9000")
+
+	wantSource(t, "no rules: pod → outside", sourceSeen(t, tp.pod, "", "[fd00:198::2]:9000", 0, outside), "fd00:10:0:1::2")
+	if ping(t, tp.pod, "fd00:198::2") {
+		t.Fatal("pod pings the outside over IPv6 without masquerade rules: the test topology leaks a route back")
+	}
+
+	if err := Ensure(nsh, dualRules, testlog.New(t, slog.LevelDebug)); err != nil {
+		t.Fatalf("Ensure: %v", err)
+	}
+	if !ping(t, tp.pod, "fd00:198::2") {
+		t.Error("pod cannot ping the outside over IPv6 with masquerade rules")
+	}
+	wantSource(t, "pod → outside", sourceSeen(t, tp.pod, "", "[fd00:198::2]:9000", 0, outside), "fd00:198::1")
+	wantSource(t, "pod → outside:8472", sourceSeen(t, tp.pod, "", "[fd00:198::2]:8472", 0, outsideVXLAN), "fd00:10:0:1::2")
+	wantSource(t, "pod → pod2", sourceSeen(t, tp.pod, "", "[fd00:10:0:2::2]:9000", 0, pod2), "fd00:10:0:1::2")
+	wantSource(t, "node underlay → local pod", sourceSeen(t, tp.node, "fd00:198::1", "[fd00:10:0:1::2]:9000", 0, pod), "fd00:198::1")
+	wantSource(t, "node underlay → remote pod", sourceSeen(t, tp.node, "fd00:198::1", "[fd00:10:0:2::2]:9000", 0, pod2), "fd00:10:0:2::1")
+	wantSource(t, "marked node underlay → remote pod", sourceSeen(t, tp.node, "fd00:198::1", "[fd00:10:0:2::2]:9000", 0x4000, pod2), "fd00:198::1")
+	// IPv4 is masqueraded alongside.
+	wantSource(t, "IPv4 pod → outside", sourceSeen(t, tp.pod, "", "198.18.0.2:9000", 0, outside4), "198.18.0.1")
+
+	// Dual stack → IPv4-only: the IPv6 table goes, IPv4 stays.
+	if err := Ensure(nsh, podRules, testlog.New(t, slog.LevelDebug)); err != nil {
+		t.Fatalf("Ensure IPv4-only: %v", err)
+	}
+	wantSource(t, "IPv4-only: pod → outside", sourceSeen(t, tp.pod, "", "[fd00:198::2]:9000", 0, outside), "fd00:10:0:1::2")
+	wantSource(t, "IPv4-only: IPv4 pod → outside", sourceSeen(t, tp.pod, "", "198.18.0.2:9000", 0, outside4), "198.18.0.1")
 }
