@@ -425,18 +425,25 @@ func (m *recordingMasq) calls() []string {
 }
 
 func (m *recordingMasq) Ensure(r masq.Rules) error {
+	if r.IPv6Network.IsValid() {
+		return m.record("ensure %s %s %s %s port %d", r.Network, r.Subnet, r.IPv6Network, r.IPv6Subnet, r.VXLANPort)
+	}
 	return m.record("ensure %s %s port %d", r.Network, r.Subnet, r.VXLANPort)
 }
 func (m *recordingMasq) Delete() error { return m.record("delete") }
-func (m *recordingMasq) EnsureForward(network netip.Prefix) error {
-	return m.record("ensure-forward %s", network)
+func (m *recordingMasq) EnsureForward(networks []netip.Prefix) error {
+	s := make([]string, len(networks))
+	for i, n := range networks {
+		s[i] = n.String()
+	}
+	return m.record("ensure-forward %s", strings.Join(s, " "))
 }
 func (m *recordingMasq) DeleteForward() error { return m.record("delete-forward") }
 func (m *recordingMasq) ForwardBlockers(network netip.Prefix) ([]masq.Blocker, error) {
 	return nil, m.record("forward-blockers %s", network)
 }
-func (m *recordingMasq) EnsureRADrop(device string) error {
-	return m.record("ensure-ra-drop %s", device)
+func (m *recordingMasq) EnsureRADrop(devices []string) error {
+	return m.record("ensure-ra-drop %s", strings.Join(devices, " "))
 }
 
 // The VNI a network config gets when it names none (lease) is the one the
