@@ -94,54 +94,49 @@ func (a *Agent) run(ctx context.Context, g *errgroup.Group) error {
 		return err
 	}
 	ul := a.underlay
-	a.log.Info("using underlay", "iface", ul.Name, "ip", ul.IP, "public_ip", ul.PublicIP, "mtu", ul.MTU)
-	// Before the device exists, so that it is never up unguarded.
-	rs := a.guardRouterAdverts(backend.DeviceName(nw.Backend.VNI))
-
-	dp, err := a.newDatapath(backend.Config{
-		Device: backend.DeviceConfig{
-			VNI: nw.Backend.VNI, Port: nw.Backend.Port, LocalIP: ul.IP, UnderlayIndex: ul.Index,
-			UnderlayMTU: ul.MTU, MTU: nw.Backend.MTU, GBP: nw.Backend.GBP, Learning: nw.Backend.Learning,
-		},
-		Mode:           a.cfg.NeighMode,
-		Network:        nw.Network,
-		DirectRouting:  nw.Backend.DirectRouting,
-		ResyncInterval: a.cfg.ResyncInterval,
-		Observer:       a.metrics.observer(),
-		RAGuarded:      rs.raGuarded,
-	})
-	if err != nil {
-		return fmt.Errorf("create vxlan backend: %w", err)
+	a.log.Info("using underlay", "iface", ul.Name, "ip", ul.IP, "public_ip", ul.PublicIP,
+		"ipv6", ul.IPv6, "public_ipv6", ul.PublicIPv6, "mtu", ul.MTU)
+	// Refuse a family the underlay cannot carry before anything is created:
+	// never half of a dual-stack network.
+	if err := checkUnderlay(nw, ul); err != nil {
+		return err
 	}
-	dev, err := dp.EnsureDevice()
-	if err != nil {
-		return fmt.Errorf("ensure vxlan device: %w", err)
-	}
-	a.ready.datapath.Store(&dp)
+	// Before the devices exist, so that they are never up unguarded.
+	rs := a.guardRouterAdverts(deviceNames(nw))
 
-	l, err := a.acquire(ctx, ul, dev, nw)
+	planes, err := a.makePlanes(nw, ul, rs.raGuarded)
+	if err != nil {
+		return err
+	}
+	a.ready.planes.Store(&planes)
+
+	l, err := a.acquire(ctx, ul, planes, nw)
 	if err != nil {
 		return err
 	}
 	a.lease = l
 	a.ready.leaseHeld.Store(true)
-	if err := dp.SetAddress(l.Subnet); err != nil {
-		return fmt.Errorf("set device address: %w", err)
+	for _, p := range planes {
+		if err := p.dp.SetAddress(p.subnet(l)); err != nil {
+			return fmt.Errorf("set %s device address: %w", p.family(), err)
+		}
 	}
 	if err := a.ensureRules(rs, nw, l); err != nil {
 		return err
 	}
-	if err := a.writeSubnetEnv(nw, l, dev.MTU); err != nil {
+	if err := a.writeSubnetEnv(nw, l, minMTU(planes)); err != nil {
 		return err
 	}
 	if err := a.installCNIConf(); err != nil {
 		return err
 	}
 
-	w := newWatcher(a.leases, dp, nw, l, a.log, a.metrics)
+	w := newWatcher(a.leases, planes, nw, l, a.log, a.metrics)
 	g.Go(func() error { return a.keepAlive(ctx, l) })
 	g.Go(func() error { return w.run(ctx) })
-	g.Go(func() error { return dp.Run(ctx) })
+	for _, p := range planes {
+		g.Go(func() error { return p.dp.Run(ctx) })
+	}
 	g.Go(func() error { return a.rulesLoop(ctx, rs) })
 	return nil
 }
@@ -182,19 +177,30 @@ func (a *Agent) waitNetworkConfig(ctx context.Context) (*lease.Network, error) {
 	}
 }
 
-func (a *Agent) acquire(ctx context.Context, ul underlay.Underlay, dev backend.Device, nw *lease.Network) (lease.Lease, error) {
+func (a *Agent) acquire(ctx context.Context, ul underlay.Underlay, planes []*plane, nw *lease.Network) (lease.Lease, error) {
 	req := lease.Request{
-		Attrs: lease.Attrs{
-			PublicIP:    ul.PublicIP,
-			BackendType: "vxlan",
-			BackendData: &lease.VXLANData{VNI: nw.Backend.VNI, VtepMAC: dev.MAC},
-			NodeName:    a.cfg.NodeName,
-		},
+		Attrs:      lease.Attrs{BackendType: "vxlan", NodeName: a.cfg.NodeName},
 		TTL:        a.cfg.SubnetLeaseTTL,
 		LegacyName: a.cfg.Hostname,
 	}
+	var macs []any
+	for _, p := range planes {
+		data := &lease.VXLANData{VNI: nw.Backend.VNI, VtepMAC: p.dev.MAC}
+		if p.v6 {
+			req.Attrs.PublicIPv6, req.Attrs.BackendV6Data = ul.PublicIPv6, data
+			macs = append(macs, "vtep_mac_v6", p.dev.MAC.String())
+		} else {
+			req.Attrs.PublicIP, req.Attrs.BackendData = ul.PublicIP, data
+			macs = append(macs, "vtep_mac", p.dev.MAC.String())
+		}
+	}
 	if prev, err := subnetenv.ReadSubnetEnv(a.cfg.SubnetFile); err == nil {
-		req.Prev = prev.Subnet.Masked()
+		if prev.Subnet.IsValid() {
+			req.Prev = prev.Subnet.Masked()
+		}
+		if prev.IPv6Subnet.IsValid() {
+			req.PrevIPv6 = prev.IPv6Subnet.Masked()
+		}
 	} else if !errors.Is(err, os.ErrNotExist) {
 		a.log.Warn("ignoring unreadable previous subnet file", "err", err)
 	}
@@ -202,24 +208,29 @@ func (a *Agent) acquire(ctx context.Context, ul underlay.Underlay, dev backend.D
 	if err != nil {
 		return lease.Lease{}, fmt.Errorf("acquire lease: %w", err)
 	}
-	a.log.Info("lease acquired", "subnet", l.Subnet, "public_ip", l.Attrs.PublicIP,
-		"vtep_mac", dev.MAC.String(), "reservation", l.Reservation, "previous", req.Prev)
+	a.log.Info("lease acquired", append([]any{"key", l.Key(), "public_ip", l.Attrs.PublicIP, "public_ipv6", l.Attrs.PublicIPv6,
+		"reservation", l.Reservation, "previous", req.Prev, "previous_ipv6", req.PrevIPv6}, macs...)...)
 	return l, nil
 }
 
+// writeSubnetEnv writes the lines of each family nw enables (flannel's
+// format: the block's first address with the block's length) and the pods'
+// MTU.
 func (a *Agent) writeSubnetEnv(nw *lease.Network, l lease.Lease, mtu int) error {
-	gw := l.Subnet.Addr().Next()
-	env := subnetenv.SubnetEnv{
-		Network: nw.Network,
-		Subnet:  netip.PrefixFrom(gw, l.Subnet.Bits()),
-		MTU:     mtu,
-		IPMasq:  a.cfg.IPMasq,
+	env := subnetenv.SubnetEnv{MTU: mtu, IPMasq: a.cfg.IPMasq}
+	if nw.EnableIPv4 {
+		env.Network = nw.Network
+		env.Subnet = netip.PrefixFrom(l.Subnet.Addr().Next(), l.Subnet.Bits())
+	}
+	if nw.EnableIPv6 {
+		env.IPv6Network = nw.IPv6Network
+		env.IPv6Subnet = netip.PrefixFrom(l.IPv6Subnet.Addr().Next(), l.IPv6Subnet.Bits())
 	}
 	if err := subnetenv.WriteSubnetEnv(a.cfg.SubnetFile, env); err != nil {
 		return fmt.Errorf("write subnet file: %w", err)
 	}
 	a.ready.subnetEnv.Store(true)
-	a.log.Info("wrote subnet file", "path", a.cfg.SubnetFile, "subnet", env.Subnet, "mtu", mtu)
+	a.log.Info("wrote subnet file", "path", a.cfg.SubnetFile, "subnet", env.Subnet, "ipv6_subnet", env.IPv6Subnet, "mtu", mtu)
 	return nil
 }
 
@@ -349,5 +360,5 @@ func (a *Agent) keepAlive(ctx context.Context, l lease.Lease) error {
 	if err == nil {
 		err = errors.New("keepalive ended")
 	}
-	return fmt.Errorf("keep lease %s alive: %w", l.Subnet, err)
+	return fmt.Errorf("keep lease %s alive: %w", l.Key(), err)
 }

@@ -425,18 +425,25 @@ func (m *recordingMasq) calls() []string {
 }
 
 func (m *recordingMasq) Ensure(r masq.Rules) error {
+	if r.IPv6Network.IsValid() {
+		return m.record("ensure %s %s %s %s port %d", r.Network, r.Subnet, r.IPv6Network, r.IPv6Subnet, r.VXLANPort)
+	}
 	return m.record("ensure %s %s port %d", r.Network, r.Subnet, r.VXLANPort)
 }
 func (m *recordingMasq) Delete() error { return m.record("delete") }
-func (m *recordingMasq) EnsureForward(network netip.Prefix) error {
-	return m.record("ensure-forward %s", network)
+func (m *recordingMasq) EnsureForward(networks []netip.Prefix) error {
+	s := make([]string, len(networks))
+	for i, n := range networks {
+		s[i] = n.String()
+	}
+	return m.record("ensure-forward %s", strings.Join(s, " "))
 }
 func (m *recordingMasq) DeleteForward() error { return m.record("delete-forward") }
 func (m *recordingMasq) ForwardBlockers(network netip.Prefix) ([]masq.Blocker, error) {
 	return nil, m.record("forward-blockers %s", network)
 }
-func (m *recordingMasq) EnsureRADrop(device string) error {
-	return m.record("ensure-ra-drop %s", device)
+func (m *recordingMasq) EnsureRADrop(devices []string) error {
+	return m.record("ensure-ra-drop %s", strings.Join(devices, " "))
 }
 
 // The VNI a network config gets when it names none (lease) is the one the
@@ -445,5 +452,52 @@ func (m *recordingMasq) EnsureRADrop(device string) error {
 func TestDefaultVNIsAgree(t *testing.T) {
 	if backend.DefaultVNI != lease.DefaultVNI {
 		t.Errorf("backend.DefaultVNI %d != lease.DefaultVNI %d", backend.DefaultVNI, lease.DefaultVNI)
+	}
+}
+
+// A network config that enables a family the underlay has no address of
+// stops the agent at start with an error naming the family, before any
+// device, lease or file exists: never half a dual-stack network.
+func TestTableRefusesFamilyWithoutUnderlayAddress(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name, conf string
+		family     string
+	}{
+		{"dual stack on an IPv4-only underlay", `{"Network":"10.244.0.0/16","EnableIPv6":true,"IPv6Network":"fc00::/48","Backend":{"Type":"vxlan"}}`, "IPv6"},
+		{"IPv6-only on an IPv4-only underlay", `{"EnableIPv4":false,"EnableIPv6":true,"IPv6Network":"fc00::/48","Backend":{"Type":"vxlan"}}`, "IPv6"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			n := newTableNode(t)
+			nw, err := lease.ParseNetwork([]byte(tc.conf))
+			if err != nil {
+				t.Fatal(err)
+			}
+			n.store.SetConfig(nw)
+			n.launch(t)
+			var exit error
+			select {
+			case exit = <-n.done:
+				n.cancel = nil
+			case <-time.After(10 * time.Second):
+				t.Fatal("agent did not refuse the config within 10s")
+			}
+			var nu *agent.NoUnderlayAddressError
+			if !errors.As(exit, &nu) || nu.Family != tc.family || !strings.Contains(exit.Error(), "--public-ipv6") {
+				t.Fatalf("agent exited with %v, want a NoUnderlayAddressError for %s naming --public-ipv6", exit, tc.family)
+			}
+			for _, op := range n.fake.Ops() {
+				if strings.HasPrefix(op, "link add") {
+					t.Errorf("a device was created: %q", op)
+				}
+			}
+			if ls, _ := n.store.List(t.Context()); len(ls) != 0 {
+				t.Errorf("leases taken: %v", ls)
+			}
+			if _, err := os.Stat(filepath.Join(n.cfg.CNIConfDir, "10-weft.conflist")); !os.IsNotExist(err) {
+				t.Errorf("conflist installed (%v)", err)
+			}
+		})
 	}
 }

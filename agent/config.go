@@ -22,6 +22,7 @@ type Config struct {
 	IfaceRegex    []string
 	IfaceCanReach string
 	PublicIP      string
+	PublicIPv6    string
 
 	// NodeName is the stable node identity stored in the lease; it keeps the
 	// subnet across a change of public IP. Only an explicitly set name is an
@@ -56,7 +57,7 @@ type Config struct {
 
 // UnderlayOptions are the flags that choose the underlay (underlay.Find).
 func (c *Config) UnderlayOptions() underlay.Options {
-	return underlay.Options{Ifaces: c.Ifaces, IfaceRegex: c.IfaceRegex, CanReach: c.IfaceCanReach, PublicIP: c.PublicIP}
+	return underlay.Options{Ifaces: c.Ifaces, IfaceRegex: c.IfaceRegex, CanReach: c.IfaceCanReach, PublicIP: c.PublicIP, PublicIPv6: c.PublicIPv6}
 }
 
 // DefaultConfig returns flannel's defaults where flannel has the knob.
@@ -92,6 +93,11 @@ func (c *Config) Validate() error {
 	if c.PublicIP != "" {
 		if a, err := netip.ParseAddr(c.PublicIP); err != nil || !a.Is4() {
 			errs = append(errs, fmt.Errorf("--public-ip %q: not an IPv4 address", c.PublicIP))
+		}
+	}
+	if c.PublicIPv6 != "" {
+		if a, err := netip.ParseAddr(c.PublicIPv6); err != nil || !a.Is6() || a.Is4In6() {
+			errs = append(errs, fmt.Errorf("--public-ipv6 %q: not an IPv6 address", c.PublicIPv6))
 		}
 	}
 	if c.HealthzPort < 0 || c.HealthzPort > 65535 || c.MetricsPort < 0 || c.MetricsPort > 65535 {

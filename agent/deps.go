@@ -26,11 +26,13 @@ type Leases interface {
 	Watch(ctx context.Context) (<-chan []lease.Event, error)
 }
 
-// Datapath is the VXLAN datapath as the agent drives it (*backend.VXLAN).
+// Datapath is the VXLAN datapath of one address family as the agent drives
+// it (*backend.VXLAN); a dual-stack node has two.
 type Datapath interface {
 	// EnsureDevice creates or repairs the VXLAN device and describes it.
 	EnsureDevice() (backend.Device, error)
-	// SetAddress puts the lease's .0/32 on the device.
+	// SetAddress puts the lease's first address on the device (/32, or /128
+	// on the IPv6 device).
 	SetAddress(lease netip.Prefix) error
 	// SetPeers programs the desired peer set.
 	SetPeers(peers []backend.Peer) error
@@ -48,20 +50,22 @@ type Masq interface {
 	Ensure(r masq.Rules) error
 	// Delete removes the masquerade rules (a run with --ip-masq left them).
 	Delete() error
-	EnsureForward(network netip.Prefix) error
+	// EnsureForward accepts every given network (one per enabled family).
+	EnsureForward(networks []netip.Prefix) error
 	// DeleteForward removes the FORWARD accepts.
 	DeleteForward() error
 	// ForwardBlockers lists the chains weft cannot override that drop
 	// traffic of network.
 	ForwardBlockers(network netip.Prefix) ([]masq.Blocker, error)
-	EnsureRADrop(device string) error
+	EnsureRADrop(devices []string) error
 }
 
 // Deps are the agent's collaborators.
 type Deps struct {
 	Leases Leases
-	// NewDatapath builds the datapath once the network config is known
-	// (the device's VNI, port and MTU come from it).
+	// NewDatapath builds a datapath once the network config is known
+	// (the device's VNI, port and MTU come from it): one per enabled
+	// address family, told apart by the family of Config.Device.LocalIP.
 	NewDatapath func(backend.Config) (Datapath, error)
 	Masq        Masq
 	// Underlay is the interface and addresses chosen for inter-node traffic
@@ -82,7 +86,7 @@ func (d *Deps) check() error {
 	if d.Masq == nil {
 		errs = append(errs, errors.New("no nftables (Masq)"))
 	}
-	if !d.Underlay.IP.IsValid() || d.Underlay.Index <= 0 {
+	if (!d.Underlay.IP.IsValid() && !d.Underlay.IPv6.IsValid()) || d.Underlay.Index <= 0 {
 		errs = append(errs, errors.New("no underlay interface"))
 	}
 	if err := errors.Join(errs...); err != nil {
@@ -121,8 +125,8 @@ func (n *Nftables) Ensure(r masq.Rules) error { return masq.Ensure(n.ns, r, n.lo
 func (n *Nftables) Delete() error { return masq.Delete(n.ns) }
 
 // EnsureForward is masq.EnsureForward.
-func (n *Nftables) EnsureForward(network netip.Prefix) error {
-	return masq.EnsureForward(n.ns, network, n.log)
+func (n *Nftables) EnsureForward(networks []netip.Prefix) error {
+	return masq.EnsureForward(n.ns, networks, n.log)
 }
 
 // DeleteForward is masq.DeleteForward.
@@ -134,4 +138,6 @@ func (n *Nftables) ForwardBlockers(network netip.Prefix) ([]masq.Blocker, error)
 }
 
 // EnsureRADrop is masq.EnsureRADrop.
-func (n *Nftables) EnsureRADrop(device string) error { return masq.EnsureRADrop(n.ns, device, n.log) }
+func (n *Nftables) EnsureRADrop(devices []string) error {
+	return masq.EnsureRADrop(n.ns, devices, n.log)
+}

@@ -18,7 +18,7 @@ import (
 type readiness struct {
 	leaseHeld atomic.Bool
 	subnetEnv atomic.Bool
-	datapath  atomic.Pointer[Datapath] // set once the device exists
+	planes    atomic.Pointer[[]*plane] // set once the devices exist
 	conflict  atomic.Pointer[string]   // set when another node took our lease
 	blocked   atomic.Pointer[string]   // set while a firewall drops pod traffic
 }
@@ -35,8 +35,13 @@ func (r *readiness) ready() (bool, string) {
 		return false, "lease not held"
 	case !r.subnetEnv.Load():
 		return false, "subnet.env not written"
-	case r.datapath.Load() == nil || !(*r.datapath.Load()).Ready():
+	case r.planes.Load() == nil:
 		return false, "datapath not programmed"
+	}
+	for _, p := range *r.planes.Load() {
+		if !p.dp.Ready() {
+			return false, p.family() + " datapath not programmed"
+		}
 	}
 	return true, "ok"
 }

@@ -17,6 +17,10 @@ type Metrics struct {
 	leasesKnown     prometheus.Gauge
 	freeSubnets     prometheus.Gauge
 	peersProgrammed prometheus.Gauge
+	// programmed is each family's last count plus one (0: that family has
+	// reported nothing); the gauge shows the smaller count, the peers
+	// programmed in every family.
+	programmed      [2]atomic.Int64
 	missesAnswered  *prometheus.CounterVec
 	missesIgnored   *prometheus.CounterVec
 	missLatency     prometheus.Histogram
@@ -126,8 +130,12 @@ func (m *Metrics) etcdDown() string {
 	return ""
 }
 
-// observer adapts the metrics to the datapath's hooks.
-func (m *Metrics) observer() backend.Observer {
+// observer adapts the metrics to the hooks of the datapath of one family.
+func (m *Metrics) observer(v6 bool) backend.Observer {
+	fam := 0
+	if v6 {
+		fam = 1
+	}
 	return backend.Observer{
 		MissAnswered: func(kind string, d time.Duration) {
 			m.missesAnswered.WithLabelValues(kind).Inc()
@@ -140,6 +148,15 @@ func (m *Metrics) observer() backend.Observer {
 				m.reconcileErrors.Inc()
 			}
 		},
-		PeersProgrammed: func(n int) { m.peersProgrammed.Set(float64(n)) },
+		PeersProgrammed: func(n int) {
+			m.programmed[fam].Store(int64(n) + 1)
+			low := int64(-1)
+			for i := range m.programmed {
+				if c := m.programmed[i].Load() - 1; c >= 0 && (low < 0 || c < low) {
+					low = c
+				}
+			}
+			m.peersProgrammed.Set(float64(low))
+		},
 	}
 }

@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"net/netip"
 	"slices"
 	"strings"
 	"time"
@@ -19,9 +20,10 @@ import (
 
 // rules is what rulesLoop keeps in place.
 type rules struct {
-	device    string // the VXLAN device
-	raGuarded bool   // the router-advertisement drop for device is in place
+	devices   []string // the VXLAN devices
+	raGuarded bool     // the router-advertisement drop for devices is in place
 	masq      masq.Rules
+	networks  []netip.Prefix // the cluster networks of the enabled families
 	blockers  []masq.Blocker // as last logged
 	errMsg    string         // last error logged
 	errAt     time.Time
@@ -33,10 +35,10 @@ type rules struct {
 // accept_ra cannot be set where /proc/sys is read-only (the DaemonSet). A
 // failure is logged, never fatal: the datapath then warns if the kernel
 // would act on RAs.
-func (a *Agent) guardRouterAdverts(device string) *rules {
-	r := &rules{device: device}
-	if err := a.masq.EnsureRADrop(device); err != nil {
-		a.log.Warn("cannot drop router advertisements on the vxlan device", "device", device, "err", err)
+func (a *Agent) guardRouterAdverts(devices []string) *rules {
+	r := &rules{devices: devices}
+	if err := a.masq.EnsureRADrop(devices); err != nil {
+		a.log.Warn("cannot drop router advertisements on the vxlan devices", "devices", devices, "err", err)
 		return r
 	}
 	r.raGuarded = true
@@ -48,7 +50,15 @@ const errorEvery = 5 * time.Minute
 
 // ensureRules is the start-up pass; its errors stop the agent.
 func (a *Agent) ensureRules(r *rules, nw *lease.Network, l lease.Lease) error {
-	r.masq = masq.Rules{Network: nw.Network, Subnet: l.Subnet, VXLANPort: nw.Backend.Port}
+	r.masq = masq.Rules{VXLANPort: nw.Backend.Port}
+	if nw.EnableIPv4 {
+		r.masq.Network, r.masq.Subnet = nw.Network, l.Subnet
+		r.networks = append(r.networks, nw.Network)
+	}
+	if nw.EnableIPv6 {
+		r.masq.IPv6Network, r.masq.IPv6Subnet = nw.IPv6Network, l.IPv6Subnet
+		r.networks = append(r.networks, nw.IPv6Network)
+	}
 	// A previous run with the flag set may have left rules behind.
 	if !a.cfg.IPMasq {
 		if err := a.masq.Delete(); err != nil {
@@ -73,20 +83,24 @@ func (a *Agent) ensureOnce(r *rules) error {
 		}
 	}
 	if a.cfg.ForwardRules {
-		if err := a.masq.EnsureForward(r.masq.Network); err != nil {
+		if err := a.masq.EnsureForward(r.networks); err != nil {
 			return err
 		}
 	}
 	if r.raGuarded {
-		if err := a.masq.EnsureRADrop(r.device); err != nil {
+		if err := a.masq.EnsureRADrop(r.devices); err != nil {
 			return err
 		}
 	}
-	bs, err := a.masq.ForwardBlockers(r.masq.Network)
-	if err != nil {
-		// Only a diagnosis: the rules above are in place, so go on.
-		a.log.Warn("could not check for firewalls dropping pod traffic", "err", err)
-		return nil
+	var bs []masq.Blocker
+	for _, n := range r.networks {
+		b, err := a.masq.ForwardBlockers(n)
+		if err != nil {
+			// Only a diagnosis: the rules above are in place, so go on.
+			a.log.Warn("could not check for firewalls dropping pod traffic", "network", n, "err", err)
+			return nil
+		}
+		bs = append(bs, b...)
 	}
 	a.metrics.forwardBlockers.Set(float64(len(bs)))
 	if slices.Equal(bs, r.blockers) {
@@ -102,10 +116,14 @@ func (a *Agent) ensureOnce(r *rules) error {
 	for i, b := range bs {
 		names[i] = b.String()
 	}
+	nets := make([]string, len(r.networks))
+	for i, n := range r.networks {
+		nets[i] = n.String()
+	}
 	reason := "forwarded pod traffic is dropped by " + strings.Join(names, "; ") +
-		": weft cannot let it through there; accept " + r.masq.Network.String() + " as source and as destination before that drop"
+		": weft cannot let it through there; accept " + strings.Join(nets, " and ") + " as source and as destination before that drop"
 	a.ready.blocked.Store(&reason)
-	a.log.Error("a firewall drops forwarded pod traffic", "chains", names, "network", r.masq.Network,
+	a.log.Error("a firewall drops forwarded pod traffic", "chains", names, "networks", nets,
 		"fix", "accept the pod network as source and as destination before that drop")
 	return nil
 }

@@ -126,17 +126,19 @@ func (g *globalFlags) openEtcd(ctx context.Context, log *slog.Logger, stderr io.
 }
 
 func newInitNetworkCmd(g *globalFlags) *cobra.Command {
-	var network, file string
+	var network, network6, file string
 	var subnetLen, vni, port int
 	var directRouting bool
 	cmd := &cobra.Command{
 		Use:   "init-network",
 		Short: "Validate a network config and write it to <etcd-prefix>/config",
 		Example: `  weftd init-network --network 10.244.0.0/16
+  weftd init-network --network 10.244.0.0/16 --ipv6-network fc00::/48   # dual stack
+  weftd init-network --ipv6-network fc00::/48                          # IPv6-only
   weftd init-network --file net-conf.json --etcd-endpoints https://etcd:2379 --etcd-cafile ca.pem`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			raw, err := netConfJSON(file, network, subnetLen, vni, port, directRouting)
+			raw, err := netConfJSON(file, network, network6, subnetLen, vni, port, directRouting)
 			if err != nil {
 				return err
 			}
@@ -167,6 +169,7 @@ func newInitNetworkCmd(g *globalFlags) *cobra.Command {
 	f := cmd.Flags()
 	f.StringVar(&file, "file", "", "read the config JSON from this file (net-conf.json); exclusive with --network")
 	f.StringVar(&network, "network", "", "pod network CIDR, e.g. 10.244.0.0/16")
+	f.StringVar(&network6, "ipv6-network", "", "IPv6 pod network CIDR, e.g. fc00::/48: dual stack with --network, IPv6-only without")
 	f.IntVar(&subnetLen, "subnet-len", 0, "per-node subnet length (default 24)")
 	f.IntVar(&vni, "vni", 0, fmt.Sprintf("VXLAN VNI (default %d)", lease.DefaultVNI))
 	f.IntVar(&port, "port", 0, fmt.Sprintf("VXLAN UDP port (default %d)", backend.DefaultPort))

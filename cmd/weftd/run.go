@@ -87,6 +87,7 @@ Without --etcd-endpoints an embedded single-node etcd is started in --data-dir.`
 	f.StringSliceVar(&cfg.IfaceRegex, "iface-regex", nil, "regex matching the interface name or IP; repeatable")
 	f.StringVar(&cfg.IfaceCanReach, "iface-can-reach", "", "use the interface of the route to this IP")
 	f.StringVar(&cfg.PublicIP, "public-ip", "", "IP other nodes use to reach this node (default: the interface's IP)")
+	f.StringVar(&cfg.PublicIPv6, "public-ipv6", "", "IPv6 address other nodes use to reach this node when the network enables IPv6 (default: the interface's IPv6 address)")
 	f.StringVar(&cfg.NodeName, "node-name", "", "stable node identity kept in the lease, so the subnet survives an IP change; must be unique (default: none, the public IP identifies the node)")
 	f.StringVar(&cfg.SubnetFile, "subnet-file", cfg.SubnetFile, "file the subnet and MTU are written to")
 	f.DurationVar(&cfg.SubnetLeaseTTL, "subnet-lease-ttl", cfg.SubnetLeaseTTL, "lease lifetime; renewed with etcd keepalive")

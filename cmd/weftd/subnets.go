@@ -20,6 +20,8 @@ type subnetRow struct {
 	IPv6Subnet  string `json:"ipv6Subnet,omitempty"`
 	PublicIP    string `json:"publicIP"`
 	VtepMAC     string `json:"vtepMAC"`
+	PublicIPv6  string `json:"publicIPv6,omitempty"`
+	VtepMACv6   string `json:"vtepMACv6,omitempty"`
 	Node        string `json:"node,omitempty"`
 	TTLSeconds  int64  `json:"ttlSeconds"` // -1 for a reservation (and unknown)
 	Reservation bool   `json:"reservation"`
@@ -78,7 +80,10 @@ func subnetRows(entries []etcdstore.Entry, now time.Time) []subnetRow {
 		if a.Err != nil {
 			return strings.Compare(a.Key, b.Key)
 		}
-		return a.Lease.Subnet.Addr().Compare(b.Lease.Subnet.Addr())
+		if c := a.Lease.Subnet.Addr().Compare(b.Lease.Subnet.Addr()); c != 0 {
+			return c
+		}
+		return a.Lease.IPv6Subnet.Addr().Compare(b.Lease.IPv6Subnet.Addr())
 	})
 	rows := make([]subnetRow, 0, len(entries))
 	for _, e := range entries {
@@ -96,6 +101,12 @@ func subnetRows(entries []etcdstore.Entry, now time.Time) []subnetRow {
 		if d := l.Attrs.BackendData; d != nil {
 			r.VtepMAC = d.VtepMAC.String()
 		}
+		if l.Attrs.PublicIPv6.IsValid() {
+			r.PublicIPv6 = l.Attrs.PublicIPv6.String()
+		}
+		if d := l.Attrs.BackendV6Data; d != nil {
+			r.VtepMACv6 = d.VtepMAC.String()
+		}
 		if !l.Reservation && !l.Expiration.IsZero() {
 			r.TTLSeconds = int64(l.Expiration.Sub(now).Round(time.Second) / time.Second)
 		}
@@ -111,7 +122,13 @@ func subnetRows(entries []etcdstore.Entry, now time.Time) []subnetRow {
 // and their count (nothing when there is none).
 func printSubnets(w io.Writer, rows []subnetRow) error {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "SUBNET\tPUBLIC IP\tVTEP MAC\tNODE\tTTL\tRESERVATION")
+	// The IPv6 columns only when a lease has an IPv6 part.
+	v6 := slices.ContainsFunc(rows, func(r subnetRow) bool { return r.IPv6Subnet != "" && r.Corrupt == "" })
+	if v6 {
+		fmt.Fprintln(tw, "SUBNET\tIPV6 SUBNET\tPUBLIC IP\tPUBLIC IPV6\tVTEP MAC\tVTEP MAC V6\tNODE\tTTL\tRESERVATION")
+	} else {
+		fmt.Fprintln(tw, "SUBNET\tPUBLIC IP\tVTEP MAC\tNODE\tTTL\tRESERVATION")
+	}
 	var corrupt []subnetRow
 	for _, r := range rows {
 		if r.Corrupt != "" {
@@ -123,6 +140,11 @@ func printSubnets(w io.Writer, rows []subnetRow) error {
 			res = "yes"
 		} else if r.TTLSeconds >= 0 {
 			ttl = (time.Duration(r.TTLSeconds) * time.Second).String()
+		}
+		if v6 {
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", or(r.Subnet), or(r.IPv6Subnet), or(r.PublicIP), or(r.PublicIPv6),
+				or(r.VtepMAC), or(r.VtepMACv6), r.Node, ttl, res)
+			continue
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", r.Subnet, r.PublicIP, r.VtepMAC, r.Node, ttl, res)
 	}
@@ -143,4 +165,12 @@ func printSubnets(w io.Writer, rows []subnetRow) error {
 		fmt.Fprintf(tw, "%s\t%s\n", r.Key, r.Corrupt)
 	}
 	return tw.Flush()
+}
+
+// or shows an absent field of a dual-stack table as "-".
+func or(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
 }
