@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"strings"
 
 	"github.com/weftnet/weft/backend"
 	"github.com/weftnet/weft/backend/underlay"
@@ -73,7 +74,11 @@ func checkUnderlay(nw *lease.Network, ul underlay.Underlay) error {
 		errs = append(errs, &NoUnderlayAddressError{Family: "IPv4", Iface: ul.Name})
 	}
 	if nw.EnableIPv6 && !ul.IPv6.IsValid() {
-		errs = append(errs, &NoUnderlayAddressError{Family: "IPv6", Iface: ul.Name, Why: ul.IPv6Skipped})
+		var skipped []string
+		for _, s := range ul.SkippedIPv6 {
+			skipped = append(skipped, s.String())
+		}
+		errs = append(errs, &NoUnderlayAddressError{Family: "IPv6", Iface: ul.Name, Why: strings.Join(skipped, "; ")})
 	}
 	return errors.Join(errs...)
 }

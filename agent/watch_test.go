@@ -72,7 +72,8 @@ func TestTotalBlocks(t *testing.T) {
 		{"10.244.0.4", "10.244.0.60", 30, 15},
 		{"10.244.2.0", "10.244.1.0", 24, 0},
 		{"fc00:0:0:1::", "fc00:0:0:ffff::", 64, 65535},
-		{"fc00:0:1::", "fc00:ffff:ffff:ffff::", 64, 1 << 53},
+		{"fc00:0:0:1::", "fc00:ffff:ffff:ffff::", 64, 1<<48 - 1},
+		{"fc00:0:0:1::", "fdff:ffff:ffff:ffff::", 64, 1 << 53}, // 2^57 blocks: capped
 	}
 	for _, tc := range tests {
 		min, max := netip.MustParseAddr(tc.min), netip.MustParseAddr(tc.max)
