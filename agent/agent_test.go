@@ -34,8 +34,12 @@ import (
 
 const tableNetConf = `{"Network":"10.244.0.0/16","SubnetLen":24,"Backend":{"Type":"vxlan"}}`
 
-// ownSubnet is where every table agent lands: its previous subnet.env names it.
-var ownSubnet = netip.MustParsePrefix("10.244.1.0/24")
+// ownSubnet (and ownSubnet6 with IPv6) is where every table agent lands:
+// its previous subnet.env names it.
+var (
+	ownSubnet  = netip.MustParsePrefix("10.244.1.0/24")
+	ownSubnet6 = netip.MustParsePrefix("fc00:0:0:1::/64")
+)
 
 func peer(subnet, ip, mac, name string) lease.Lease {
 	hw, err := net.ParseMAC(mac)
@@ -271,15 +275,30 @@ type tableNode struct {
 }
 
 func newTableNode(t *testing.T) *tableNode {
+	return newFamilyNode(t, tableNetConf, netip.MustParsePrefix("198.18.0.1/24"))
+}
+
+// newFamilyNode is a table node with network config conf and an underlay
+// eth0 with the given addresses (the first of each family is used), whose
+// previous subnet.env names ownSubnet and ownSubnet6 for the families conf
+// enables.
+func newFamilyNode(t *testing.T, conf string, addrs ...netip.Prefix) *tableNode {
 	t.Helper()
-	nw, err := lease.ParseNetwork([]byte(tableNetConf))
+	nw, err := lease.ParseNetwork([]byte(conf))
 	if err != nil {
 		t.Fatal(err)
 	}
 	n := &tableNode{store: lease.NewMemStore(nw), fake: host.NewFake(), masq: &recordingMasq{}}
-	idx := n.fake.AddUnderlay("eth0", 1500, netip.MustParsePrefix("198.18.0.1/24"))
-	ip := netip.MustParseAddr("198.18.0.1")
-	n.ul = underlay.Underlay{Name: "eth0", Index: idx, MTU: 1500, IP: ip, PublicIP: ip}
+	idx := n.fake.AddUnderlay("eth0", 1500, addrs[0], addrs[1:]...)
+	n.ul = underlay.Underlay{Name: "eth0", Index: idx, MTU: 1500}
+	for _, a := range addrs {
+		switch {
+		case a.Addr().Is4() && !n.ul.IP.IsValid():
+			n.ul.IP, n.ul.PublicIP = a.Addr(), a.Addr()
+		case a.Addr().Is6() && !n.ul.IPv6.IsValid():
+			n.ul.IPv6, n.ul.PublicIPv6 = a.Addr(), a.Addr()
+		}
+	}
 	n.log = testlog.New(t, slog.LevelInfo)
 	dir := t.TempDir()
 	n.cfg = agent.DefaultConfig()
@@ -290,7 +309,13 @@ func newTableNode(t *testing.T) *tableNode {
 		t.Fatal(err)
 	}
 	// A previous run's subnet.env: the lease lands there (deterministic lines).
-	prev := subnetenv.SubnetEnv{Network: nw.Network, Subnet: netip.PrefixFrom(ownSubnet.Addr().Next(), 24), MTU: 1450}
+	prev := subnetenv.SubnetEnv{MTU: 1450}
+	if nw.EnableIPv4 {
+		prev.Network, prev.Subnet = nw.Network, netip.PrefixFrom(ownSubnet.Addr().Next(), 24)
+	}
+	if nw.EnableIPv6 {
+		prev.IPv6Network, prev.IPv6Subnet = nw.IPv6Network, netip.PrefixFrom(ownSubnet6.Addr().Next(), 64)
+	}
 	if err := subnetenv.WriteSubnetEnv(n.cfg.SubnetFile, prev); err != nil {
 		t.Fatal(err)
 	}
@@ -500,4 +525,98 @@ func TestTableRefusesFamilyWithoutUnderlayAddress(t *testing.T) {
 			}
 		})
 	}
+}
+
+// dualPeer is a dual-stack lease as flanneld writes it: both subnets, both
+// public addresses, one VtepMAC per device. v4 false makes it IPv6-only.
+func dualPeer(i int, v4 bool) lease.Lease {
+	l := lease.Lease{
+		IPv6Subnet: netip.MustParsePrefix(fmt.Sprintf("fc00:0:0:%d::/64", i)),
+		Attrs: lease.Attrs{PublicIPv6: netip.MustParseAddr(fmt.Sprintf("fd00::%d", i)), BackendType: "vxlan",
+			BackendV6Data: &lease.VXLANData{VNI: 1, VtepMAC: net.HardwareAddr{0x0a, 0, 0, 0, 6, byte(i)}}},
+	}
+	if v4 {
+		l.Subnet = netip.MustParsePrefix(fmt.Sprintf("10.244.%d.0/24", i))
+		l.Attrs.PublicIP = netip.MustParseAddr(fmt.Sprintf("198.18.0.%d", i))
+		l.Attrs.BackendData = &lease.VXLANData{VNI: 1, VtepMAC: net.HardwareAddr{0x0a, 0, 0, 0, 0, byte(i)}}
+	}
+	return l
+}
+
+// v6Lines are the golden lines of IPv6 peer i on flannel-v6.1.
+func v6Lines(i int) []string {
+	return []string{
+		fmt.Sprintf("fdb 0a:00:00:00:06:%02x dev flannel-v6.1 self dst fd00::%d permanent", i, i),
+		fmt.Sprintf("neigh fc00:0:0:%d:: lladdr 0a:00:00:00:06:%02x dev flannel-v6.1 permanent", i, i),
+		fmt.Sprintf("route fc00:0:0:%d::/64 via fc00:0:0:%d:: dev flannel-v6.1 proto 119 onlink metric %d", i, i, i),
+	}
+}
+
+// The agent of a dual-stack network: both devices, each peer programmed on
+// each (an IPv4-only peer, as an IPv4-only flannel node writes it, only on
+// flannel.1), the v6 lease and subnet.env lines, rules for both families.
+func TestTableDualStack(t *testing.T) {
+	t.Parallel()
+	n := newFamilyNode(t, `{"Network":"10.244.0.0/16","EnableIPv6":true,"IPv6Network":"fc00::/48","Backend":{"Type":"vxlan"}}`,
+		netip.MustParsePrefix("198.18.0.1/24"), netip.MustParsePrefix("fd00::1/64"))
+	n.cfg.IPMasq = true
+	n.store.PutPeer(dualPeer(2, true))
+	n.start(t)
+	l := n.ag.Lease()
+	if l.Subnet != ownSubnet || l.IPv6Subnet != ownSubnet6 || l.Attrs.PublicIPv6 != netip.MustParseAddr("fd00::1") ||
+		l.Attrs.BackendV6Data == nil || l.Attrs.BackendV6Data.VtepMAC.String() == l.Attrs.BackendData.VtepMAC.String() {
+		t.Fatalf("lease %+v: want both subnets, PublicIPv6 and a second VtepMAC", l)
+	}
+	// 198.18.0.2's lines are linesA but for the MAC and name: build them.
+	lines2 := []string{
+		"fdb 0a:00:00:00:00:02 dev flannel.1 self dst 198.18.0.2 permanent",
+		"neigh 10.244.2.0 lladdr 0a:00:00:00:00:02 dev flannel.1 permanent",
+		"route 10.244.2.0/24 via 10.244.2.0 dev flannel.1 proto 119 onlink metric 717826",
+	}
+	// The kernel's prefix routes of the two IPv6 addresses.
+	kernelRoute := []string{"route fc00:0:0:1::/128 dev flannel-v6.1 proto kernel metric 256", "route fd00::/64 dev eth0 proto kernel metric 256"}
+	n.wantLines(t, "start", join(lines2, v6Lines(2), kernelRoute))
+	v4only := peerB // an IPv4-only flannel node
+	n.store.PutPeer(v4only)
+	n.store.PutPeer(dualPeer(4, true))
+	lines4 := []string{
+		"fdb 0a:00:00:00:00:04 dev flannel.1 self dst 198.18.0.4 permanent",
+		"neigh 10.244.4.0 lladdr 0a:00:00:00:00:04 dev flannel.1 permanent",
+		"route 10.244.4.0/24 via 10.244.4.0 dev flannel.1 proto 119 onlink metric 717828",
+	}
+	n.wantLines(t, "after two more peers", join(lines2, v6Lines(2), linesB, lines4, v6Lines(4), kernelRoute))
+	n.store.Remove(dualPeer(2, true).Key())
+	n.wantLines(t, "after a removal", join(linesB, lines4, v6Lines(4), kernelRoute))
+
+	wantEnv := "FLANNEL_NETWORK=10.244.0.0/16\nFLANNEL_SUBNET=10.244.1.1/24\nFLANNEL_IPV6_NETWORK=fc00::/48\nFLANNEL_IPV6_SUBNET=fc00:0:0:1::1/64\nFLANNEL_MTU=1430\nFLANNEL_IPMASQ=true\n"
+	if b, err := os.ReadFile(n.cfg.SubnetFile); err != nil || string(b) != wantEnv {
+		t.Errorf("subnet.env %q (%v), want %q", b, err, wantEnv)
+	}
+	if got := n.fake.Lines("addr"); got != "addr 10.244.1.0/32 dev flannel.1\naddr 198.18.0.1/24 dev eth0\naddr fc00:0:0:1::/128 dev flannel-v6.1 nodad\naddr fd00::1/64 dev eth0" {
+		t.Errorf("addresses:\n%s", got)
+	}
+	wantMasq := []string{
+		"ensure-ra-drop flannel.1 flannel-v6.1",
+		"ensure 10.244.0.0/16 10.244.1.0/24 fc00::/48 fc00:0:0:1::/64 port 0",
+		"ensure-forward 10.244.0.0/16 fc00::/48",
+		"ensure-ra-drop flannel.1 flannel-v6.1",
+		"forward-blockers 10.244.0.0/16",
+		"forward-blockers fc00::/48",
+	}
+	if d := cmp.Diff(wantMasq, n.masq.calls()); d != "" {
+		t.Errorf("nftables calls (-want +got):\n%s", d)
+	}
+	// A restart keeps both subnets and rewrites nothing.
+	n.stop(t)
+	n.fake.ResetOps()
+	n.start(t)
+	if got := n.ag.Lease(); got.Subnet != ownSubnet || got.IPv6Subnet != ownSubnet6 {
+		t.Errorf("after restart: lease %s %s", got.Subnet, got.IPv6Subnet)
+	}
+	for _, op := range n.fake.Ops() {
+		if strings.Contains(op, " del ") || strings.HasPrefix(op, "link add") {
+			t.Errorf("restart wrote %q", op)
+		}
+	}
+	n.stop(t)
 }
