@@ -158,7 +158,7 @@ func openAllocator(conf *NetConf, rng ipam.Range) (*ipam.Allocator, func(), erro
 	if err != nil {
 		return nil, nil, cniErr(types.ErrIOFailure, "open IPAM store in %s: %v", conf.DataDir, err)
 	}
-	return ipam.NewAllocator(store, rng), func() { _ = store.Close() }, nil
+	return ipam.NewAllocator(store, rng, 0), func() { _ = store.Close() }, nil
 }
 
 // allocErr maps allocator errors to codes.
