@@ -15,14 +15,20 @@ import (
 	"github.com/weftnet/weft/subnetenv"
 )
 
-// CmdStatus answers whether an ADD could succeed now: subnet.env readable
-// and complete, the IPAM directory writable. Otherwise code 50.
+// CmdStatus answers whether an ADD could succeed now: subnet.env readable,
+// complete (either family or both) and agreeing with the config (ipam.ranges
+// families, the MTU IPv6 needs), the agent running, the IPAM directory
+// writable. Otherwise code 50.
 func CmdStatus(args *skel.CmdArgs) error {
 	conf, err := LoadNetConf(args.StdinData)
 	if err != nil {
 		return err
 	}
-	if _, err := loadSubnetEnv(conf.SubnetFile); err != nil {
+	env, err := loadSubnetEnv(conf.SubnetFile)
+	if err != nil {
+		return cniErr(types.ErrPluginNotAvailable, "not ready: %v", err)
+	}
+	if _, err := conf.makePlan(env); err != nil {
 		return cniErr(types.ErrPluginNotAvailable, "not ready: %v", err)
 	}
 	if err := agentRunning(conf.SubnetFile); err != nil {

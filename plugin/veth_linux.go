@@ -97,10 +97,12 @@ func configurePod(a *attachment, p plan, isDefaultGateway bool) (*netlink.Veth, 
 
 // disableDAD writes the pod side's accept_dad in the pod netns (/proc/sys/net
 // shows the netns of the thread that opens it). A kernel without IPv6 has no
-// such file; that is fine.
+// such file, and a read-only /proc/sys refuses the write; both are fine: the
+// pod's IPv6 address carries IFA_F_NODAD anyway, accept_dad only spares its
+// link-local address the wait.
 func disableDAD(pod *host.NS, ifname string) error {
 	err := pod.WriteSysctl("net/ipv6/conf/"+ifname+"/accept_dad", "0")
-	if errors.Is(err, fs.ErrNotExist) {
+	if errors.Is(err, fs.ErrNotExist) || errors.Is(err, syscall.EROFS) {
 		return nil
 	}
 	return err
