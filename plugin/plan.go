@@ -261,7 +261,5 @@ func ipNet(p netip.Prefix) net.IPNet {
 	return net.IPNet{IP: p.Addr().AsSlice(), Mask: net.CIDRMask(p.Bits(), p.Addr().BitLen())}
 }
 
-func netipPrefix(ip netip.Addr, bits int) netip.Prefix { return netip.PrefixFrom(ip, bits) }
-
 // slogLogger keeps signatures short.
 type slogLogger = slog.Logger

@@ -139,10 +139,19 @@ func gcReservations(conf *NetConf, h *host.NS, valid func(id, ifname string) boo
 		return []error{err}
 	}
 	var errs []error
+	// An attachment has a reservation per family; ReleaseByID frees them
+	// all at its first, and its veth is looked at once.
+	done := map[[2]string]bool{}
 	for _, r := range rs {
 		if valid(r.ContainerID, r.IfName) {
 			continue
 		}
+		pair := [2]string{r.ContainerID, r.IfName}
+		if done[pair] {
+			log.Info("GC released address", "ip", r.IP.String(), "container", r.ContainerID, "ifname", r.IfName)
+			continue
+		}
+		done[pair] = true
 		if err := store.ReleaseByID(r.ContainerID, r.IfName); err != nil {
 			errs = append(errs, err)
 			continue
