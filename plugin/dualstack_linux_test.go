@@ -569,3 +569,30 @@ func TestReadOnlyProcSysForwarding(t *testing.T) {
 		})
 	}
 }
+
+// TestBridgeIPv6AddressChange: a bridge still carrying an old IPv6 subnet's
+// gateway is refused (code 7) while pods are attached and fixed when none
+// are; its link-local address never counts as stale.
+func TestBridgeIPv6AddressChange(t *testing.T) {
+	nettest.Privileged(t)
+	n := newNode(t, "")
+	n.writeSubnetEnvFamilies(t, testSubnet4, testSubnet6)
+	list := n.conflist(t, "", nil)
+	rt1 := rtFor("ctr-old6", nettest.NewNS(t, "cp"))
+	addResult(t, n, list, rt1)
+	n.writeSubnetEnvFamilies(t, testSubnet4, "fd00:10:244:7::1/64") // a new IPv6 lease, same IPv4 one
+	pod2 := nettest.NewNS(t, "cp")
+	rt2 := rtFor("ctr-new6", pod2)
+	_, err := n.add(list, rt2)
+	wantCode(t, err, 7, "bridge cni0 has address fd00:10:244:1::1/64 but the node's subnet needs fd00:10:244:7::1/64")
+	if err := n.del(list, rt1); err != nil {
+		t.Fatal(err)
+	}
+	r := addResult(t, n, list, rt2)
+	fam6new := podFamily{netip.MustParsePrefix("fd00:10:244:7::1/64"), testNetwork6}
+	verifyFamilies(t, n, pod2, rt2, r, fam4, fam6new)
+	ping(t, pod2, "fd00:10:244:7::1")
+	if err := n.del(list, rt2); err != nil {
+		t.Fatal(err)
+	}
+}
