@@ -2,6 +2,7 @@ package plugin
 
 import (
 	"errors"
+	"net/netip"
 	"time"
 
 	"github.com/containernetworking/cni/pkg/skel"
@@ -39,7 +40,11 @@ func CmdAdd(args *skel.CmdArgs) error {
 		log.Error("ADD failed", "container", args.ContainerID, "ifname", args.IfName, "err", err)
 		return err
 	}
-	log.Info("ADD", "container", args.ContainerID, "ifname", args.IfName, "ip", res.IPs[0].Address.String(), "took", time.Since(start))
+	ips := make([]string, len(res.IPs))
+	for i, ip := range res.IPs {
+		ips[i] = ip.Address.String()
+	}
+	log.Info("ADD", "container", args.ContainerID, "ifname", args.IfName, "ips", ips, "took", time.Since(start))
 	if err := types.PrintResult(res, conf.CNIVersion); err != nil {
 		return cniErr(types.ErrIOFailure, "print result: %v", err)
 	}
@@ -74,26 +79,32 @@ func add(args *skel.CmdArgs, conf *NetConf, p plan, log *slogLogger) (_ *current
 		return nil, internal(err, "netlink connection")
 	}
 	defer node.Close()
-	br, err := ensureBridge(node, conf.Bridge, p.gateway, p.mtu, log)
+	br, err := ensureBridge(node, conf.Bridge, p, log)
 	if err != nil {
 		return nil, err
 	}
-	if err := enableIPv4Forwarding(node); err != nil {
-		return nil, err
+	for _, f := range p.fams {
+		if err := enableForwarding(node, f.is6()); err != nil {
+			return nil, err
+		}
 	}
-	alloc, closeStore, err := openAllocator(conf, p.rng)
+	store, err := openStore(conf)
 	if err != nil {
 		return nil, err
 	}
-	defer closeStore()
-	if a.ip, err = alloc.Get(a.containerID, a.ifname); err != nil {
-		return nil, allocErr(err)
-	}
+	defer store.Close()
 	defer func() {
 		if err != nil {
-			rollback(node, alloc, a, log)
+			rollback(node, store, a, log)
 		}
 	}()
+	for _, f := range p.fams {
+		ip, err := ipam.NewAllocator(store, f.rng, f.rangeID).Get(a.containerID, a.ifname)
+		if err != nil {
+			return nil, allocErr(f, err)
+		}
+		a.ips = append(a.ips, ip)
+	}
 	return attach(node, br, a, conf, p)
 }
 
@@ -122,13 +133,15 @@ func attach(node *host.NS, br *netlink.Bridge, a *attachment, conf *NetConf, p p
 			{Name: a.hostName, Mac: hostVethMAC(a.containerID, a.ifname).String()},
 			{Name: a.ifname, Mac: podVeth.HardwareAddr.String(), Sandbox: a.pod.Path()},
 		},
-		IPs: []*current.IPConfig{{
-			Address:   ipNet(netipPrefix(a.ip, p.rng.Subnet.Bits())),
-			Gateway:   p.gateway.Addr().AsSlice(),
-			Interface: current.Int(2),
-		}},
 		Routes: podRoutes(p, conf.IsDefaultGateway),
 		DNS:    conf.DNS,
+	}
+	for i, f := range p.fams {
+		res.IPs = append(res.IPs, &current.IPConfig{
+			Address:   ipNet(netip.PrefixFrom(a.ips[i], f.rng.Subnet.Bits())),
+			Gateway:   f.gateway.Addr().AsSlice(),
+			Interface: current.Int(2),
+		})
 	}
 	// Interface MTU is a 1.1.0 field.
 	if ok, _ := version.GreaterThanOrEqualTo(conf.CNIVersion, "1.1.0"); ok {
@@ -140,32 +153,36 @@ func attach(node *host.NS, br *netlink.Bridge, a *attachment, conf *NetConf, p p
 }
 
 // rollback undoes a failed ADD: the veth (its pod side goes with it) and the
-// address. Errors are logged; the ADD error is what the runtime needs.
-func rollback(h *host.NS, alloc *ipam.Allocator, a *attachment, log *slogLogger) {
+// addresses reserved so far. Errors are logged; the ADD error is what the
+// runtime needs.
+func rollback(h *host.NS, store ipam.Store, a *attachment, log *slogLogger) {
 	if l, err := h.LinkByName(a.hostName); err == nil && a.ownVeth {
 		if err := ignoreNotFound(h.LinkDel(l)); err != nil {
 			log.Error("rollback: delete veth", "veth", a.hostName, "err", err)
 		}
 	}
-	if err := alloc.ReleaseIP(a.containerID, a.ifname, a.ip); err != nil {
-		log.Error("rollback: release address", "ip", a.ip.String(), "err", err)
+	for _, ip := range a.ips {
+		// Any Allocator of the store releases any of its addresses.
+		if err := ipam.NewAllocator(store, ipam.Range{}, 0).ReleaseIP(a.containerID, a.ifname, ip); err != nil {
+			log.Error("rollback: release address", "ip", ip.String(), "err", err)
+		}
 	}
 }
 
-// openAllocator opens the disk store of the network and an allocator over rng.
-func openAllocator(conf *NetConf, rng ipam.Range) (*ipam.Allocator, func(), error) {
+// openStore opens the disk store of the network.
+func openStore(conf *NetConf) (*ipam.DiskStore, error) {
 	store, err := ipam.OpenDiskStore(conf.DataDir, conf.Name)
 	if err != nil {
-		return nil, nil, cniErr(types.ErrIOFailure, "open IPAM store in %s: %v", conf.DataDir, err)
+		return nil, cniErr(types.ErrIOFailure, "open IPAM store in %s: %v", conf.DataDir, err)
 	}
-	return ipam.NewAllocator(store, rng), func() { _ = store.Close() }, nil
+	return store, nil
 }
 
 // allocErr maps allocator errors to codes.
-func allocErr(err error) error {
+func allocErr(f family, err error) error {
 	switch {
 	case errors.Is(err, ipam.ErrExhausted):
-		return cniErr(CodeIPExhausted, "allocate address: %v (release stale reservations with CNI GC or DEL)", err)
+		return cniErr(CodeIPExhausted, "allocate %s address: %v (release stale reservations with CNI GC or DEL)", f.name(), err)
 	}
-	return cniErr(types.ErrIOFailure, "allocate address: %v", err)
+	return cniErr(types.ErrIOFailure, "allocate %s address: %v", f.name(), err)
 }

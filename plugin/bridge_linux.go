@@ -4,20 +4,22 @@ import (
 	"errors"
 	"log/slog"
 	"net"
-	"net/netip"
 	"strings"
 	"syscall"
 
 	"github.com/containernetworking/cni/pkg/types"
 	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
 
 	"github.com/weftnet/weft/host"
 )
 
-// ensureBridge makes sure the bridge exists, is a bridge, is up, has mtu and
-// carries the gateway address, and returns it. Several ADDs may run this at
-// once; every step tolerates the others having done it first.
-func ensureBridge(h *host.NS, name string, gw netip.Prefix, mtu int, log *slog.Logger) (*netlink.Bridge, error) {
+// ensureBridge makes sure the bridge exists, is a bridge, is up, has the
+// plan's MTU and carries each family's gateway address, and returns it.
+// Several ADDs may run this at once; every step tolerates the others having
+// done it first.
+func ensureBridge(h *host.NS, name string, p plan, log *slog.Logger) (*netlink.Bridge, error) {
+	mtu := p.mtu
 	br, err := bridgeByName(h, name)
 	if err != nil && !isLinkNotFound(err) {
 		return nil, err
@@ -30,7 +32,7 @@ func ensureBridge(h *host.NS, name string, gw netip.Prefix, mtu int, log *slog.L
 		// A fixed MAC keeps the bridge's address from following its lowest
 		// port's MAC as pods come and go (pods would hold a stale ARP entry
 		// for the gateway).
-		la.HardwareAddr = ipMAC(gw.Addr())
+		la.HardwareAddr = ipMAC(p.fams[0].gateway.Addr())
 		if err := h.LinkAdd(&netlink.Bridge{LinkAttrs: la}); err != nil && !errors.Is(err, syscall.EEXIST) {
 			return nil, internal(err, "create bridge %s", name)
 		}
@@ -49,8 +51,10 @@ func ensureBridge(h *host.NS, name string, gw netip.Prefix, mtu int, log *slog.L
 			return nil, internal(err, "set bridge %s up", name)
 		}
 	}
-	if err := ensureBridgeAddr(h, br, gw, log); err != nil {
-		return nil, err
+	for _, f := range p.fams {
+		if err := ensureBridgeAddr(h, br, f, log); err != nil {
+			return nil, err
+		}
 	}
 	return br, nil
 }
@@ -72,19 +76,28 @@ func bridgeByName(h *host.NS, name string) (*netlink.Bridge, error) {
 	return br, nil
 }
 
-// ensureBridgeAddr gives the bridge the gateway address. Any other IPv4
-// address is a leftover of an earlier subnet (weftd got a new lease): it is
-// replaced when no port is attached, and refused otherwise, because the pods
-// on the bridge still use the old gateway.
-func ensureBridgeAddr(h *host.NS, br *netlink.Bridge, gw netip.Prefix, log *slog.Logger) error {
-	addrs, err := h.AddrList(br, netlink.FAMILY_V4)
-	if err != nil {
-		return internal(err, "list addresses of bridge %s", br.Name)
+// ensureBridgeAddr gives the bridge the family's gateway address (an IPv6
+// one with IFA_F_NODAD: usable at once). Any other address of the family
+// (IPv6 link-local ones aside) is a leftover of an earlier subnet (weftd got
+// a new lease): it is replaced when no port is attached, and refused
+// otherwise, because the pods on the bridge still use the old gateway.
+func ensureBridgeAddr(h *host.NS, br *netlink.Bridge, f family, log *slog.Logger) error {
+	gw := f.gateway
+	nlFamily := netlink.FAMILY_V4
+	if f.is6() {
+		nlFamily = netlink.FAMILY_V6
 	}
-	want := &net.IPNet{IP: gw.Addr().AsSlice(), Mask: net.CIDRMask(gw.Bits(), 32)}
+	addrs, err := h.AddrList(br, nlFamily)
+	if err != nil {
+		return internal(err, "list %s addresses of bridge %s", f.name(), br.Name)
+	}
+	want := host.PrefixIPNet(gw)
 	have := false
 	var stale []netlink.Addr
 	for _, a := range addrs {
+		if a.IP.IsLinkLocalUnicast() {
+			continue
+		}
 		if a.IPNet.String() == want.String() {
 			have = true
 		} else {
@@ -109,7 +122,11 @@ func ensureBridgeAddr(h *host.NS, br *netlink.Bridge, gw netip.Prefix, log *slog
 		}
 	}
 	if !have {
-		if err := h.AddrAdd(br, &netlink.Addr{IPNet: want}); err != nil && !errors.Is(err, syscall.EEXIST) {
+		addr := &netlink.Addr{IPNet: want}
+		if f.is6() {
+			addr.Flags = unix.IFA_F_NODAD
+		}
+		if err := h.AddrAdd(br, addr); err != nil && !errors.Is(err, syscall.EEXIST) {
 			return internal(err, "add %s to bridge %s", gw, br.Name)
 		}
 	}
@@ -131,15 +148,22 @@ func bridgePorts(h *host.NS, br *netlink.Bridge) ([]string, error) {
 	return names, nil
 }
 
-// enableIPv4Forwarding turns on forwarding in the plugin's (the node's) netns:
-// the bridge is the pods' gateway.
-func enableIPv4Forwarding(node *host.NS) error {
-	const key = "net/ipv4/ip_forward"
+// enableForwarding turns on a family's forwarding in the plugin's (the
+// node's) netns: the bridge is the pods' gateway. A sysctl already at 1 is
+// left alone, so a read-only /proc/sys does no harm then. For IPv6 that is
+// net.ipv6.conf.all.forwarding, which also makes the node a router in
+// IPv6's sense: interfaces stop taking router advertisements unless their
+// accept_ra is 2.
+func enableForwarding(node *host.NS, v6 bool) error {
+	key, name := "net/ipv4/ip_forward", "IPv4"
+	if v6 {
+		key, name = "net/ipv6/conf/all/forwarding", "IPv6"
+	}
 	if v, err := node.ReadSysctl(key); err == nil && strings.HasPrefix(v, "1") {
 		return nil
 	}
 	if err := node.WriteSysctl(key, "1"); err != nil {
-		return internal(err, "enable IPv4 forwarding")
+		return internal(err, "enable %s forwarding (%s=1 in the node's netns; set it on the node if /proc/sys is read-only here)", name, strings.ReplaceAll(key, "/", "."))
 	}
 	return nil
 }

@@ -11,6 +11,7 @@ import (
 	current "github.com/containernetworking/cni/pkg/types/100"
 	"github.com/containernetworking/cni/pkg/version"
 	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
 
 	"github.com/weftnet/weft/host"
 	"github.com/weftnet/weft/plugin/ipam"
@@ -85,8 +86,12 @@ func checkPod(h *host.NS, want *current.Interface, ips []*current.IPConfig, rout
 		return nil, internal(err, "list addresses of %s", want.Name)
 	}
 	for _, ip := range ips {
-		if !slices.ContainsFunc(addrs, func(a netlink.Addr) bool { return a.IPNet.String() == ip.Address.String() }) {
+		i := slices.IndexFunc(addrs, func(a netlink.Addr) bool { return a.IPNet.String() == ip.Address.String() })
+		if i < 0 {
 			return nil, cniErr(CodeCheckFailed, "interface %s lacks address %s", want.Name, ip.Address.String())
+		}
+		if addrs[i].Flags&unix.IFA_F_DADFAILED != 0 {
+			return nil, cniErr(CodeCheckFailed, "address %s on interface %s failed duplicate address detection", ip.Address.String(), want.Name)
 		}
 	}
 	have, err := h.RouteListFiltered(netlink.FAMILY_ALL, &netlink.Route{LinkIndex: l.Attrs().Index}, netlink.RT_FILTER_OIF)
@@ -163,7 +168,7 @@ func checkNode(conf *NetConf, hostName string, pod netlink.Link, ips []*current.
 			return cniErr(CodeCheckFailed, "hairpin mode is off on %s", hostName)
 		}
 	}
-	addrs, err := h.AddrList(br, netlink.FAMILY_V4)
+	addrs, err := h.AddrList(br, netlink.FAMILY_ALL)
 	if err != nil {
 		return internal(err, "list addresses of %s", conf.Bridge)
 	}

@@ -49,7 +49,7 @@ type NetConf struct {
 	// IPMasq is accepted for flannel compatibility and ignored: masquerading
 	// pod traffic is weftd's job (--ip-masq), done once per node.
 	IPMasq bool `json:"ipMasq,omitempty"`
-	// IPAM optionally overrides the range taken from subnet.env.
+	// IPAM optionally overrides the ranges taken from subnet.env, per family.
 	IPAM *IPAMConf `json:"ipam,omitempty"`
 	// LogFile, when set, receives the plugin's log lines (never stdout).
 	LogFile string `json:"logFile,omitempty"`
@@ -57,11 +57,13 @@ type NetConf struct {
 	// libcni sends both names.
 	LegacyAttachments []types.GCAttachment `json:"cni.dev/attachments,omitempty"`
 
-	// rng is the IPAM override, parsed and canonicalized (zero when absent).
-	rng ipam.Range
+	// rngs are the IPAM overrides, parsed and canonicalized: at most one
+	// per family, in the config's order.
+	rngs []ipam.Range
 }
 
-// IPAMConf is the host-local shaped override: one range set with one range.
+// IPAMConf is the host-local shaped override: one or two range sets of one
+// range each, at most one per family.
 type IPAMConf struct {
 	// Type may be empty or "host-local"; weft always does its own IPAM.
 	Type   string        `json:"type,omitempty"`
@@ -127,31 +129,51 @@ func (c *NetConf) validate() error {
 		return fmt.Errorf("key \"mtu\": %d is outside 68..65535", c.MTU)
 	}
 	if c.IPAM != nil {
-		r, err := c.IPAM.parse()
+		rngs, err := c.IPAM.parse()
 		if err != nil {
 			return err
 		}
-		c.rng = r
+		c.rngs = rngs
 	}
 	return nil
 }
 
-// parse turns the override into a canonical IPv4 range.
-func (ic *IPAMConf) parse() (ipam.Range, error) {
+// parse turns the override into canonical ranges, one per family at most.
+func (ic *IPAMConf) parse() ([]ipam.Range, error) {
 	if ic.Type != "" && ic.Type != "host-local" {
-		return ipam.Range{}, fmt.Errorf("key \"ipam.type\": %q is not supported (weft does its own IPAM; leave it empty)", ic.Type)
+		return nil, fmt.Errorf("key \"ipam.type\": %q is not supported (weft does its own IPAM; leave it empty)", ic.Type)
 	}
-	if len(ic.Ranges) == 0 {
-		return ipam.Range{}, nil
+	if len(ic.Ranges) > 2 {
+		return nil, fmt.Errorf("key \"ipam.ranges\": weft supports one range set per family (IPv4, IPv6), not %d", len(ic.Ranges))
 	}
-	if len(ic.Ranges) != 1 || len(ic.Ranges[0]) != 1 {
-		return ipam.Range{}, fmt.Errorf("key \"ipam.ranges\": weft supports exactly one range set with one range")
+	var out []ipam.Range
+	for i, set := range ic.Ranges {
+		if len(set) != 1 {
+			return nil, fmt.Errorf("key \"ipam.ranges[%d]\": weft supports exactly one range per range set", i)
+		}
+		r, err := parseRange(set[0], fmt.Sprintf("ipam.ranges[%d][0]", i))
+		if err != nil {
+			return nil, err
+		}
+		if len(out) > 0 && out[0].Subnet.Addr().Is6() == r.Subnet.Addr().Is6() {
+			return nil, fmt.Errorf("key \"ipam.ranges\": both range sets are for the same family (%s and %s): give at most one per family", out[0].Subnet, r.Subnet)
+		}
+		out = append(out, r)
 	}
-	rc := ic.Ranges[0][0]
+	return out, nil
+}
+
+// parseRange parses one range: an IPv4 or an IPv6 subnet, and addresses of
+// its family.
+func parseRange(rc RangeConf, key string) (ipam.Range, error) {
 	var r ipam.Range
 	var err error
-	if r.Subnet, err = netip.ParsePrefix(rc.Subnet); err != nil || !r.Subnet.Addr().Is4() {
-		return ipam.Range{}, fmt.Errorf("key \"ipam.ranges[0][0].subnet\": %q is not an IPv4 CIDR", rc.Subnet)
+	if r.Subnet, err = netip.ParsePrefix(rc.Subnet); err != nil || r.Subnet.Addr().Is4In6() || r.Subnet.Addr().Zone() != "" {
+		return ipam.Range{}, fmt.Errorf("key \"%s.subnet\": %q is not an IPv4 or IPv6 CIDR", key, rc.Subnet)
+	}
+	fam := "IPv4"
+	if r.Subnet.Addr().Is6() {
+		fam = "IPv6"
 	}
 	for _, f := range []struct {
 		key, s string
@@ -160,12 +182,12 @@ func (ic *IPAMConf) parse() (ipam.Range, error) {
 		if f.s == "" {
 			continue
 		}
-		if *f.dst, err = netip.ParseAddr(f.s); err != nil || !f.dst.Is4() {
-			return ipam.Range{}, fmt.Errorf("key \"ipam.ranges[0][0].%s\": %q is not an IPv4 address", f.key, f.s)
+		if *f.dst, err = netip.ParseAddr(f.s); err != nil || f.dst.Is6() != r.Subnet.Addr().Is6() || f.dst.Is4In6() {
+			return ipam.Range{}, fmt.Errorf("key \"%s.%s\": %q is not an %s address (the subnet is %s)", key, f.key, f.s, fam, rc.Subnet)
 		}
 	}
 	if err := r.Canonicalize(); err != nil {
-		return ipam.Range{}, fmt.Errorf("key \"ipam.ranges[0][0]\": %w", err)
+		return ipam.Range{}, fmt.Errorf("key \"%s\": %w", key, err)
 	}
 	return r, nil
 }

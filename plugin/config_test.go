@@ -15,7 +15,7 @@ func TestLoadNetConfDefaults(t *testing.T) {
 		t.Fatal(err)
 	}
 	if c.Bridge != "cni0" || c.SubnetFile != "/run/flannel/subnet.env" || c.DataDir != "/var/lib/cni/networks" ||
-		!c.HairpinMode || !c.IsDefaultGateway || c.IPMasq || c.MTU != 0 || c.rng.Subnet.IsValid() {
+		!c.HairpinMode || !c.IsDefaultGateway || c.IPMasq || c.MTU != 0 || len(c.rngs) != 0 {
 		t.Fatalf("defaults wrong: %+v", c)
 	}
 }
@@ -33,7 +33,10 @@ func TestLoadNetConfOverrides(t *testing.T) {
 		t.Fatalf("overrides not applied: %+v", c)
 	}
 	want := "10.9.0.0/24 10.9.0.10-10.9.0.20 gw 10.9.0.1"
-	if got := c.rng.Subnet.String() + " " + c.rng.String() + " gw " + c.rng.Gateway.String(); got != want {
+	if len(c.rngs) != 1 {
+		t.Fatalf("ranges = %+v, want one", c.rngs)
+	}
+	if got := c.rngs[0].Subnet.String() + " " + c.rngs[0].String() + " gw " + c.rngs[0].Gateway.String(); got != want {
 		t.Fatalf("range = %s, want %s", got, want)
 	}
 	keep := c.validAttachments()
@@ -60,8 +63,13 @@ func TestLoadNetConfErrors(t *testing.T) {
 		{"relative dataDir", `{` + base + `,"dataDir":"var/lib"}`, types.ErrInvalidNetworkConfig, `"dataDir"`},
 		{"bad name", `{"cniVersion":"1.0.0","name":"../x","type":"weft"}`, types.ErrInvalidNetworkConfig, `"name"`},
 		{"ipam type", `{` + base + `,"ipam":{"type":"dhcp"}}`, types.ErrInvalidNetworkConfig, `"ipam.type"`},
-		{"two ranges", `{` + base + `,"ipam":{"ranges":[[{"subnet":"10.0.0.0/24"},{"subnet":"10.0.1.0/24"}]]}}`, types.ErrInvalidNetworkConfig, `"ipam.ranges"`},
-		{"v6 range", `{` + base + `,"ipam":{"ranges":[[{"subnet":"fd00::/64"}]]}}`, types.ErrInvalidNetworkConfig, `subnet`},
+		{"two ranges", `{` + base + `,"ipam":{"ranges":[[{"subnet":"10.0.0.0/24"},{"subnet":"10.0.1.0/24"}]]}}`, types.ErrInvalidNetworkConfig, `"ipam.ranges[0]"`},
+		{"two IPv4 range sets", `{` + base + `,"ipam":{"ranges":[[{"subnet":"10.0.0.0/24"}],[{"subnet":"10.0.1.0/24"}]]}}`, types.ErrInvalidNetworkConfig, `same family`},
+		{"two IPv6 range sets", `{` + base + `,"ipam":{"ranges":[[{"subnet":"fd00::/64"}],[{"subnet":"fd01::/64"}]]}}`, types.ErrInvalidNetworkConfig, `same family`},
+		{"three range sets", `{` + base + `,"ipam":{"ranges":[[{"subnet":"10.0.0.0/24"}],[{"subnet":"fd00::/64"}],[{"subnet":"10.0.1.0/24"}]]}}`, types.ErrInvalidNetworkConfig, `one range set per family`},
+		{"v6 rangeStart in v4 range", `{` + base + `,"ipam":{"ranges":[[{"subnet":"10.0.0.0/24","rangeStart":"fd00::5"}]]}}`, types.ErrInvalidNetworkConfig, `"ipam.ranges[0][0].rangeStart": "fd00::5" is not an IPv4 address`},
+		{"v4 gateway in v6 range", `{` + base + `,"ipam":{"ranges":[[{"subnet":"10.0.0.0/24"}],[{"subnet":"fd00::/64","gateway":"10.0.0.1"}]]}}`, types.ErrInvalidNetworkConfig, `"ipam.ranges[1][0].gateway": "10.0.0.1" is not an IPv6 address`},
+		{"v6 subnet mapped", `{` + base + `,"ipam":{"ranges":[[{"subnet":"::ffff:10.0.0.0/120"}]]}}`, types.ErrInvalidNetworkConfig, `not an IPv4 or IPv6 CIDR`},
 		{"bad rangeStart", `{` + base + `,"ipam":{"ranges":[[{"subnet":"10.0.0.0/24","rangeStart":"10.0.1.5"}]]}}`, types.ErrInvalidNetworkConfig, `rangeStart`},
 		{"unparsable gateway", `{` + base + `,"ipam":{"ranges":[[{"subnet":"10.0.0.0/24","gateway":"x"}]]}}`, types.ErrInvalidNetworkConfig, `gateway`},
 	}
@@ -90,15 +98,29 @@ func TestHostVethName(t *testing.T) {
 }
 
 func TestPodRoutes(t *testing.T) {
-	p := plan{gateway: netip.MustParsePrefix("10.244.1.1/24"), network: netip.MustParsePrefix("10.244.0.0/16")}
-	got := ""
-	for _, r := range podRoutes(p, true) {
-		got += r.String() + ";"
+	v4 := family{gateway: netip.MustParsePrefix("10.244.1.1/24"), network: netip.MustParsePrefix("10.244.0.0/16")}
+	v6 := family{gateway: netip.MustParsePrefix("fd00:0:0:1::1/64"), network: netip.MustParsePrefix("fd00::/48")}
+	str := func(rs []*types.Route) string {
+		var out []string
+		for _, r := range rs {
+			out = append(out, r.Dst.String()+" via "+r.GW.String())
+		}
+		return strings.Join(out, ", ")
 	}
-	if want := "{Dst:{IP:10.244.0.0 Mask:ffff0000} GW:10.244.1.1 MTU:0 AdvMSS:0 Priority:0 Table:<nil> Scope:<nil>};{Dst:{IP:0.0.0.0 Mask:00000000} GW:10.244.1.1 MTU:0 AdvMSS:0 Priority:0 Table:<nil> Scope:<nil>};"; got != want {
-		t.Fatalf("routes = %s\nwant     %s", got, want)
-	}
-	if rs := podRoutes(p, false); len(rs) != 1 || rs[0].Dst.String() != "10.244.0.0/16" {
-		t.Fatalf("without default gateway: %v", rs)
+	for _, tt := range []struct {
+		name string
+		fams []family
+		dflt bool
+		want string
+	}{
+		{"v4", []family{v4}, true, "10.244.0.0/16 via 10.244.1.1, 0.0.0.0/0 via 10.244.1.1"},
+		{"v4 no default", []family{v4}, false, "10.244.0.0/16 via 10.244.1.1"},
+		{"dual", []family{v4, v6}, true, "10.244.0.0/16 via 10.244.1.1, 0.0.0.0/0 via 10.244.1.1, fd00::/48 via fd00:0:0:1::1, ::/0 via fd00:0:0:1::1"},
+		{"dual no default", []family{v4, v6}, false, "10.244.0.0/16 via 10.244.1.1, fd00::/48 via fd00:0:0:1::1"},
+		{"v6", []family{v6}, true, "fd00::/48 via fd00:0:0:1::1, ::/0 via fd00:0:0:1::1"},
+	} {
+		if got := str(podRoutes(plan{fams: tt.fams}, tt.dflt)); got != tt.want {
+			t.Errorf("%s: routes = %s\nwant %s", tt.name, got, tt.want)
+		}
 	}
 }

@@ -53,17 +53,20 @@ func deleteHostVeth(name string) error {
 	return nil
 }
 
-// release frees the attachment's addresses; no IPAM directory means none.
+// release frees the attachment's addresses, all families; no IPAM directory
+// means none.
 func release(conf *NetConf, id, ifname string) error {
 	if _, err := os.Stat(ipam.NetworkDir(conf.DataDir, conf.Name)); errors.Is(err, fs.ErrNotExist) {
 		return nil
 	}
-	alloc, closeStore, err := openAllocator(conf, ipam.Range{})
+	store, err := openStore(conf)
 	if err != nil {
 		return err
 	}
-	defer closeStore()
-	if err := alloc.Release(id, ifname); err != nil {
+	defer store.Close()
+	// The range does not matter: Release frees the attachment's addresses
+	// of every family.
+	if err := ipam.NewAllocator(store, ipam.Range{}, 0).Release(id, ifname); err != nil {
 		return cniErr(types.ErrIOFailure, "release address of %s/%s: %v", id, ifname, err)
 	}
 	return nil

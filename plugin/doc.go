@@ -2,32 +2,44 @@
 // STATUS and GC that cmd/weft hands to skel.
 //
 // A pod is attached the way flannel's plugin (bridge + host-local) does it,
-// in one binary: the bridge (cni0) gets the gateway, FLANNEL_SUBNET from
-// subnet.env (the .1 with the lease's length); the pod gets the next free
-// address of that subnet (package ipam, host-local's file layout), a veth pair
-// whose node side is on the bridge with hairpin on, and routes via the
-// gateway: to the cluster Network always, and a default route when
-// isDefaultGateway (the default).
+// in one binary, with one address per family subnet.env has: IPv4
+// (FLANNEL_NETWORK/FLANNEL_SUBNET), IPv6 (FLANNEL_IPV6_NETWORK/
+// FLANNEL_IPV6_SUBNET) or both. Per family, the bridge (cni0) gets the
+// gateway, the subnet.env value (the .1 or ::1 with the lease's length); the
+// pod gets the next free address of that subnet (package ipam, host-local's
+// file layout; pods from .2 or ::2 up) and routes via that gateway: to the
+// family's cluster Network always, and a default route when isDefaultGateway
+// (the default). The pod's veth pair has its node side on the bridge with
+// hairpin on. Forwarding is turned on in the node's netns per family
+// (net.ipv4.ip_forward, net.ipv6.conf.all.forwarding; the latter also makes
+// the node's interfaces ignore router advertisements unless their accept_ra
+// is 2); a sysctl already at 1 is not written, so a read-only /proc/sys is
+// fine then, and otherwise the error (999) names the sysctl. IPv6 addresses
+// are never tentative: the bridge's and the pod's carry IFA_F_NODAD, and
+// the pod interface's accept_dad is 0 (best effort: a read-only /proc/sys is
+// tolerated). Both ends of the veth and the bridge get FLANNEL_MTU, which
+// must be at least 1280 when pods get IPv6.
 //
-// Config (the conflist's plugin object; unknown keys are ignored):
+// The result (every supported version) lists one IP per family, IPv4
+// first, each with its gateway, and the routes of each family. CHECK
+// verifies every address (present, not DAD-failed) and route of prevResult,
+// each reservation and each gateway on the bridge. DEL and GC release an
+// attachment's addresses of every family (DEL needs no subnet.env).
 //
-//	bridge            "cni0"
-//	subnetFile        "/run/flannel/subnet.env"
-//	dataDir           "/var/lib/cni/networks"
-//	mtu               0: FLANNEL_MTU from subnet.env
-//	hairpinMode       true
-//	isDefaultGateway  true
-//	ipMasq            false; accepted and ignored: weftd masquerades (--ip-masq)
-//	ipam              {"ranges":[[{"subnet","rangeStart","rangeEnd","gateway"}]]}:
-//	                  one IPv4 range replacing FLANNEL_SUBNET
-//	logFile           "": no logging (stdout carries the result)
-//
-// Pods are IPv4 only: FLANNEL_IPV6_* lines in subnet.env are ignored.
+// IPAM state: both families' reservations live in one directory per
+// network, one file per address; the cursor of the pod's N-th family (IPv4
+// first) is last_reserved_ip.N, which is host-local's for flannel's
+// ipam.ranges ([[IPv4], [IPv6]] on a dual-stack node, [[IPv6]] on an
+// IPv6-only one), so weft and host-local read each other's stores.
 //
 // Names: the node-side veth is "veth" + 10 hex digits of SHA-256(container ID,
 // ifname), so DEL finds it with no saved state; it carries a tag (below) so
 // GC can find it. The pod MAC is 0a:58 + the IPv4 address, the bridge MAC
-// 0a:58 + the gateway.
+// 0a:58 + the IPv4 gateway. On an IPv6-only node they are 0a:58 + the last
+// four bytes of the pod's IPv6 address and of the IPv6 gateway: as for IPv4,
+// a reused address brings back its MAC, and pods of one node differ as long
+// as the range spans under 2^32 addresses from its start (the allocator
+// hands them out in order).
 //
 // Veth tags: the node-side veth's alias is
 // "weft@<network>:<containerID>/<ifname>", network being the conflist's
@@ -70,21 +82,29 @@
 //
 //	1    config version not supported (skel)
 //	6    config or prevResult is not valid JSON
-//	7    invalid config, naming the key; the bridge carries another subnet's
-//	     address while pods are attached; bridge name taken by a non-bridge
+//	7    invalid config, naming the key; an ipam.ranges range of a family
+//	     subnet.env does not have; mtu below 1280 with IPv6; the bridge
+//	     carries another subnet's address of a family while pods are
+//	     attached; bridge name taken by a non-bridge
 //	8    CNI_NETNS cannot be opened
-//	11   subnet.env missing, incomplete or not IPv4 ("is weftd running?")
-//	50   STATUS: subnet.env not usable, weftd not running (nothing holds
+//	11   subnet.env missing or incomplete, or a broken pair, named: the IPv4
+//	     pair not IPv4, the IPv6 pair not IPv6 or its subnet outside its
+//	     network; FLANNEL_MTU below 1280 with IPv6 ("is weftd running?")
+//	50   STATUS: subnet.env not usable (as for 11, or disagreeing with the
+//	     config as for 7), weftd not running (nothing holds
 //	     subnetenv.AgentLockFile next to subnet.env) or IPAM directory not writable
-//	100  no free address in the range
+//	100  no free address in a family's range (the message names the family)
 //	101  CNI_IFNAME already exists in the pod netns
 //	102  the attachment exists already (its veth is there): ADD without DEL
 //	103  CHECK found a difference (the message names the first one)
 //	5    IPAM store I/O failure
 //	999  unexpected kernel failure, with context
 //
-// Invariants: ADD either completes or leaves nothing behind (address
-// released, veth deleted); DEL never fails for something missing and needs
+// Only the families in subnet.env are managed: an address of a family
+// subnet.env no longer has stays on the bridge.
+//
+// Invariants: ADD either completes or leaves nothing behind (addresses of
+// every family released, veth deleted); DEL never fails for something missing and needs
 // neither the netns nor subnet.env; nothing is written to stdout but the
 // result; the plugin never imports etcd, backend or agent.
 package plugin

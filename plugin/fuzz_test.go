@@ -36,8 +36,13 @@ func FuzzLoadNetConf(f *testing.F) {
 		if c.MTU != 0 && (c.MTU < 68 || c.MTU > 65535) {
 			t.Fatalf("accepted mtu %d", c.MTU)
 		}
-		if c.rng.Subnet.IsValid() && (!c.rng.Contains(c.rng.RangeStart) || !c.rng.Subnet.Contains(c.rng.Gateway)) {
-			t.Fatalf("accepted a broken range %+v", c.rng)
+		for _, r := range c.rngs {
+			if !r.Contains(r.RangeStart) || !r.Subnet.Contains(r.Gateway) || !r.Subnet.Contains(r.RangeEnd) {
+				t.Fatalf("accepted a broken range %+v", r)
+			}
+		}
+		if len(c.rngs) == 2 && c.rngs[0].Subnet.Addr().Is6() == c.rngs[1].Subnet.Addr().Is6() {
+			t.Fatalf("accepted two ranges of one family: %+v", c.rngs)
 		}
 	})
 }

@@ -15,14 +15,20 @@ import (
 	"github.com/weftnet/weft/subnetenv"
 )
 
-// CmdStatus answers whether an ADD could succeed now: subnet.env readable
-// and complete, the IPAM directory writable. Otherwise code 50.
+// CmdStatus answers whether an ADD could succeed now: subnet.env readable,
+// complete (either family or both) and agreeing with the config (ipam.ranges
+// families, the MTU IPv6 needs), the agent running, the IPAM directory
+// writable. Otherwise code 50.
 func CmdStatus(args *skel.CmdArgs) error {
 	conf, err := LoadNetConf(args.StdinData)
 	if err != nil {
 		return err
 	}
-	if _, err := loadSubnetEnv(conf.SubnetFile); err != nil {
+	env, err := loadSubnetEnv(conf.SubnetFile)
+	if err != nil {
+		return cniErr(types.ErrPluginNotAvailable, "not ready: %v", err)
+	}
+	if _, err := conf.makePlan(env); err != nil {
 		return cniErr(types.ErrPluginNotAvailable, "not ready: %v", err)
 	}
 	if err := agentRunning(conf.SubnetFile); err != nil {
@@ -133,10 +139,19 @@ func gcReservations(conf *NetConf, h *host.NS, valid func(id, ifname string) boo
 		return []error{err}
 	}
 	var errs []error
+	// An attachment has a reservation per family; ReleaseByID frees them
+	// all at its first, and its veth is looked at once.
+	done := map[[2]string]bool{}
 	for _, r := range rs {
 		if valid(r.ContainerID, r.IfName) {
 			continue
 		}
+		pair := [2]string{r.ContainerID, r.IfName}
+		if done[pair] {
+			log.Info("GC released address", "ip", r.IP.String(), "container", r.ContainerID, "ifname", r.IfName)
+			continue
+		}
+		done[pair] = true
 		if err := store.ReleaseByID(r.ContainerID, r.IfName); err != nil {
 			errs = append(errs, err)
 			continue

@@ -4,11 +4,11 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
-	"net"
 	"net/netip"
 	"syscall"
 
 	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
 
 	"github.com/weftnet/weft/host"
 )
@@ -18,8 +18,8 @@ type attachment struct {
 	containerID string
 	ifname      string
 	hostName    string
-	ip          netip.Addr
-	pod         *host.NS // the pod netns, opened by add
+	ips         []netip.Addr // one per family of the plan, in its order
+	pod         *host.NS     // the pod netns, opened by add
 	// ownVeth: a veth named hostName may exist and is ours to delete on
 	// rollback (false when the name was taken before this ADD).
 	ownVeth bool
@@ -38,8 +38,9 @@ func createVeth(node *host.NS, br *netlink.Bridge, a *attachment, mtu int) error
 		Master:   br.Index,
 		MTU:      mtu,
 		PeerName: a.ifname,
-		PeerMAC:  ipMAC(a.ip),
-		PeerNS:   a.pod,
+		PeerMAC:  ipMAC(a.ips[0]), // IPv4's when there is one
+
+		PeerNS: a.pod,
 	})
 	if err == nil {
 		return nil
@@ -57,9 +58,10 @@ func createVeth(node *host.NS, br *netlink.Bridge, a *attachment, mtu int) error
 }
 
 // configurePod brings the pod side up (without carrier until attach brings
-// the node side up) with its address and routes. DAD is switched off
-// first: the kernel would otherwise hold IPv6 addresses tentative for about
-// a second (k8s#54651), and ADD never waits.
+// the node side up) with its addresses and routes. DAD is switched off
+// first, and IPv6 addresses are added with IFA_F_NODAD too: the kernel would
+// otherwise hold them tentative for about a second (k8s#54651), and ADD never
+// waits.
 func configurePod(a *attachment, p plan, isDefaultGateway bool) (*netlink.Veth, error) {
 	if err := disableDAD(a.pod, a.ifname); err != nil {
 		return nil, internal(err, "disable DAD on %s in netns %s", a.ifname, a.pod.Path())
@@ -75,9 +77,14 @@ func configurePod(a *attachment, p plan, isDefaultGateway bool) (*netlink.Veth, 
 	if err := a.pod.LinkSetUp(l); err != nil {
 		return nil, internal(err, "set %s up", a.ifname)
 	}
-	addr := &netlink.Addr{IPNet: &net.IPNet{IP: a.ip.AsSlice(), Mask: net.CIDRMask(p.rng.Subnet.Bits(), 32)}}
-	if err := a.pod.AddrAdd(l, addr); err != nil {
-		return nil, internal(err, "add %s to %s", addr.IPNet, a.ifname)
+	for i, f := range p.fams {
+		addr := &netlink.Addr{IPNet: host.PrefixIPNet(netip.PrefixFrom(a.ips[i], f.rng.Subnet.Bits()))}
+		if f.is6() {
+			addr.Flags = unix.IFA_F_NODAD
+		}
+		if err := a.pod.AddrAdd(l, addr); err != nil {
+			return nil, internal(err, "add %s to %s", addr.IPNet, a.ifname)
+		}
 	}
 	for _, r := range podRoutes(p, isDefaultGateway) {
 		nr := &netlink.Route{LinkIndex: l.Attrs().Index, Dst: &r.Dst, Gw: r.GW}
@@ -90,10 +97,12 @@ func configurePod(a *attachment, p plan, isDefaultGateway bool) (*netlink.Veth, 
 
 // disableDAD writes the pod side's accept_dad in the pod netns (/proc/sys/net
 // shows the netns of the thread that opens it). A kernel without IPv6 has no
-// such file; that is fine.
+// such file, and a read-only /proc/sys refuses the write; both are fine: the
+// pod's IPv6 address carries IFA_F_NODAD anyway, accept_dad only spares its
+// link-local address the wait.
 func disableDAD(pod *host.NS, ifname string) error {
 	err := pod.WriteSysctl("net/ipv6/conf/"+ifname+"/accept_dad", "0")
-	if errors.Is(err, fs.ErrNotExist) {
+	if errors.Is(err, fs.ErrNotExist) || errors.Is(err, syscall.EROFS) {
 		return nil
 	}
 	return err

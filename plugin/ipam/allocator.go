@@ -11,14 +11,17 @@ var ErrExhausted = errors.New("no IP addresses available")
 
 // Allocator hands out addresses of one Range from a Store.
 type Allocator struct {
-	store Store
-	rng   Range
+	store   Store
+	rng     Range
+	rangeID int
 }
 
 // NewAllocator returns an allocator over store for r, which must have been
-// canonicalized.
-func NewAllocator(store Store, r Range) *Allocator {
-	return &Allocator{store: store, rng: r}
+// canonicalized. rangeID is host-local's index of the range (set) in
+// ipam.ranges: it names the range's cursor file, last_reserved_ip.<rangeID>.
+// Allocators of different ranges share one store (one directory, one lock).
+func NewAllocator(store Store, r Range, rangeID int) *Allocator {
+	return &Allocator{store: store, rng: r, rangeID: rangeID}
 }
 
 // Get reserves an address for (id, ifname) under the store lock: the first
@@ -39,7 +42,7 @@ func (a *Allocator) Get(id, ifname string) (ip netip.Addr, err error) {
 			ip, err = netip.Addr{}, fmt.Errorf("unlock ipam store: %w", uerr)
 		}
 	}()
-	last, err := a.store.LastReserved()
+	last, err := a.store.LastReserved(a.rangeID)
 	if err != nil {
 		return netip.Addr{}, err
 	}
@@ -50,7 +53,7 @@ func (a *Allocator) Get(id, ifname string) (ip netip.Addr, err error) {
 	cur := start
 	for {
 		if cur != a.rng.Gateway {
-			ok, err := a.store.Reserve(id, ifname, cur)
+			ok, err := a.store.Reserve(id, ifname, cur, a.rangeID)
 			if err != nil {
 				return netip.Addr{}, err
 			}
@@ -64,7 +67,8 @@ func (a *Allocator) Get(id, ifname string) (ip netip.Addr, err error) {
 	}
 }
 
-// Release frees every address of (id, ifname) under the store lock.
+// Release frees every address of (id, ifname) under the store lock, in
+// every range of the store, not only this allocator's.
 func (a *Allocator) Release(id, ifname string) (err error) {
 	if err := a.store.Lock(); err != nil {
 		return fmt.Errorf("lock ipam store: %w", err)

@@ -18,7 +18,7 @@ func mustRange(t *testing.T, subnet string) Range {
 
 func TestAllocatorRoundRobin(t *testing.T) {
 	s := NewFakeStore()
-	a := NewAllocator(s, mustRange(t, "10.244.1.0/29")) // usable .1-.6, .1 is the gateway
+	a := NewAllocator(s, mustRange(t, "10.244.1.0/29"), 0) // usable .1-.6, .1 is the gateway
 	var got []string
 	for i := range 5 {
 		ip, err := a.Get(fmt.Sprintf("c%d", i), "eth0")
@@ -46,7 +46,7 @@ func TestAllocatorRoundRobin(t *testing.T) {
 
 func TestAllocatorDoesNotReuseAtOnce(t *testing.T) {
 	s := NewFakeStore()
-	a := NewAllocator(s, mustRange(t, "10.244.1.0/24"))
+	a := NewAllocator(s, mustRange(t, "10.244.1.0/24"), 0)
 	first, err := a.Get("a", "eth0")
 	if err != nil {
 		t.Fatal(err)
@@ -65,8 +65,8 @@ func TestAllocatorDoesNotReuseAtOnce(t *testing.T) {
 
 func TestAllocatorLastReservedOutsideRange(t *testing.T) {
 	s := NewFakeStore()
-	s.last = netip.MustParseAddr("192.168.0.9") // left by another range
-	a := NewAllocator(s, mustRange(t, "10.244.1.0/24"))
+	s.last[0] = netip.MustParseAddr("192.168.0.9") // left by another range
+	a := NewAllocator(s, mustRange(t, "10.244.1.0/24"), 0)
 	ip, err := a.Get("a", "eth0")
 	if err != nil || ip.String() != "10.244.1.2" {
 		t.Fatalf("Get = %v, %v; want 10.244.1.2", ip, err)
@@ -75,7 +75,7 @@ func TestAllocatorLastReservedOutsideRange(t *testing.T) {
 
 func TestAllocatorReleaseIPAndHeld(t *testing.T) {
 	s := NewFakeStore()
-	a := NewAllocator(s, mustRange(t, "10.244.1.0/24"))
+	a := NewAllocator(s, mustRange(t, "10.244.1.0/24"), 0)
 	first, err := a.Get("a", "eth0")
 	if err != nil {
 		t.Fatal(err)
@@ -103,7 +103,7 @@ func TestAllocatorNeverHandsOutReserved(t *testing.T) {
 	if err := r.Canonicalize(); err != nil {
 		t.Fatal(err)
 	}
-	a := NewAllocator(NewFakeStore(), r)
+	a := NewAllocator(NewFakeStore(), r, 0)
 	seen := map[netip.Addr]bool{}
 	for i := 0; ; i++ {
 		ip, err := a.Get(fmt.Sprint(i), "eth0")
@@ -128,12 +128,12 @@ type failingStore struct {
 	err error
 }
 
-func (f failingStore) Reserve(string, string, netip.Addr) (bool, error) { return false, f.err }
+func (f failingStore) Reserve(string, string, netip.Addr, int) (bool, error) { return false, f.err }
 
 func TestAllocatorStoreErrorAndUnlock(t *testing.T) {
 	fs := NewFakeStore()
 	boom := errors.New("disk full")
-	a := NewAllocator(failingStore{fs, boom}, mustRange(t, "10.244.1.0/24"))
+	a := NewAllocator(failingStore{fs, boom}, mustRange(t, "10.244.1.0/24"), 0)
 	if _, err := a.Get("a", "eth0"); !errors.Is(err, boom) {
 		t.Fatalf("Get = %v, want %v", err, boom)
 	}

@@ -8,14 +8,14 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 )
 
 const (
-	// lastReservedFile is host-local's "last_reserved_ip.<rangeID>" for range 0
-	// (weft allocates from a single range).
-	lastReservedFile = "last_reserved_ip.0"
+	// lastReservedPrefix + the range ID is host-local's cursor file of a range.
+	lastReservedPrefix = "last_reserved_ip."
 	// lockFile is the file host-local flocks inside the network directory.
 	lockFile = "lock"
 	// lineBreak separates container ID and ifname, exactly as host-local writes it.
@@ -80,7 +80,7 @@ func (s *DiskStore) Close() error { return s.lock.Close() }
 
 // Reserve implements Store: the address file is created with O_EXCL, so an
 // existing reservation (ours or host-local's) is never overwritten.
-func (s *DiskStore) Reserve(id, ifname string, ip netip.Addr) (bool, error) {
+func (s *DiskStore) Reserve(id, ifname string, ip netip.Addr, rangeID int) (bool, error) {
 	name := filepath.Join(s.dir, ip.String())
 	f, err := os.OpenFile(name, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
 	if errors.Is(err, fs.ErrExist) {
@@ -94,7 +94,7 @@ func (s *DiskStore) Reserve(id, ifname string, ip netip.Addr) (bool, error) {
 		err = cerr
 	}
 	if err == nil {
-		err = s.writeLastReserved(ip)
+		err = s.writeLastReserved(ip, rangeID)
 	}
 	if err != nil {
 		_ = os.Remove(name)
@@ -103,7 +103,7 @@ func (s *DiskStore) Reserve(id, ifname string, ip netip.Addr) (bool, error) {
 	return true, nil
 }
 
-// writeLastReserved records ip in last_reserved_ip.0, as host-local does (the
+// writeLastReserved records ip in last_reserved_ip.<rangeID>, as host-local does (the
 // address, no newline), but overwrites the file in place and then cuts it to
 // length instead of truncating it to zero first: on ext4, a file truncated
 // to zero and written again is flushed when it is closed (auto_da_alloc),
@@ -112,8 +112,8 @@ func (s *DiskStore) Reserve(id, ifname string, ip netip.Addr) (bool, error) {
 // longer address's tail behind; the file is only a hint (LastReserved treats
 // anything unparsable as none), and host-local's own write is not atomic
 // either.
-func (s *DiskStore) writeLastReserved(ip netip.Addr) error {
-	f, err := os.OpenFile(filepath.Join(s.dir, lastReservedFile), os.O_WRONLY|os.O_CREATE, 0o600)
+func (s *DiskStore) writeLastReserved(ip netip.Addr, rangeID int) error {
+	f, err := os.OpenFile(s.lastReservedPath(rangeID), os.O_WRONLY|os.O_CREATE, 0o600)
 	if err != nil {
 		return err
 	}
@@ -188,8 +188,8 @@ func (s *DiskStore) GetByID(id, ifname string) ([]netip.Addr, error) {
 }
 
 // LastReserved implements Store. A missing or unparsable file means none.
-func (s *DiskStore) LastReserved() (netip.Addr, error) {
-	b, err := os.ReadFile(filepath.Join(s.dir, lastReservedFile))
+func (s *DiskStore) LastReserved(rangeID int) (netip.Addr, error) {
+	b, err := os.ReadFile(s.lastReservedPath(rangeID))
 	if errors.Is(err, fs.ErrNotExist) {
 		return netip.Addr{}, nil
 	}
@@ -201,6 +201,11 @@ func (s *DiskStore) LastReserved() (netip.Addr, error) {
 		return netip.Addr{}, nil
 	}
 	return ip, nil
+}
+
+// lastReservedPath is range rangeID's cursor file.
+func (s *DiskStore) lastReservedPath(rangeID int) string {
+	return filepath.Join(s.dir, lastReservedPrefix+strconv.Itoa(rangeID))
 }
 
 // List implements Store: every file named by an address is a reservation.

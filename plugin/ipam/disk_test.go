@@ -24,7 +24,7 @@ func openStore(t *testing.T, dataDir string) *DiskStore {
 func TestDiskStoreHostLocalLayout(t *testing.T) {
 	dir := t.TempDir()
 	s := openStore(t, dir)
-	a := NewAllocator(s, mustRange(t, "10.244.1.0/24"))
+	a := NewAllocator(s, mustRange(t, "10.244.1.0/24"), 0)
 	ip, err := a.Get("ctr1", "eth0")
 	if err != nil {
 		t.Fatal(err)
@@ -99,13 +99,13 @@ func TestDiskStoreReadsOtherLayouts(t *testing.T) {
 func TestDiskStoreReserveExclusive(t *testing.T) {
 	s := openStore(t, t.TempDir())
 	ip := netip.MustParseAddr("10.244.1.9")
-	if ok, err := s.Reserve("a", "eth0", ip); !ok || err != nil {
+	if ok, err := s.Reserve("a", "eth0", ip, 0); !ok || err != nil {
 		t.Fatalf("first Reserve = %v, %v", ok, err)
 	}
-	if ok, err := s.Reserve("b", "eth0", ip); ok || err != nil {
+	if ok, err := s.Reserve("b", "eth0", ip, 0); ok || err != nil {
 		t.Fatalf("second Reserve = %v, %v; want false, nil", ok, err)
 	}
-	if last, err := s.LastReserved(); err != nil || last != ip {
+	if last, err := s.LastReserved(0); err != nil || last != ip {
 		t.Fatalf("LastReserved = %v, %v", last, err)
 	}
 }
@@ -116,7 +116,7 @@ func TestDiskStoreLastReservedRewrite(t *testing.T) {
 	dir := t.TempDir()
 	s := openStore(t, dir)
 	for i, ip := range []string{"10.244.1.100", "10.244.1.9", "10.244.1.10"} {
-		if ok, err := s.Reserve(fmt.Sprint("c", i), "eth0", netip.MustParseAddr(ip)); !ok || err != nil {
+		if ok, err := s.Reserve(fmt.Sprint("c", i), "eth0", netip.MustParseAddr(ip), 0); !ok || err != nil {
 			t.Fatalf("Reserve %s = %v, %v", ip, ok, err)
 		}
 		b, err := os.ReadFile(filepath.Join(dir, "cbr0", "last_reserved_ip.0"))
@@ -163,7 +163,7 @@ func TestDiskStoreConcurrentAllocators(t *testing.T) {
 				return
 			}
 			defer s.Close()
-			ips[i], errs[i] = NewAllocator(s, rng).Get(fmt.Sprintf("c%d", i), "eth0")
+			ips[i], errs[i] = NewAllocator(s, rng, 0).Get(fmt.Sprintf("c%d", i), "eth0")
 		})
 	}
 	wg.Wait()
@@ -190,7 +190,7 @@ func TestOpenDiskStoreRejectsPathNames(t *testing.T) {
 func TestDiskStoreReleaseChecksOwner(t *testing.T) {
 	s := openStore(t, t.TempDir())
 	ip := netip.MustParseAddr("10.244.1.9")
-	if ok, err := s.Reserve("a", "eth0", ip); !ok || err != nil {
+	if ok, err := s.Reserve("a", "eth0", ip, 0); !ok || err != nil {
 		t.Fatal(ok, err)
 	}
 	for _, other := range [][2]string{{"b", "eth0"}, {"a", "eth1"}} {
@@ -209,5 +209,51 @@ func TestDiskStoreReleaseChecksOwner(t *testing.T) {
 	}
 	if err := s.Release(ip, "a", "eth0"); err != nil {
 		t.Fatalf("second Release: %v", err)
+	}
+}
+
+// TestDiskStoreTwoRanges: an IPv4 and an IPv6 range share one directory as
+// host-local's two range sets do: one file per address, each range's cursor
+// in last_reserved_ip.<range ID>, a reservation written by host-local (IPv6
+// file named by the address) respected, and one Release freeing both.
+func TestDiskStoreTwoRanges(t *testing.T) {
+	dir := t.TempDir()
+	s := openStore(t, dir)
+	// host-local reserved fd00:1::2 for another pod and left its cursor there.
+	for name, content := range map[string]string{"fd00:1::2": "other\r\neth0", "last_reserved_ip.1": "fd00:1::2"} {
+		if err := os.WriteFile(filepath.Join(s.Dir(), name), []byte(content), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	a4 := NewAllocator(s, mustRange(t, "10.244.1.0/24"), 0)
+	a6 := NewAllocator(s, mustRange(t, "fd00:1::/64"), 1)
+	ip4, err := a4.Get("ctr1", "eth0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ip6, err := a6.Get("ctr1", "eth0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ip4.String() != "10.244.1.2" || ip6.String() != "fd00:1::3" {
+		t.Fatalf("got %s and %s, want 10.244.1.2 and fd00:1::3 (fd00:1::2 is host-local's)", ip4, ip6)
+	}
+	for name, want := range map[string]string{
+		"10.244.1.2": "ctr1\r\neth0", "fd00:1::3": "ctr1\r\neth0",
+		"last_reserved_ip.0": "10.244.1.2", "last_reserved_ip.1": "fd00:1::3",
+	} {
+		if b, err := os.ReadFile(filepath.Join(dir, "cbr0", name)); err != nil || string(b) != want {
+			t.Fatalf("%s = %q, %v; want %q", name, b, err, want)
+		}
+	}
+	if held, err := a6.Held("ctr1", "eth0"); err != nil || fmt.Sprint(held) != "[fd00:1::3]" {
+		t.Fatalf("IPv6 Held = %v, %v", held, err)
+	}
+	if err := a4.Release("ctr1", "eth0"); err != nil {
+		t.Fatal(err)
+	}
+	rs, _ := s.List()
+	if fmt.Sprint(rs) != "[{fd00:1::2 other eth0}]" {
+		t.Fatalf("after Release: %v, want only host-local's reservation", rs)
 	}
 }

@@ -13,7 +13,7 @@ import (
 type FakeStore struct {
 	mu       sync.Mutex
 	locked   bool
-	last     netip.Addr
+	last     map[int]netip.Addr
 	reserved map[netip.Addr]Reservation
 }
 
@@ -24,7 +24,7 @@ var errNotLocked = errors.New("fake store used without Lock")
 
 // NewFakeStore returns an empty store holding the given reservations.
 func NewFakeStore(rs ...Reservation) *FakeStore {
-	s := &FakeStore{reserved: map[netip.Addr]Reservation{}}
+	s := &FakeStore{reserved: map[netip.Addr]Reservation{}, last: map[int]netip.Addr{}}
 	for _, r := range rs {
 		s.reserved[r.IP] = r
 	}
@@ -64,7 +64,7 @@ func (s *FakeStore) check() error {
 }
 
 // Reserve implements Store.
-func (s *FakeStore) Reserve(id, ifname string, ip netip.Addr) (bool, error) {
+func (s *FakeStore) Reserve(id, ifname string, ip netip.Addr, rangeID int) (bool, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if err := s.check(); err != nil {
@@ -74,7 +74,7 @@ func (s *FakeStore) Reserve(id, ifname string, ip netip.Addr) (bool, error) {
 		return false, nil
 	}
 	s.reserved[ip] = Reservation{IP: ip, ContainerID: id, IfName: ifname}
-	s.last = ip
+	s.last[rangeID] = ip
 	return true, nil
 }
 
@@ -133,13 +133,13 @@ func (s *FakeStore) GetByID(id, ifname string) ([]netip.Addr, error) {
 }
 
 // LastReserved implements Store.
-func (s *FakeStore) LastReserved() (netip.Addr, error) {
+func (s *FakeStore) LastReserved(rangeID int) (netip.Addr, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if err := s.check(); err != nil {
 		return netip.Addr{}, err
 	}
-	return s.last, nil
+	return s.last[rangeID], nil
 }
 
 // List implements Store.

@@ -14,8 +14,9 @@ type Store interface {
 	// Close releases the store's resources (and the lock if held).
 	Close() error
 	// Reserve records ip for (id, ifname). It returns false, nil when ip is
-	// already reserved, and records ip as the last reserved address on success.
-	Reserve(id, ifname string, ip netip.Addr) (bool, error)
+	// already reserved, and records ip as range rangeID's last reserved
+	// address on success.
+	Reserve(id, ifname string, ip netip.Addr, rangeID int) (bool, error)
 	// ReleaseByID removes every reservation of (id, ifname); when there is
 	// none it removes reservations holding only id (the old layout).
 	// Releasing nothing is not an error.
@@ -25,8 +26,9 @@ type Store interface {
 	Release(ip netip.Addr, id, ifname string) error
 	// GetByID returns the addresses reserved for (id, ifname) or for id alone.
 	GetByID(id, ifname string) ([]netip.Addr, error)
-	// LastReserved returns the last address handed out, or the zero Addr.
-	LastReserved() (netip.Addr, error)
+	// LastReserved returns the last address handed out from range rangeID,
+	// or the zero Addr.
+	LastReserved(rangeID int) (netip.Addr, error)
 	// List returns every reservation, sorted by address.
 	List() ([]Reservation, error)
 }
