@@ -13,9 +13,9 @@ var ErrPublicIPInUse = errors.New("public IP already used by another node")
 
 // IPConflictError names the lease that already advertises our PublicIP.
 type IPConflictError struct {
-	PublicIP netip.Addr
-	Key      string // the other node's lease key
-	NodeName string // the other node's name
+	PublicIP netip.Addr // our PublicAddr: the PublicIPv6 in an IPv6-only network
+	Key      string     // the other node's lease key
+	NodeName string     // the other node's name
 }
 
 func (e *IPConflictError) Error() string {
@@ -33,22 +33,37 @@ type Choice struct {
 	// Stale are our own leases that no longer fit the config: delete them
 	// (never a reservation).
 	Stale []Lease
-	// Subnet and IPv6Subnet are the block to create when Existing is nil.
+	// Subnet and IPv6Subnet are the blocks to create when Existing is nil,
+	// each the zero Prefix when its family is off.
 	Subnet, IPv6Subnet netip.Prefix
 	// FromPrev is true when Subnet is req.Prev.
 	FromPrev bool
+	// FromPrevIPv6 is true when IPv6Subnet is req.PrevIPv6.
+	FromPrevIPv6 bool
 }
 
 // Owns reports whether lease value l belongs to the node asking with a: the
-// same explicit NodeName, or the same PublicIP and no other NodeName. A node
-// name is an identity only when the operator set it (--node-name; the
-// DaemonSet sets spec.nodeName, which Kubernetes keeps unique): without one,
-// a.NodeName is empty and identity is the PublicIP, as in flannel.
+// same explicit NodeName, or the same address and no other NodeName. The
+// address is PublicIP when a has one (IPv4 is on), else PublicIPv6 (an
+// IPv6-only node). A node name is an identity only when the operator set it
+// (--node-name; the DaemonSet sets spec.nodeName, which Kubernetes keeps
+// unique): without one, a.NodeName is empty and identity is the address, as
+// in flannel.
 func Owns(l, a Attrs) bool {
 	if a.NodeName != "" && l.NodeName == a.NodeName {
 		return true
 	}
-	return l.PublicIP == a.PublicIP && (l.NodeName == "" || l.NodeName == a.NodeName)
+	return sameAddr(l, a) && (l.NodeName == "" || l.NodeName == a.NodeName)
+}
+
+// sameAddr reports whether lease value l was published from a's address: the
+// same PublicIP when a has one (IPv4 is on), else the same PublicIPv6 (an
+// IPv6-only node, whose PublicIP is unset). An unset address matches nothing.
+func sameAddr(l, a Attrs) bool {
+	if a.PublicIP.IsValid() {
+		return l.PublicIP == a.PublicIP
+	}
+	return a.PublicIPv6.IsValid() && l.PublicIPv6 == a.PublicIPv6
 }
 
 // ErrNameConflict: our lease was rewritten by another agent that uses the
@@ -60,8 +75,8 @@ var ErrNameConflict = errors.New("node name used by two nodes")
 type NameConflictError struct {
 	Key      string     // the lease key both claim
 	NodeName string     // the shared --node-name
-	Ours     netip.Addr // this node's PublicIP
-	Theirs   netip.Addr // the PublicIP now in the lease
+	Ours     netip.Addr // this node's PublicAddr
+	Theirs   netip.Addr // the PublicAddr now in the lease
 }
 
 func (e *NameConflictError) Error() string {
@@ -75,49 +90,57 @@ func (e *NameConflictError) Is(target error) bool {
 }
 
 // Judge classifies the value cur now stored at our key (held by us as mine):
-// nil when it is still ours (same PublicIP, same identity), a
-// *NameConflictError when another PublicIP wrote it under our explicit
+// nil when it is still ours (same address as in Owns, same identity), a
+// *NameConflictError when another address wrote it under our explicit
 // NodeName, and an error matching ErrLeaseLost when it belongs to another
 // node altogether.
 func Judge(key string, cur, mine Attrs) error {
 	switch {
-	case cur.PublicIP == mine.PublicIP && Owns(cur, mine):
+	case sameAddr(cur, mine) && Owns(cur, mine):
 		return nil
 	case mine.NodeName != "" && cur.NodeName == mine.NodeName:
-		return &NameConflictError{Key: key, NodeName: mine.NodeName, Ours: mine.PublicIP, Theirs: cur.PublicIP}
+		return &NameConflictError{Key: key, NodeName: mine.NodeName, Ours: mine.PublicAddr(), Theirs: cur.PublicAddr()}
 	}
-	return fmt.Errorf("key %s now held by %s (node %q): %w", key, cur.PublicIP, cur.NodeName, ErrLeaseLost)
+	return fmt.Errorf("key %s now held by %s (node %q): %w", key, cur.PublicAddr(), cur.NodeName, ErrLeaseLost)
 }
 
 // Choose applies flannel's acquire order to the current leases:
-// (1) our lease (by NodeName first, then by PublicIP) if it fits cfg, (2)
-// req.Prev if it fits and is free, (3) a random free block. It fails with an
-// *IPConflictError when another named node holds our PublicIP, and with an
-// *OutOfSubnetsError when no block is free.
+// (1) our lease (by NodeName first, then by address as in Owns) if it fits
+// cfg (FitsLease), (2) for each family that is on, req.Prev (req.PrevIPv6)
+// if it fits and is free, (3) else a random free block of that family (see
+// PickFree). The IPv4 and IPv6 blocks are chosen independently: each must be
+// free among the blocks of its family in use. Our own leases that do not fit
+// are Stale, and their blocks free. Choose fails when req.Attrs does not
+// carry the families cfg enables (or has a PublicIP in an IPv6-only
+// network), with an *IPConflictError when another named node holds our
+// address, and with an *OutOfSubnetsError when a family has no free block.
 func Choose(cfg *Network, leases []Lease, req Request) (Choice, error) {
+	if err := cfg.checkAttrs(req.Attrs); err != nil {
+		return Choice{}, err
+	}
 	var c Choice
-	taken := make(map[netip.Prefix]bool, len(leases))
 	var byName, byIP *Lease
+	stale := make(map[string]bool)
 	for i := range leases {
 		l := &leases[i]
-		taken[l.Subnet] = true
 		a := l.Attrs
-		sameIP := a.PublicIP == req.Attrs.PublicIP
+		sameIP := sameAddr(a, req.Attrs)
 		named := req.Attrs.NodeName != "" && a.NodeName == req.Attrs.NodeName
 		switch {
 		case named:
 		case sameIP && (a.NodeName == "" || a.NodeName == req.LegacyName):
 		case sameIP:
-			return Choice{}, &IPConflictError{PublicIP: a.PublicIP, Key: l.Key(), NodeName: a.NodeName}
+			return Choice{}, &IPConflictError{PublicIP: req.Attrs.PublicAddr(), Key: l.Key(), NodeName: a.NodeName}
 		default:
 			continue
 		}
 		if !cfg.FitsLease(*l) {
-			// Only a lease with our PublicIP is certainly ours: one matched
+			// Only a lease with our address is certainly ours: one matched
 			// by name alone may be another live node's (a duplicated
 			// --node-name), so it is left to expire, never deleted.
 			if sameIP && !l.Reservation {
 				c.Stale = append(c.Stale, *l)
+				stale[l.Key()] = true
 			}
 			continue
 		}
@@ -137,21 +160,50 @@ func Choose(cfg *Network, leases []Lease, req Request) (Choice, error) {
 		c.Existing = byIP
 		return c, nil
 	}
-	for _, s := range c.Stale {
-		delete(taken, s.Subnet)
-	}
-	if req.Prev.IsValid() && cfg.Fits(req.Prev) && !taken[req.Prev] {
-		c.Subnet, c.FromPrev = req.Prev, true
-		c.IPv6Subnet = cfg.IPv6For(req.Prev)
-		if cfg.FitsIPv6(req.PrevIPv6) {
-			c.IPv6Subnet = req.PrevIPv6
+	// Several leases may hold one block (flannel picks its IPv6 block without
+	// looking at ours, and IPv6-only leases all have the zero Subnet): the
+	// blocks in use are those of every lease that stays.
+	taken := make(map[netip.Prefix]bool, 2*len(leases))
+	for _, l := range leases {
+		if !stale[l.Key()] {
+			taken[l.Subnet], taken[l.IPv6Subnet] = true, true
 		}
-		return c, nil
 	}
 	var err error
-	c.Subnet, c.IPv6Subnet, err = cfg.PickFree(taken)
-	if err != nil {
-		return Choice{}, err
+	if cfg.EnableIPv4 {
+		occ := newOccupied(taken, false, cfg.SubnetLen)
+		if cfg.Fits(req.Prev) && occ.free(req.Prev) {
+			c.Subnet, c.FromPrev = req.Prev, true
+		} else if c.Subnet, err = cfg.ipv4Range().pick(occ); err != nil {
+			return Choice{}, err
+		}
+	}
+	if cfg.EnableIPv6 {
+		occ := newOccupied(taken, true, cfg.IPv6SubnetLen)
+		if cfg.FitsIPv6(req.PrevIPv6) && occ.free(req.PrevIPv6) {
+			c.IPv6Subnet, c.FromPrevIPv6 = req.PrevIPv6, true
+		} else if c.IPv6Subnet, err = cfg.ipv6Range().pick(occ); err != nil {
+			return Choice{}, err
+		}
 	}
 	return c, nil
+}
+
+// checkAttrs reports why a cannot be published under n: a family n enables
+// that a lacks, or a PublicIP in an IPv6-only network (flannel writes
+// "0.0.0.0" there, and peers would take it for the node's IPv4 address).
+func (n *Network) checkAttrs(a Attrs) error {
+	switch {
+	case a.PublicIP.IsValid() && !a.PublicIP.Is4():
+		return fmt.Errorf("PublicIP %s is not an IPv4 address", a.PublicIP)
+	case a.PublicIPv6.IsValid() && (!a.PublicIPv6.Is6() || a.PublicIPv6.Is4In6()):
+		return fmt.Errorf("PublicIPv6 %s is not an IPv6 address", a.PublicIPv6)
+	case n.EnableIPv4 && !a.HasIPv4():
+		return errors.New("the network config enables IPv4 but the lease value has no PublicIP with BackendData")
+	case n.EnableIPv6 && !a.HasIPv6():
+		return errors.New("the network config enables IPv6 but the lease value has no PublicIPv6 with BackendV6Data")
+	case !n.EnableIPv4 && a.PublicIP.IsValid():
+		return fmt.Errorf("the network config is IPv6-only but the lease value has PublicIP %s", a.PublicIP)
+	}
+	return nil
 }

@@ -91,3 +91,25 @@ func TestJudge(t *testing.T) {
 		t.Errorf("without a name of our own nothing is a name conflict: %v", err)
 	}
 }
+
+// IPv6-only values all have the unset PublicIP: the node is its PublicIPv6.
+func TestJudgeAndOwnsIPv6Only(t *testing.T) {
+	mine := testAttrs6()
+	other := testAttrs6()
+	other.PublicIPv6 = netip.MustParseAddr("fd00::3")
+	if Owns(other, mine) || !Owns(mine, mine) {
+		t.Errorf("Owns: other %v, self %v", Owns(other, mine), Owns(mine, mine))
+	}
+	if err := Judge("k", mine, mine); err != nil {
+		t.Errorf("our own value: %v", err)
+	}
+	err := Judge("k", other, mine)
+	if !errors.Is(err, ErrLeaseLost) || !strings.Contains(err.Error(), "fd00::3") {
+		t.Errorf("another IPv6-only node: %v", err)
+	}
+	mine.NodeName, other.NodeName = "twin", "twin"
+	var nc *NameConflictError
+	if err := Judge("k", other, mine); !errors.As(err, &nc) || nc.Ours != mine.PublicIPv6 || nc.Theirs != other.PublicIPv6 {
+		t.Errorf("name conflict: %v", err)
+	}
+}

@@ -12,7 +12,7 @@ import (
 // Network is the overlay configuration stored at <prefix>/config, after
 // defaults are applied. Field names follow flannel's JSON keys.
 type Network struct {
-	Network    netip.Prefix // IPv4 cluster network, e.g. 10.244.0.0/16
+	Network    netip.Prefix // IPv4 cluster network, e.g. 10.244.0.0/16; zero when IPv4 is off
 	SubnetLen  int
 	SubnetMin  netip.Addr
 	SubnetMax  netip.Addr
@@ -26,9 +26,10 @@ type Network struct {
 
 	Backend Backend
 
-	// Notices lists the choices ParseNetwork made that differ from what
-	// flannel would do (for example "Backend absent: using vxlan"). The
-	// caller logs them. Never serialised.
+	// Notices lists the choices ParseNetwork made that the operator may not
+	// expect: those that differ from what flannel would do (for example
+	// "Backend absent: using vxlan") and the fields it ignored (those of a
+	// family that is off). The caller logs them. Never serialised.
 	Notices []string
 }
 
@@ -79,7 +80,15 @@ type rawNetwork struct {
 
 // ParseNetwork decodes the JSON of <prefix>/config, applies flannel's
 // defaults (plus weft's: Backend absent means vxlan, recorded in Notices) and
-// validates the result. Unknown keys are ignored, as flannel does.
+// validates the result. EnableIPv4 defaults to true; IPv4-only, dual stack
+// and IPv6-only ("EnableIPv4":false,"EnableIPv6":true) are supported, and the
+// fields of a family that is off are ignored (cleared, with a Notice).
+// Unknown keys are ignored, as flannel does; so is flannel's EnableNFTables,
+// whose choice weft does not need: weft always programs nftables (masquerade
+// and forward rules), which is what EnableNFTables true asks of flannel. The
+// Backend is refused unless it is vxlan, the only one weft implements; every
+// field of flannel's vxlan backend (VNI, Port, MTU, GBP, Learning,
+// DirectRouting) is implemented.
 func ParseNetwork(b []byte) (*Network, error) {
 	var raw rawNetwork
 	if err := json.Unmarshal(b, &raw); err != nil {
@@ -118,6 +127,7 @@ func ParseNetwork(b []byte) (*Network, error) {
 			return nil, cfgErr(f.name, "cannot parse %q", f.s)
 		}
 	}
+	n.dropDisabledFamilies()
 	if err := n.parseBackend(raw.Backend); err != nil {
 		return nil, err
 	}
@@ -128,6 +138,20 @@ func ParseNetwork(b []byte) (*Network, error) {
 		return nil, err
 	}
 	return n, nil
+}
+
+// dropDisabledFamilies clears the fields of a family that is off (flannel
+// ignores them too), with a Notice, so that a valid Network means IPv4 is on
+// and a valid IPv6Network means IPv6 is on.
+func (n *Network) dropDisabledFamilies() {
+	if !n.EnableIPv4 && (n.Network.IsValid() || n.SubnetLen != 0 || n.SubnetMin.IsValid() || n.SubnetMax.IsValid()) {
+		n.Network, n.SubnetLen, n.SubnetMin, n.SubnetMax = netip.Prefix{}, 0, netip.Addr{}, netip.Addr{}
+		n.Notices = append(n.Notices, "EnableIPv4 is false: Network, SubnetLen, SubnetMin and SubnetMax are ignored")
+	}
+	if !n.EnableIPv6 && (n.IPv6Network.IsValid() || n.IPv6SubnetLen != 0 || n.IPv6SubnetMin.IsValid() || n.IPv6SubnetMax.IsValid()) {
+		n.IPv6Network, n.IPv6SubnetLen, n.IPv6SubnetMin, n.IPv6SubnetMax = netip.Prefix{}, 0, netip.Addr{}, netip.Addr{}
+		n.Notices = append(n.Notices, "EnableIPv6 is false: IPv6Network, IPv6SubnetLen, IPv6SubnetMin and IPv6SubnetMax are ignored")
+	}
 }
 
 func (n *Network) parseBackend(b json.RawMessage) error {
@@ -206,17 +230,18 @@ func defaultFamily(fam string, netw netip.Prefix, subnetLen *int, lo, hi *netip.
 	return nil
 }
 
-// Validate checks a defaulted config. Each error is a *ConfigError naming the
-// field and the reason.
+// Validate checks a defaulted config. IPv4-only, dual stack and IPv6-only
+// (EnableIPv4 false, EnableIPv6 true) are valid; the fields of a family that
+// is off are not checked. Each error is a *ConfigError naming the field and
+// the reason.
 func (n *Network) Validate() error {
-	if !n.EnableIPv4 {
-		if n.EnableIPv6 {
-			return cfgErr("EnableIPv4", "IPv6-only networks are not supported: lease keys need an IPv4 subnet")
-		}
-		return cfgErr("EnableIPv4", "neither IPv4 nor IPv6 is enabled")
+	if !n.EnableIPv4 && !n.EnableIPv6 {
+		return cfgErr("EnableIPv4/EnableIPv6", "neither IPv4 nor IPv6 is enabled: set EnableIPv4 (the default) or EnableIPv6 to true")
 	}
-	if err := validateFamily("", n.Network, n.SubnetLen, n.SubnetMin, n.SubnetMax, 30); err != nil {
-		return err
+	if n.EnableIPv4 {
+		if err := validateFamily("", n.Network, n.SubnetLen, n.SubnetMin, n.SubnetMax, 30); err != nil {
+			return err
+		}
 	}
 	if n.EnableIPv6 {
 		if err := validateFamily("IPv6", n.IPv6Network, n.IPv6SubnetLen, n.IPv6SubnetMin, n.IPv6SubnetMax, 126); err != nil {

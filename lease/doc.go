@@ -13,9 +13,15 @@
 //     and reject values they cannot use with an error, never a panic.
 //   - ParseNetwork always returns a defaulted, validated config; every
 //     validation error is a *ConfigError naming the field and the reason.
+//   - IPv4-only, dual stack and IPv6-only networks are supported. An
+//     IPv6-only lease has the zero Subnet and the key "0.0.0.0-0&<v6>-<len6>":
+//     a lease is identified by its Key, never by Subnet alone.
 //   - The first block of the Network is never handed out (SubnetMin defaults
 //     to the second block); PickFree chooses at random among the first
-//     PickWindow free blocks so that concurrent acquirers rarely collide.
+//     PickWindow free blocks so that concurrent acquirers rarely collide,
+//     for each family on its own (the IPv6 block is never paired with the
+//     IPv4 one), in time proportional to the blocks in use, never to the
+//     size of the range.
 //   - A reservation (a key without an etcd lease) is never renewed, never
 //     given a lease and never released.
 package lease

@@ -7,10 +7,19 @@ import (
 	"strings"
 )
 
+// noIPv4Key is the IPv4 part of the key of an IPv6-only lease: what
+// flannel's MakeSubnetKey writes for an empty IPv4 subnet, and what its
+// ParseSubnetKey needs to find the IPv6 part.
+const noIPv4Key = "0.0.0.0-0"
+
 // FormatKey renders the lease key below <prefix>/subnets/: "10.244.1.0-24",
-// or "10.244.1.0-24&fc00:0:0:1::-64" for a dual-stack lease.
+// "10.244.1.0-24&fc00:0:0:1::-64" for a dual-stack lease, or
+// "0.0.0.0-0&fc00:0:0:1::-64" for an IPv6-only one (v4 is the zero Prefix).
 func FormatKey(v4, v6 netip.Prefix) string {
-	k := v4.Addr().String() + "-" + strconv.Itoa(v4.Bits())
+	k := noIPv4Key
+	if v4.IsValid() {
+		k = v4.Addr().String() + "-" + strconv.Itoa(v4.Bits())
+	}
 	if v6.IsValid() {
 		k += "&" + v6.Addr().String() + "-" + strconv.Itoa(v6.Bits())
 	}
@@ -18,17 +27,24 @@ func FormatKey(v4, v6 netip.Prefix) string {
 }
 
 // ParseKey parses a key made by FormatKey (the part after <prefix>/subnets/).
-// The IPv6 part is optional; the IPv4 part must be a masked IPv4 prefix.
-// Addresses must be in canonical form (as FormatKey, and flannel, write them),
-// so that FormatKey(ParseKey(k)) == k.
+// The IPv6 part is optional; the IPv4 part must be a masked IPv4 prefix, or
+// "0.0.0.0-0" before an IPv6 part (an IPv6-only lease: v4 is then the zero
+// Prefix). Addresses must be in canonical form (as FormatKey, and flannel,
+// write them), so that FormatKey(ParseKey(k)) == k.
 func ParseKey(key string) (v4, v6 netip.Prefix, err error) {
 	s4, s6, dual := strings.Cut(key, "&")
-	v4, err = parseKeyPart(s4)
-	if err != nil {
-		return netip.Prefix{}, netip.Prefix{}, fmt.Errorf("lease key %q: %w", key, err)
-	}
-	if !v4.Addr().Is4() {
-		return netip.Prefix{}, netip.Prefix{}, fmt.Errorf("lease key %q: %s is not IPv4", key, s4)
+	switch {
+	case s4 == noIPv4Key && !dual:
+		return netip.Prefix{}, netip.Prefix{}, fmt.Errorf("lease key %q: neither an IPv4 nor an IPv6 subnet", key)
+	case s4 == noIPv4Key:
+	default:
+		v4, err = parseKeyPart(s4)
+		if err != nil {
+			return netip.Prefix{}, netip.Prefix{}, fmt.Errorf("lease key %q: %w", key, err)
+		}
+		if !v4.Addr().Is4() {
+			return netip.Prefix{}, netip.Prefix{}, fmt.Errorf("lease key %q: %s is not IPv4", key, s4)
+		}
 	}
 	if dual {
 		v6, err = parseKeyPart(s6)

@@ -12,9 +12,13 @@ import (
 // Lease is one node's claim on a subnet of the overlay Network, as stored
 // under <prefix>/subnets/<a.b.c.d>-<len>[&<ipv6>-<len6>].
 type Lease struct {
-	// Subnet is the IPv4 block leased to the node (for example 10.244.1.0/24).
+	// Subnet is the IPv4 block leased to the node (for example
+	// 10.244.1.0/24); the zero Prefix in an IPv6-only lease (key
+	// "0.0.0.0-0&<ipv6>-<len6>"). Several leases may have the same invalid
+	// Subnet: Key() is what identifies a lease.
 	Subnet netip.Prefix
-	// IPv6Subnet is the IPv6 block of a dual-stack lease; the zero Prefix when absent.
+	// IPv6Subnet is the IPv6 block of a dual-stack or IPv6-only lease; the
+	// zero Prefix when absent.
 	IPv6Subnet netip.Prefix
 	// Attrs is the JSON value stored at the key.
 	Attrs Attrs
@@ -82,12 +86,16 @@ type Event struct {
 
 // Request asks a Store for a lease.
 type Request struct {
-	// Attrs is the value to publish; PublicIP (or NodeName) identifies our old lease.
+	// Attrs is the value to publish. It must carry each family the config
+	// enables (see Attrs.HasIPv4, HasIPv6), and no PublicIP in an IPv6-only
+	// network (flannel writes "0.0.0.0" there). NodeName, or else
+	// PublicAddr (PublicIP, or PublicIPv6 in an IPv6-only network),
+	// identifies our old lease.
 	Attrs Attrs
-	// Prev is the subnet recorded in our previous subnet.env (zero if none):
-	// preferred when free and compatible with the config.
+	// Prev is the IPv4 subnet recorded in our previous subnet.env (zero if
+	// none): preferred when free and compatible with the config.
 	Prev netip.Prefix
-	// PrevIPv6 is the same for the IPv6 subnet.
+	// PrevIPv6 is the same for the IPv6 subnet, chosen independently of Prev.
 	PrevIPv6 netip.Prefix
 	// TTL is the lease lifetime (0 = DefaultTTL).
 	TTL time.Duration
@@ -118,13 +126,22 @@ var (
 	ErrOutOfSubnets = errors.New("out of subnets")
 )
 
-// OutOfSubnetsError reports how full the Network is. It matches ErrOutOfSubnets with errors.Is.
+// OutOfSubnetsError reports that every block of one address family is
+// taken. It matches ErrOutOfSubnets with errors.Is.
 type OutOfSubnetsError struct {
+	// IPv6 is true when the IPv6 blocks ran out, false for IPv4.
+	IPv6 bool
+	// Used and Total count the blocks between SubnetMin and SubnetMax (or
+	// IPv6SubnetMin and IPv6SubnetMax); Total is capped at math.MaxInt.
 	Used, Total int
 }
 
 func (e *OutOfSubnetsError) Error() string {
-	return "out of subnets: " + itoa(e.Used) + " of " + itoa(e.Total) + " subnets in use"
+	fam := "IPv4"
+	if e.IPv6 {
+		fam = "IPv6"
+	}
+	return "out of subnets: " + itoa(e.Used) + " of " + itoa(e.Total) + " " + fam + " subnets in use"
 }
 
 // Is makes errors.Is(err, ErrOutOfSubnets) true.

@@ -120,7 +120,7 @@ func (m *MemStore) KeepAlive(ctx context.Context, l Lease) error {
 			id = cur.LeaseID
 		case ok:
 			m.mu.Unlock()
-			return fmt.Errorf("keep lease %s alive: key now holds %s: %w", key, cur.Attrs.PublicIP, ErrLeaseLost)
+			return fmt.Errorf("keep lease %s alive: key now holds %s: %w", key, cur.Attrs.PublicAddr(), ErrLeaseLost)
 		default:
 			m.nextID++
 			id = m.nextID

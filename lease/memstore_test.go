@@ -156,3 +156,26 @@ func TestMemStorePutRaw(t *testing.T) {
 		t.Fatalf("repaired lease: %+v", b)
 	}
 }
+
+func TestMemStoreIPv6OnlyNodesGetDistinctLeases(t *testing.T) {
+	cfg := mustNetwork(t, `{"EnableIPv4":false,"EnableIPv6":true,"IPv6Network":"fc00::/48"}`)
+	m := NewMemStore(cfg)
+	keys := map[string]bool{}
+	for i := range 3 {
+		r := Request{Attrs: testAttrs6()}
+		r.Attrs.PublicIPv6 = netip.AddrFrom16([16]byte{0xfd, 15: byte(i + 1)})
+		l, err := m.Acquire(t.Context(), cfg, r)
+		if err != nil || l.Subnet.IsValid() || !cfg.FitsIPv6(l.IPv6Subnet) || keys[l.Key()] {
+			t.Fatalf("node %d: %+v %v", i, l, err)
+		}
+		keys[l.Key()] = true
+		again, err := m.Acquire(t.Context(), cfg, r)
+		if err != nil || again.Key() != l.Key() {
+			t.Fatalf("node %d again: %s %v, want %s", i, again.Key(), err, l.Key())
+		}
+	}
+	ls, _ := m.List(t.Context())
+	if len(ls) != 3 {
+		t.Errorf("List: %d leases", len(ls))
+	}
+}

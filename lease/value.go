@@ -51,6 +51,8 @@ func (a Attrs) MarshalJSON() ([]byte, error) {
 // UnmarshalJSON decodes a lease value written by weft or flannel. Unknown
 // fields are ignored (flannel does the same); a PublicIP that is not IPv4, a
 // PublicIPv6 that is not IPv6 or a VtepMAC that is not a MAC is an error.
+// PublicIP "0.0.0.0" (flannel's zero IP4, in an IPv6-only lease) decodes as
+// the invalid Addr, as does a PublicIPv6 of null.
 // BackendData is decoded as VXLANData whatever the BackendType: callers
 // check BackendType themselves.
 func (a *Attrs) UnmarshalJSON(b []byte) error {
@@ -63,7 +65,9 @@ func (a *Attrs) UnmarshalJSON(b []byte) error {
 	if err != nil || !ip.Is4() {
 		return fmt.Errorf("decode lease value: PublicIP %q is not an IPv4 address", j.PublicIP)
 	}
-	out.PublicIP = ip
+	if !ip.IsUnspecified() { // "0.0.0.0": no IPv4 (an IPv6-only lease)
+		out.PublicIP = ip
+	}
 	if j.PublicIPv6 != nil && *j.PublicIPv6 != "" {
 		ip6, err := netip.ParseAddr(*j.PublicIPv6)
 		if err != nil || !ip6.Is6() || ip6.Zone() != "" {
@@ -101,17 +105,48 @@ func ParseValue(b []byte) (Attrs, error) {
 }
 
 // CheckVXLAN reports why a lease value is unusable by a vxlan node: another
-// BackendType, or BackendData without a VNI and a 6-byte VtepMAC.
+// BackendType, a BackendData or BackendV6Data whose VtepMAC is not 6 bytes, a
+// PublicIP without BackendData, or no family at all. A family is usable
+// when its address and its data are both set: IPv4 is PublicIP with
+// BackendData, IPv6 is PublicIPv6 with BackendV6Data; a value needs one.
+// (A PublicIPv6 without BackendV6Data leaves a usable IPv4 value, as
+// flannel's IPv4-only nodes read it.)
 func (a Attrs) CheckVXLAN() error {
-	switch {
-	case a.BackendType != BackendVXLAN:
+	if a.BackendType != BackendVXLAN {
 		return fmt.Errorf("backend type %q, not vxlan: %w", a.BackendType, ErrOtherBackend)
-	case a.BackendData == nil:
-		return errors.New("vxlan lease without BackendData")
-	case len(a.BackendData.VtepMAC) != 6:
-		return fmt.Errorf("vxlan lease with VtepMAC %q: want 6 bytes", a.BackendData.VtepMAC)
+	}
+	for _, d := range []struct {
+		name string
+		data *VXLANData
+	}{{"BackendData", a.BackendData}, {"BackendV6Data", a.BackendV6Data}} {
+		if d.data != nil && len(d.data.VtepMAC) != 6 {
+			return fmt.Errorf("vxlan lease with %s.VtepMAC %q: want 6 bytes", d.name, d.data.VtepMAC)
+		}
+	}
+	switch {
+	case a.PublicIP.IsValid() && a.BackendData == nil:
+		return errors.New("vxlan lease with a PublicIP but without BackendData")
+	case !a.HasIPv4() && !a.HasIPv6():
+		return errors.New("vxlan lease with neither PublicIP and BackendData nor PublicIPv6 and BackendV6Data")
 	}
 	return nil
+}
+
+// HasIPv4 reports whether the value carries the IPv4 family: a PublicIP and
+// BackendData.
+func (a Attrs) HasIPv4() bool { return a.PublicIP.IsValid() && a.BackendData != nil }
+
+// HasIPv6 reports whether the value carries the IPv6 family: a PublicIPv6
+// and BackendV6Data.
+func (a Attrs) HasIPv6() bool { return a.PublicIPv6.IsValid() && a.BackendV6Data != nil }
+
+// PublicAddr is the address that identifies the node in its lease: PublicIP,
+// or PublicIPv6 when PublicIP is unset (an IPv6-only node).
+func (a Attrs) PublicAddr() netip.Addr {
+	if a.PublicIP.IsValid() {
+		return a.PublicIP
+	}
+	return a.PublicIPv6
 }
 
 // ErrOtherBackend marks a lease of another backend type (skipped with a warning).

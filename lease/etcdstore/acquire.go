@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -26,9 +27,6 @@ func (s *Store) Acquire(ctx context.Context, cfg *lease.Network, req lease.Reque
 	}
 	if err := req.Attrs.CheckVXLAN(); err != nil {
 		return lease.Lease{}, fmt.Errorf("acquire lease: %w", err)
-	}
-	if !req.Attrs.PublicIP.Is4() {
-		return lease.Lease{}, fmt.Errorf("acquire lease: PublicIP %v is not IPv4", req.Attrs.PublicIP)
 	}
 	value, err := json.Marshal(req.Attrs)
 	if err != nil {
@@ -77,21 +75,26 @@ func (s *Store) acquireOnce(ctx context.Context, cfg *lease.Network, req lease.R
 	if err != nil {
 		return lease.Lease{}, err
 	}
-	ok, err := s.create(ctx, s.subnetsDir()+l.Key(), value, id)
+	key := s.subnetsDir() + l.Key()
+	rev, ok, err := s.create(ctx, key, value, id)
 	if err != nil {
 		return lease.Lease{}, err
 	}
 	if !ok {
 		return lease.Lease{}, fmt.Errorf("create %s: %w", l.Key(), errRace)
 	}
+	if err := s.checkCollision(ctx, l, key, rev, id); err != nil {
+		return lease.Lease{}, err
+	}
 	g.used = true
 	l.LeaseID, l.Expiration = int64(id), g.expires
-	s.log.Info("created lease", "key", l.Key(), "from_prev", c.FromPrev, "ttl", g.ttl)
+	s.log.Info("created lease", "key", l.Key(), "from_prev", c.FromPrev, "from_prev_ipv6", c.FromPrevIPv6, "ttl", g.ttl)
 	return l, nil
 }
 
-// create writes key with value under lease id if the key does not exist.
-func (s *Store) create(ctx context.Context, key, value string, id clientv3.LeaseID) (bool, error) {
+// create writes key with value under lease id if the key does not exist,
+// and returns the revision of the write.
+func (s *Store) create(ctx context.Context, key, value string, id clientv3.LeaseID) (int64, bool, error) {
 	var resp *clientv3.TxnResponse
 	err := s.timed(ctx, "txn", func(ctx context.Context) (err error) {
 		resp, err = s.cli.Txn(ctx).
@@ -101,9 +104,52 @@ func (s *Store) create(ctx context.Context, key, value string, id clientv3.Lease
 		return err
 	})
 	if err != nil {
-		return false, fmt.Errorf("create %s: %w", key, err)
+		return 0, false, fmt.Errorf("create %s: %w", key, err)
 	}
-	return resp.Succeeded, nil
+	return resp.Header.Revision, resp.Succeeded, nil
+}
+
+// checkCollision settles a race that the create transaction cannot see. A
+// dual-stack key names two blocks, each chosen on its own, so two nodes
+// racing can create two keys that share the IPv4 block or the IPv6 block
+// (a single-family key is its block: the transaction sees that race). After
+// creating key at revision rev, it lists the keys: when an older key (a
+// lower create revision) overlaps either of our blocks, our key is deleted
+// (if it still carries lease id) and errRace makes Acquire choose again.
+// The other racer finds ours younger and keeps its own.
+func (s *Store) checkCollision(ctx context.Context, l lease.Lease, key string, rev int64, id clientv3.LeaseID) error {
+	if !l.Subnet.IsValid() || !l.IPv6Subnet.IsValid() {
+		return nil
+	}
+	var resp *clientv3.GetResponse
+	err := s.timed(ctx, "get", func(ctx context.Context) (err error) {
+		resp, err = s.cli.Get(ctx, s.subnetsDir(), clientv3.WithPrefix(), clientv3.WithKeysOnly())
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("check %s for a racing node: %w", key, err)
+	}
+	for _, kv := range resp.Kvs {
+		v4, v6, err := lease.ParseKey(strings.TrimPrefix(string(kv.Key), s.subnetsDir()))
+		if err != nil || string(kv.Key) == key || kv.CreateRevision >= rev {
+			continue
+		}
+		if (v4.IsValid() && v4.Overlaps(l.Subnet)) || (v6.IsValid() && v6.Overlaps(l.IPv6Subnet)) {
+			s.log.Info("another node created an overlapping lease first: choosing again", "key", l.Key(), "other", string(kv.Key))
+			err := s.timed(context.WithoutCancel(ctx), "txn", func(ctx context.Context) error {
+				_, err := s.cli.Txn(ctx).
+					If(clientv3.Compare(clientv3.LeaseValue(key), "=", id)).
+					Then(clientv3.OpDelete(key)).
+					Commit()
+				return err
+			})
+			if err != nil {
+				return fmt.Errorf("delete %s, which overlaps the older %s: %w", key, kv.Key, err)
+			}
+			return fmt.Errorf("create %s: overlaps the older %s: %w", l.Key(), kv.Key, errRace)
+		}
+	}
+	return nil
 }
 
 // reuse returns our existing lease, first updating its value with a CAS on
@@ -138,12 +184,12 @@ func (s *Store) reuse(ctx context.Context, l lease.Lease, attrs lease.Attrs, val
 		if !tr.Succeeded {
 			return lease.Lease{}, fmt.Errorf("update %s: %w", key, errRace)
 		}
-		if old := l.Attrs.PublicIP; old != attrs.PublicIP {
+		if old := l.Attrs.PublicAddr(); old != attrs.PublicAddr() {
 			// Choose found it by our explicit --node-name under another
 			// address: this node's IP changed, or another live node uses
 			// the same name (that node then reports the conflict).
 			s.log.Warn("took over the lease of our node name from another public IP (an IP change; if that IP is another live node, two nodes share --node-name)",
-				"key", l.Key(), "node", attrs.NodeName, "old_public_ip", old, "public_ip", attrs.PublicIP)
+				"key", l.Key(), "node", attrs.NodeName, "old_public_ip", old, "public_ip", attrs.PublicAddr())
 		}
 		s.log.Info("updated our lease value", "key", l.Key(), "old", string(kv.Value), "new", value)
 		l.Attrs = attrs

@@ -67,7 +67,7 @@ func TestAcquireConcurrentThenOutOfSubnets(t *testing.T) {
 		if !errors.As(err, &oos) || !errors.Is(err, lease.ErrOutOfSubnets) || oos.Used != 255 || oos.Total != 255 {
 			t.Fatalf("256th acquirer: %v", err)
 		}
-		if !strings.Contains(err.Error(), "out of subnets: 255 of 255 subnets in use") {
+		if !strings.Contains(err.Error(), "out of subnets: 255 of 255 IPv4 subnets in use") {
 			t.Errorf("message %q lacks the counts", err)
 		}
 		all, err := s.List(tctx(t))
