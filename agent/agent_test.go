@@ -620,3 +620,43 @@ func TestTableDualStack(t *testing.T) {
 	}
 	n.stop(t)
 }
+
+// The agent of an IPv6-only network: flannel-v6.1 alone, an IPv6-only lease
+// (key 0.0.0.0-0&..., no PublicIP, no BackendData), subnet.env with the IPv6
+// pair only, peers programmed from their IPv6 part.
+func TestTableIPv6Only(t *testing.T) {
+	t.Parallel()
+	n := newFamilyNode(t, `{"EnableIPv4":false,"EnableIPv6":true,"IPv6Network":"fc00::/48","Backend":{"Type":"vxlan"}}`,
+		netip.MustParsePrefix("fd00::1/64"))
+	n.store.PutPeer(dualPeer(2, false))
+	n.start(t)
+	l := n.ag.Lease()
+	if l.Subnet.IsValid() || l.IPv6Subnet != ownSubnet6 || l.Attrs.PublicIP.IsValid() || l.Attrs.BackendData != nil ||
+		l.Key() != "0.0.0.0-0&fc00:0:0:1::-64" {
+		t.Fatalf("lease %s %+v: want an IPv6-only lease", l.Key(), l.Attrs)
+	}
+	kernelRoute := []string{"route fc00:0:0:1::/128 dev flannel-v6.1 proto kernel metric 256", "route fd00::/64 dev eth0 proto kernel metric 256"}
+	n.wantLines(t, "start", join(v6Lines(2), kernelRoute))
+	n.store.PutPeer(dualPeer(3, false))
+	n.wantLines(t, "after a peer joined", join(v6Lines(2), v6Lines(3), kernelRoute))
+	n.store.Remove(dualPeer(2, false).Key())
+	n.wantLines(t, "after a peer left", join(v6Lines(3), kernelRoute))
+	wantEnv := "FLANNEL_IPV6_NETWORK=fc00::/48\nFLANNEL_IPV6_SUBNET=fc00:0:0:1::1/64\nFLANNEL_MTU=1430\nFLANNEL_IPMASQ=false\n"
+	if b, err := os.ReadFile(n.cfg.SubnetFile); err != nil || string(b) != wantEnv {
+		t.Errorf("subnet.env %q (%v), want %q", b, err, wantEnv)
+	}
+	for _, op := range n.fake.Ops() {
+		if strings.Contains(op, "flannel.1") {
+			t.Errorf("IPv6-only agent touched flannel.1: %q", op)
+		}
+	}
+	if d := cmp.Diff([]string{"ensure-ra-drop flannel-v6.1", "delete", "ensure-forward fc00::/48", "ensure-ra-drop flannel-v6.1", "forward-blockers fc00::/48"}, n.masq.calls()); d != "" {
+		t.Errorf("nftables calls (-want +got):\n%s", d)
+	}
+	n.stop(t)
+	n.start(t)
+	if got := n.ag.Lease(); got.Key() != l.Key() {
+		t.Errorf("after restart: lease %s, want %s", got.Key(), l.Key())
+	}
+	n.stop(t)
+}
