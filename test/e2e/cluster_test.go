@@ -103,7 +103,7 @@ func checkOutside(t *testing.T, l *lab.Lab, pods []*lab.Pod) {
 // sourceSeenOutside sends a datagram naming p from p to the outside host
 // (up to 3 tries) and returns the source address the outside host saw.
 func sourceSeenOutside(ctx context.Context, ln net.PacketConn, p *lab.Pod) (netip.Addr, error) {
-	c, err := p.NS.DialContext(ctx, "udp4", ln.LocalAddr().String())
+	c, err := p.NS.DialContext(ctx, "udp", ln.LocalAddr().String())
 	if err != nil {
 		return netip.Addr{}, err
 	}

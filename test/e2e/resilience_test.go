@@ -73,11 +73,29 @@ func checkAgentRestart(t *testing.T, node *lab.Node, from, to *lab.Pod) {
 // pingAcross runs event while p pings, and makes sure the ping covers it:
 // echoes were sent before the event started and after it ended.
 func pingAcross(p *lab.Pinger, event func() error) (lab.PingResult, error) {
-	waitSent(p, 5)
-	eventErr := event()
-	waitSent(p, p.Sent()+25)
-	r, err := p.Stop()
-	return r, errors.Join(eventErr, err)
+	rs, err := pingAcrossAll(event, p)
+	return rs[0], err
+}
+
+// pingAcrossAll is pingAcross for several pingers at once (one per family,
+// say); the results are in the order of ps.
+func pingAcrossAll(event func() error, ps ...*lab.Pinger) ([]lab.PingResult, error) {
+	for _, p := range ps {
+		waitSent(p, 5)
+	}
+	errs := []error{event()}
+	want := make([]int, len(ps))
+	for i, p := range ps {
+		want[i] = p.Sent() + 25
+	}
+	rs := make([]lab.PingResult, len(ps))
+	for i, p := range ps {
+		waitSent(p, want[i])
+		var err error
+		rs[i], err = p.Stop()
+		errs = append(errs, err)
+	}
+	return rs, errors.Join(errs...)
 }
 
 // waitSent waits until p has sent n echoes; it gives up after 10 s (a

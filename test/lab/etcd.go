@@ -37,7 +37,7 @@ func HaveDebianEtcd() bool {
 // etcdArgv is the command line of the chosen server; the data dir survives
 // StopEtcd/StartEtcd, so a restarted server keeps the leases.
 func (l *Lab) etcdArgv() []string {
-	url := "http://" + net.JoinHostPort(EtcdIP.String(), "2379")
+	url := l.EtcdEndpoint()
 	dir := filepath.Join(l.dir, "etcd-data")
 	if l.opts.Etcd == EtcdDebian {
 		// Alone in its namespace, the peer port can be fixed.
@@ -52,9 +52,14 @@ func (l *Lab) etcdArgv() []string {
 		"--client-url", url, "--log-format", "text"}
 }
 
-// EtcdEndpoint is the client URL the agents use.
+// EtcdEndpoint is the client URL the agents use: on the IPv4 address, or on
+// the IPv6 one (http://[fd00:198:18::200]:2379) when the underlay is IPv6-only.
 func (l *Lab) EtcdEndpoint() string {
-	return "http://" + net.JoinHostPort(EtcdIP.String(), "2379")
+	ip := EtcdIP
+	if !l.opts.Underlay.Has4() {
+		ip = EtcdIP6
+	}
+	return "http://" + net.JoinHostPort(ip.String(), "2379")
 }
 
 // StartEtcd starts the etcd server (again) and waits until it answers.
@@ -152,7 +157,7 @@ func (l *Lab) Prefix() string { return l.opts.Prefix }
 
 // writeNetworkConfig writes <prefix>/config as init-network would.
 func (l *Lab) writeNetworkConfig(ctx context.Context) error {
-	conf := fmt.Sprintf(`{"Network":%q,"SubnetLen":24,"Backend":{"Type":"vxlan","VNI":1}}`, l.opts.Network)
+	conf := l.NetworkConfig()
 	if _, err := l.cli.Put(ctx, l.opts.Prefix+"/config", conf); err != nil {
 		return fmt.Errorf("put %s/config: %w", l.opts.Prefix, err)
 	}
@@ -165,17 +170,24 @@ type LeaseKV struct {
 	Value   string
 	LeaseID clientv3.LeaseID // 0 for a reservation
 	// Decoded from the key and the flannel value; zero when malformed.
-	Subnet   netip.Prefix
-	PublicIP netip.Addr
-	VtepMAC  net.HardwareAddr
-	Err      error // why the key or value did not decode
+	// The IPv4 part is zero in an IPv6-only lease (key 0.0.0.0-0&...), the
+	// IPv6 part without "&<ipv6>-<len>" in the key.
+	Subnet     netip.Prefix
+	PublicIP   netip.Addr
+	VtepMAC    net.HardwareAddr
+	Subnet6    netip.Prefix
+	PublicIPv6 netip.Addr
+	VtepMAC6   net.HardwareAddr // of BackendV6Data
+	Err        error            // why the key or value did not decode
 }
 
 // flannelValue is the part of the lease value the lab reads.
 type flannelValue struct {
-	PublicIP    string
-	BackendType string
-	BackendData struct{ VtepMAC string }
+	PublicIP      string
+	PublicIPv6    *string
+	BackendType   string
+	BackendData   struct{ VtepMAC string }
+	BackendV6Data struct{ VtepMAC string }
 }
 
 // Leases lists every key under <prefix>/subnets/, sorted by key.
@@ -196,15 +208,23 @@ func (l *Lab) Leases(ctx context.Context) ([]LeaseKV, error) {
 }
 
 func (lk *LeaseKV) decode(key string) error {
-	a, bits, ok := strings.Cut(strings.SplitN(key, "&", 2)[0], "-")
-	if !ok {
-		return fmt.Errorf("key %q: want <ip>-<len>", key)
+	k4, k6, dual := strings.Cut(key, "&")
+	p, err := parseKeyPart(k4)
+	if err != nil || !p.Addr().Is4() {
+		return fmt.Errorf("key %q: want <ipv4>-<len>[&<ipv6>-<len>]: %v", key, err)
 	}
-	p, err := netip.ParsePrefix(a + "/" + bits)
-	if err != nil {
-		return fmt.Errorf("key %q: %w", key, err)
+	ipv6Only := p == netip.PrefixFrom(netip.IPv4Unspecified(), 0)
+	if !ipv6Only {
+		lk.Subnet = p
 	}
-	lk.Subnet = p
+	if dual {
+		if p, err = parseKeyPart(k6); err != nil || !p.Addr().Is6() {
+			return fmt.Errorf("key %q: IPv6 part %q: want <ipv6>-<len>: %v", key, k6, err)
+		}
+		lk.Subnet6 = p
+	} else if ipv6Only {
+		return fmt.Errorf("key %q: neither an IPv4 nor an IPv6 subnet", key)
+	}
 	var v flannelValue
 	if err := json.Unmarshal([]byte(lk.Value), &v); err != nil {
 		return fmt.Errorf("value of %q: %w", key, err)
@@ -212,10 +232,39 @@ func (lk *LeaseKV) decode(key string) error {
 	if lk.PublicIP, err = netip.ParseAddr(v.PublicIP); err != nil {
 		return fmt.Errorf("PublicIP of %q: %w", key, err)
 	}
-	if lk.VtepMAC, err = net.ParseMAC(v.BackendData.VtepMAC); err != nil {
-		return fmt.Errorf("VtepMAC of %q: %w", key, err)
+	if lk.Subnet.IsValid() {
+		if lk.VtepMAC, err = net.ParseMAC(v.BackendData.VtepMAC); err != nil {
+			return fmt.Errorf("VtepMAC of %q: %w", key, err)
+		}
+	}
+	if lk.Subnet6.IsValid() {
+		if v.PublicIPv6 == nil {
+			return fmt.Errorf("PublicIPv6 of %q: missing", key)
+		}
+		if lk.PublicIPv6, err = netip.ParseAddr(*v.PublicIPv6); err != nil {
+			return fmt.Errorf("PublicIPv6 of %q: %w", key, err)
+		}
+		if lk.VtepMAC6, err = net.ParseMAC(v.BackendV6Data.VtepMAC); err != nil {
+			return fmt.Errorf("BackendV6Data VtepMAC of %q: %w", key, err)
+		}
 	}
 	return nil
+}
+
+// parseKeyPart parses "<ip>-<len>" and wants it masked.
+func parseKeyPart(s string) (netip.Prefix, error) {
+	a, bits, ok := strings.Cut(s, "-")
+	if !ok {
+		return netip.Prefix{}, fmt.Errorf("%q has no -<len>", s)
+	}
+	p, err := netip.ParsePrefix(a + "/" + bits)
+	if err != nil {
+		return netip.Prefix{}, err
+	}
+	if p != p.Masked() {
+		return netip.Prefix{}, fmt.Errorf("%q is not masked", s)
+	}
+	return p, nil
 }
 
 // RevokeLease revokes the etcd lease of node's subnet key (the key goes with

@@ -42,8 +42,16 @@ type Options struct {
 	IPMasq    bool     // --ip-masq
 	AgentArgs []string // appended to `weftd run`
 
-	Network string // pod network (default 10.244.0.0/16)
-	Prefix  string // etcd prefix (default /coreos.com/network)
+	Network     string // IPv4 pod network (default 10.244.0.0/16)
+	IPv6Network string // IPv6 pod network (default DefaultIPv6Network, fc00::/48)
+
+	// Overlay is the pod network's family, written into the network config
+	// (default IPv4); Underlay is the family of every eth0 on the switch
+	// (default: Overlay's). They may differ, e.g. to start a dual-stack
+	// network on an IPv4-only underlay.
+	Overlay  Family
+	Underlay Family
+	Prefix   string // etcd prefix (default /coreos.com/network)
 
 	// Keep leaves processes running if the lab's process exits (no Pdeathsig);
 	// see Detach.
@@ -161,6 +169,18 @@ func (o *Options) defaults() error {
 	if o.Network == "" {
 		o.Network = "10.244.0.0/16"
 	}
+	if o.IPv6Network == "" {
+		o.IPv6Network = DefaultIPv6Network
+	}
+	if o.Overlay == "" {
+		o.Overlay = IPv4
+	}
+	if o.Underlay == "" {
+		o.Underlay = o.Overlay
+	}
+	if !o.Overlay.valid() || !o.Underlay.valid() {
+		return fmt.Errorf("lab: families overlay %q underlay %q: want %q, %q or %q", o.Overlay, o.Underlay, IPv4, Dual, IPv6)
+	}
 	if o.Prefix == "" {
 		o.Prefix = lease.DefaultPrefix
 	}
@@ -179,19 +199,26 @@ func (l *Lab) buildSwitch(ctx context.Context) error {
 	if err := l.sw.AddBridge("br0"); err != nil {
 		return err
 	}
+	if l.opts.Underlay.Has6() {
+		// No MLD querier on the switch: without snooping, neighbour
+		// solicitations are simply flooded.
+		if _, err := l.sw.Exec(ctx, "ip", "link", "set", "br0", "type", "bridge", "mcast_snooping", "0"); err != nil {
+			return err
+		}
+	}
 	// The switch only forwards frames: keep its bridged traffic out of
 	// iptables even where br_netfilter is loaded.
 	_ = l.sw.Sysctl(ctx, "net.bridge.bridge-nf-call-iptables", "0")
 	if l.etcdNS, err = l.newNS(ctx, "etcd"); err != nil {
 		return err
 	}
-	if err := Plug(l.sw, "br0", "p-etcd", l.etcdNS, netip.PrefixFrom(EtcdIP, Underlay.Bits()), netip.Addr{}); err != nil {
+	if err := PlugAddrs(l.sw, "br0", "p-etcd", l.etcdNS, l.underlayAddrs(EtcdIP, EtcdIP6)...); err != nil {
 		return err
 	}
 	if l.outNS, err = l.newNS(ctx, "out"); err != nil {
 		return err
 	}
-	return Plug(l.sw, "br0", "p-out", l.outNS, netip.PrefixFrom(OutsideIP, Underlay.Bits()), netip.Addr{})
+	return PlugAddrs(l.sw, "br0", "p-out", l.outNS, l.underlayAddrs(OutsideIP, OutsideIP6)...)
 }
 
 // newNS creates <prefix>-<suffix> and records it for Close.

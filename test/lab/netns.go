@@ -13,6 +13,7 @@ import (
 	"github.com/containernetworking/plugins/pkg/ns"
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
 )
 
 // NetNS is a named network namespace (visible to `ip netns`) owned by a lab.
@@ -157,6 +158,16 @@ func (n *NetNS) AddBridge(name string) error {
 // Plug connects host to the switch: a veth with port on the switch's bridge
 // and "eth0" with addr inside host, plus a default route via gw when valid.
 func Plug(sw *NetNS, bridge, port string, host *NetNS, addr netip.Prefix, gw netip.Addr) error {
+	if err := PlugAddrs(sw, bridge, port, host, addr); err != nil || !gw.IsValid() {
+		return err
+	}
+	return host.defaultRoute("eth0", gw)
+}
+
+// PlugAddrs connects host to the switch like Plug, with every address of
+// addrs on eth0 (IPv6 ones without duplicate address detection) and no
+// default route. Without addrs eth0 is only set up.
+func PlugAddrs(sw *NetNS, bridge, port string, host *NetNS, addrs ...netip.Prefix) error {
 	h, err := sw.Handle()
 	if err != nil {
 		return err
@@ -184,10 +195,7 @@ func Plug(sw *NetNS, bridge, port string, host *NetNS, addr netip.Prefix, gw net
 	if err := h.LinkSetUp(pl); err != nil {
 		return fmt.Errorf("set %s up: %w", port, err)
 	}
-	if err := host.addrUp("eth0", addr); err != nil || !gw.IsValid() {
-		return err
-	}
-	return host.defaultRoute("eth0", gw)
+	return host.addrUp("eth0", addrs...)
 }
 
 // defaultRoute adds a default route via gw on link in n.
@@ -207,8 +215,9 @@ func (n *NetNS) defaultRoute(link string, gw netip.Addr) error {
 	return nil
 }
 
-// addrUp adds addr to the named link in n and sets it up.
-func (n *NetNS) addrUp(link string, addr netip.Prefix) error {
+// addrUp adds addrs to the named link in n (IPv6 ones with nodad) and sets
+// it up.
+func (n *NetNS) addrUp(link string, addrs ...netip.Prefix) error {
 	h, err := n.Handle()
 	if err != nil {
 		return err
@@ -218,9 +227,14 @@ func (n *NetNS) addrUp(link string, addr netip.Prefix) error {
 	if err != nil {
 		return fmt.Errorf("find %s in %s: %w", link, n.Name, err)
 	}
-	a := &netlink.Addr{IPNet: &net.IPNet{IP: addr.Addr().AsSlice(), Mask: net.CIDRMask(addr.Bits(), 32)}}
-	if err := h.AddrAdd(l, a); err != nil {
-		return fmt.Errorf("add %s to %s in %s: %w", addr, link, n.Name, err)
+	for _, addr := range addrs {
+		a := &netlink.Addr{IPNet: &net.IPNet{IP: addr.Addr().AsSlice(), Mask: net.CIDRMask(addr.Bits(), addr.Addr().BitLen())}}
+		if addr.Addr().Is6() {
+			a.Flags = unix.IFA_F_NODAD
+		}
+		if err := h.AddrAdd(l, a); err != nil {
+			return fmt.Errorf("add %s to %s in %s: %w", addr, link, n.Name, err)
+		}
 	}
 	if err := h.LinkSetUp(l); err != nil {
 		return fmt.Errorf("set %s up in %s: %w", link, n.Name, err)

@@ -10,6 +10,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -36,11 +37,13 @@ type NodeOptions struct {
 type Node struct {
 	Name string     // node1, node2...
 	NS   *NetNS     // <prefix>-<Name>
-	IP   netip.Addr // underlay address on eth0 (also the lease's PublicIP)
+	IP   netip.Addr // IPv4 underlay address on eth0 (the lease's PublicIP); zero on an IPv6-only underlay
+	IP6  netip.Addr // IPv6 underlay address on eth0 (the lease's PublicIPv6); zero on an IPv4-only underlay
 	Dir  string     // subnet.env, IPAM data dir, CNI conf dir, agent log
 	Opts NodeOptions
 
 	lab     *Lab
+	idx     int // N of nodeN
 	mu      sync.Mutex
 	agent   *proc
 	readyAt time.Time
@@ -66,9 +69,14 @@ func (l *Lab) AddNode(ctx context.Context, opts NodeOptions) (*Node, error) {
 		return nil, fmt.Errorf("too many nodes (max %d)", maxNodes)
 	}
 	name := "node" + strconv.Itoa(idx)
-	ip := Underlay.Addr().As4()
-	ip[3] = byte(idx)
-	n := &Node{Name: name, IP: netip.AddrFrom4(ip), Dir: filepath.Join(l.dir, name), Opts: opts, lab: l}
+	ip4, ip6 := nodeAddrs(idx)
+	n := &Node{Name: name, Dir: filepath.Join(l.dir, name), Opts: opts, lab: l, idx: idx}
+	if l.opts.Underlay.Has4() {
+		n.IP = ip4
+	}
+	if l.opts.Underlay.Has6() {
+		n.IP6 = ip6
+	}
 	if err := os.MkdirAll(n.Dir, 0o755); err != nil {
 		return nil, fmt.Errorf("node dir: %w", err)
 	}
@@ -76,11 +84,13 @@ func (l *Lab) AddNode(ctx context.Context, opts NodeOptions) (*Node, error) {
 	if n.NS, err = l.newNS(ctx, name); err != nil {
 		return nil, err
 	}
-	if err := Plug(l.sw, "br0", "p-"+name, n.NS, netip.PrefixFrom(n.IP, Underlay.Bits()), netip.Addr{}); err != nil {
+	if err := PlugAddrs(l.sw, "br0", "p-"+name, n.NS, l.underlayAddrs(ip4, ip6)...); err != nil {
 		return nil, err
 	}
 	l.mu.Lock()
-	l.nodes = append(l.nodes, n)
+	// In name order, also when nodes are added concurrently (AddNodes).
+	i, _ := slices.BinarySearchFunc(l.nodes, idx, func(m *Node, idx int) int { return m.idx - idx })
+	l.nodes = slices.Insert(l.nodes, i, n)
 	l.mu.Unlock()
 	if opts.NoStart {
 		return n, nil
@@ -90,6 +100,25 @@ func (l *Lab) AddNode(ctx context.Context, opts NodeOptions) (*Node, error) {
 	}
 	return n, nil
 }
+
+// AddNodes adds count nodes concurrently, as AddNode does, and returns them
+// in name order once every agent is ready. On error it returns the nodes
+// that were added (the lab removes them all in Close) and every error.
+func (l *Lab) AddNodes(ctx context.Context, count int, opts NodeOptions) ([]*Node, error) {
+	nodes := make([]*Node, count)
+	errs := make([]error, count)
+	var wg sync.WaitGroup
+	for i := range count {
+		wg.Go(func() { nodes[i], errs[i] = l.AddNode(ctx, opts) })
+	}
+	wg.Wait()
+	nodes = slices.DeleteFunc(nodes, func(n *Node) bool { return n == nil })
+	slices.SortFunc(nodes, func(a, b *Node) int { return a.idx - b.idx })
+	return nodes, errors.Join(errs...)
+}
+
+// Addr is the node's underlay address of the single family f.
+func (n *Node) Addr(f Family) netip.Addr { return pick(f, n.IP, n.IP6) }
 
 // SubnetFile is the node's subnet.env.
 func (n *Node) SubnetFile() string { return filepath.Join(n.Dir, "subnet.env") }
@@ -301,38 +330,71 @@ func (n *Node) Subnet() (netip.Prefix, error) {
 }
 
 // Gateway is FLANNEL_SUBNET unmasked: the cni0 address (.1) with the lease length.
-func (n *Node) Gateway() (netip.Prefix, error) {
+func (n *Node) Gateway() (netip.Prefix, error) { return n.envPrefix("FLANNEL_SUBNET") }
+
+// Subnet6 is the node's IPv6 lease as written to subnet.env
+// (FLANNEL_IPV6_SUBNET, masked).
+func (n *Node) Subnet6() (netip.Prefix, error) {
+	gw, err := n.envPrefix("FLANNEL_IPV6_SUBNET")
+	if err != nil {
+		return netip.Prefix{}, err
+	}
+	return gw.Masked(), nil
+}
+
+// SubnetEnv returns the KEY=VALUE lines of the node's subnet.env, in order.
+func (n *Node) SubnetEnv() ([]string, error) {
 	f, err := os.Open(n.SubnetFile())
 	if err != nil {
-		return netip.Prefix{}, fmt.Errorf("%s: %w", n.Name, err)
+		return nil, fmt.Errorf("%s: %w", n.Name, err)
 	}
 	defer f.Close()
+	var lines []string
 	sc := bufio.NewScanner(f)
 	for sc.Scan() {
-		if v, ok := strings.CutPrefix(sc.Text(), "FLANNEL_SUBNET="); ok {
+		if line := strings.TrimSpace(sc.Text()); line != "" && !strings.HasPrefix(line, "#") {
+			lines = append(lines, line)
+		}
+	}
+	if err := sc.Err(); err != nil {
+		return nil, fmt.Errorf("%s: read %s: %w", n.Name, n.SubnetFile(), err)
+	}
+	return lines, nil
+}
+
+// envPrefix parses the first entry of key in subnet.env as a prefix.
+func (n *Node) envPrefix(key string) (netip.Prefix, error) {
+	lines, err := n.SubnetEnv()
+	if err != nil {
+		return netip.Prefix{}, err
+	}
+	for _, line := range lines {
+		if v, ok := strings.CutPrefix(line, key+"="); ok {
 			p, err := netip.ParsePrefix(strings.Split(v, ",")[0])
 			if err != nil {
-				return netip.Prefix{}, fmt.Errorf("%s: FLANNEL_SUBNET: %w", n.Name, err)
+				return netip.Prefix{}, fmt.Errorf("%s: %s: %w", n.Name, key, err)
 			}
 			return p, nil
 		}
 	}
-	if err := sc.Err(); err != nil {
-		return netip.Prefix{}, fmt.Errorf("%s: read %s: %w", n.Name, n.SubnetFile(), err)
-	}
-	return netip.Prefix{}, fmt.Errorf("%s: no FLANNEL_SUBNET in %s", n.Name, n.SubnetFile())
+	return netip.Prefix{}, fmt.Errorf("%s: no %s in %s", n.Name, key, n.SubnetFile())
 }
 
-// Lease returns the node's key in etcd: the one whose PublicIP is the node's.
+// Lease returns the node's key in etcd: the one whose PublicIP is the
+// node's IPv4 address or, for an IPv6-only lease, whose PublicIPv6 is the
+// node's IPv6 address.
 func (n *Node) Lease(ctx context.Context) (LeaseKV, error) {
 	leases, err := n.lab.Leases(ctx)
 	if err != nil {
 		return LeaseKV{}, err
 	}
 	for _, lk := range leases {
-		if lk.Err == nil && lk.PublicIP == n.IP {
+		if lk.Err != nil {
+			continue
+		}
+		if (n.IP.IsValid() && lk.PublicIP == n.IP) || (!lk.Subnet.IsValid() && n.IP6.IsValid() && lk.PublicIPv6 == n.IP6) {
 			return lk, nil
 		}
 	}
-	return LeaseKV{}, fmt.Errorf("%s: no lease with PublicIP %s", n.Name, n.IP)
+	return LeaseKV{}, fmt.Errorf("%s: no lease with PublicIP %s or PublicIPv6 %s", n.Name, n.IP, n.IP6)
 }

@@ -13,6 +13,7 @@ import (
 
 	"golang.org/x/net/icmp"
 	"golang.org/x/net/ipv4"
+	"golang.org/x/net/ipv6"
 )
 
 // replyGrace is how long a pinger waits for replies after its last request:
@@ -79,13 +80,20 @@ func (l *Lab) Ping(ctx context.Context, from *NetNS, to netip.Addr, count int, i
 	return p.Stop()
 }
 
-// StartPing starts pinging to from inside from, one request per interval,
-// until count requests are sent (count 0: until Stop) or ctx ends.
+// StartPing starts pinging to (IPv4: ICMP, IPv6: ICMPv6) from inside from,
+// one request per interval, until count requests are sent (count 0: until
+// Stop) or ctx ends.
 func StartPing(ctx context.Context, from *NetNS, to netip.Addr, count int, interval time.Duration) (*Pinger, error) {
-	if !to.Is4() {
-		return nil, fmt.Errorf("ping %s: IPv4 only", to)
+	if !to.IsValid() {
+		return nil, errors.New("ping: no address")
 	}
-	conn, err := from.ListenPacket("ip4:icmp", "0.0.0.0")
+	to = to.Unmap()
+	network, laddr := "ip4:icmp", "0.0.0.0"
+	if to.Is6() {
+		// The kernel fills in the ICMPv6 checksum on raw ICMPv6 sockets.
+		network, laddr = "ip6:ipv6-icmp", "::"
+	}
+	conn, err := from.ListenPacket(network, laddr)
 	if err != nil {
 		return nil, err
 	}
@@ -117,7 +125,11 @@ func (p *Pinger) send(count int, interval time.Duration) {
 		if seq > 0xffff {
 			return
 		}
-		msg := icmp.Message{Type: ipv4.ICMPTypeEcho, Body: &icmp.Echo{ID: int(p.id), Seq: seq, Data: make([]byte, 56)}}
+		var typ icmp.Type = ipv4.ICMPTypeEcho
+		if p.to.Is6() {
+			typ = ipv6.ICMPTypeEchoRequest
+		}
+		msg := icmp.Message{Type: typ, Body: &icmp.Echo{ID: int(p.id), Seq: seq, Data: make([]byte, 56)}}
 		b, _ := msg.Marshal(nil)
 		p.mu.Lock()
 		p.sentAt = append(p.sentAt, time.Now())
@@ -141,6 +153,10 @@ func (p *Pinger) send(count int, interval time.Duration) {
 
 func (p *Pinger) receive() {
 	defer close(p.recvDone)
+	proto, reply := 1, icmp.Type(ipv4.ICMPTypeEchoReply)
+	if p.to.Is6() {
+		proto, reply = 58, ipv6.ICMPTypeEchoReply
+	}
 	buf := make([]byte, 1500)
 	for {
 		n, src, err := p.conn.ReadFrom(buf)
@@ -152,8 +168,8 @@ func (p *Pinger) receive() {
 		if !ok || !ip.IP.Equal(p.to.AsSlice()) {
 			continue
 		}
-		msg, err := icmp.ParseMessage(1, buf[:n])
-		if err != nil || msg.Type != ipv4.ICMPTypeEchoReply {
+		msg, err := icmp.ParseMessage(proto, buf[:n])
+		if err != nil || msg.Type != reply {
 			continue
 		}
 		echo, ok := msg.Body.(*icmp.Echo)

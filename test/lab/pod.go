@@ -134,9 +134,13 @@ type Pod struct {
 	Name        string
 	Node        *Node
 	NS          *NetNS     // <prefix>-<node>-<Name>
-	IP          netip.Addr // eth0 address from the CNI result
+	IP          netip.Addr // IPv4 eth0 address from the CNI result (zero in an IPv6-only lab)
+	IP6         netip.Addr // IPv6 eth0 address from the CNI result (zero unless the overlay has IPv6)
 	ContainerID string
 }
+
+// Addr is the pod's address of the single family f.
+func (p *Pod) Addr(f Family) netip.Addr { return pick(f, p.IP, p.IP6) }
 
 // call runs one CNI verb from inside the node's namespace: the plugin
 // binaries are forked from the thread ns.Do locked into it, so cni0 and the
@@ -184,17 +188,21 @@ func (l *Lab) AddPod(ctx context.Context, node *Node, name string) (*Pod, error)
 		return nil, fmt.Errorf("CNI ADD %s on %s: %w\n%s", name, node.Name, err, tailFile(l.cni.logPath, 10))
 	}
 	for _, ipc := range res.IPs {
-		if a, ok := netip.AddrFromSlice(ipc.Address.IP); ok && a.Unmap().Is4() {
-			p.IP = a.Unmap()
+		a, ok := netip.AddrFromSlice(ipc.Address.IP)
+		switch a = a.Unmap(); {
+		case ok && a.Is4():
+			p.IP = a
+		case ok && a.Is6():
+			p.IP6 = a
 		}
 	}
-	if !p.IP.IsValid() {
-		return nil, fmt.Errorf("CNI ADD %s on %s: no IPv4 address in result %v", name, node.Name, res)
+	if ov := l.opts.Overlay; (ov.Has4() && !p.IP.IsValid()) || (ov.Has6() && !p.IP6.IsValid()) {
+		return nil, fmt.Errorf("CNI ADD %s on %s: result %v lacks an address of the %s network", name, node.Name, res, ov)
 	}
 	l.mu.Lock()
 	l.pods = append(l.pods, p)
 	l.mu.Unlock()
-	l.log.Info("pod added", "pod", name, "node", node.Name, "ip", p.IP)
+	l.log.Info("pod added", "pod", name, "node", node.Name, "ip", p.IP, "ip6", p.IP6)
 	return p, nil
 }
 
