@@ -21,6 +21,19 @@ package e2e
 //	TestResilience  (proactive): 4 agent restart under ping, 5 etcd outage 20 s
 //	                under ping then a node joins, 6 a node leaves
 //	TestOnDemand    (--neigh-mode=on-demand, Debian etcd when installed): 7
+//
+// Issue 14 (families; doc.go says why the underlay follows the overlay):
+//
+//	TestFamilyMatrix                 ipv4/ipv4-underlay, dual/dual-underlay,
+//	                                 ipv6/ipv6-underlay: 3 nodes × 2 pods; devices,
+//	                                 subnet.env, lease values, pings per family,
+//	                                 masquerade per family, restart under ping
+//	TestDualStackNeedsIPv6Underlay   dual config, IPv4-only underlay: weftd refuses
+//	TestFlannelDualStackPeer         a hand-made dual-stack flannel node and pod
+//
+// With an IPv6 underlay every eth0 also has fd00:198:18::N (etcd ::200, the
+// outside host ::250); the IPv6 pod network is fc00::/48, a /64 per node, on
+// flannel-v6.1.
 
 import (
 	"flag"

@@ -1,12 +1,14 @@
 package e2e
 
 import (
+	"errors"
 	"fmt"
 	"net"
 	"net/netip"
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -48,10 +50,16 @@ func TestFamilyMatrix(t *testing.T) {
 
 func checkFamily(t *testing.T, overlay, underlay lab.Family) {
 	l := newLab(t, lab.Options{IPMasq: true, Overlay: overlay, Underlay: underlay})
-	nodes, err := l.AddNodes(t.Context(), 3, l.NodeDefaults())
+	o := l.NodeDefaults()
+	o.NoStart = true
+	nodes, err := l.AddNodes(t.Context(), 3, o)
 	if err != nil {
-		t.Fatalf("start nodes: %v", err)
+		t.Fatalf("add nodes: %v", err)
 	}
+	t.Run("underlay", func(t *testing.T) {
+		checkUnderlay(t, l, nodes, underlay)
+	})
+	startAgents(t, nodes)
 	pods := addPods(t, l, nodes, 2)
 	fams := overlay.Singles()
 
@@ -95,6 +103,40 @@ func checkFamily(t *testing.T, overlay, underlay lab.Family) {
 		checkRestartFamilies(t, nodes[1], pods[0], pods[2], fams)
 	})
 	agentsHealthy(t, nodes)
+}
+
+// checkUnderlay checks the lab itself before any agent runs: every node
+// reaches the other nodes and the outside host over each underlay family,
+// and has no address of a family the underlay lacks.
+func checkUnderlay(t *testing.T, l *lab.Lab, nodes []*lab.Node, underlay lab.Family) {
+	for _, n := range nodes {
+		if n.IP.IsValid() != underlay.Has4() || n.IP6.IsValid() != underlay.Has6() {
+			t.Errorf("%s: underlay addresses %s %s on a %s underlay", n.Name, n.IP, n.IP6, underlay)
+		}
+		for _, f := range underlay.Singles() {
+			for _, m := range nodes {
+				if m != n {
+					pingAddrOK(t, l, n.NS, n.Name, m.Name, m.Addr(f))
+				}
+			}
+			pingAddrOK(t, l, n.NS, n.Name, "outside", l.OutsideAddr(f))
+		}
+	}
+}
+
+// startAgents starts the agents of nodes in parallel and waits until all
+// are ready.
+func startAgents(t *testing.T, nodes []*lab.Node) {
+	t.Helper()
+	errs := make([]error, len(nodes))
+	var wg sync.WaitGroup
+	for i, n := range nodes {
+		wg.Go(func() { errs[i] = n.StartAgent(t.Context()) })
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		t.Fatalf("start agents: %v", err)
+	}
 }
 
 // pingAddrOK sends 3 echoes 20 ms apart to addr and wants every reply.
