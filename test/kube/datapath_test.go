@@ -3,7 +3,6 @@ package kube
 import (
 	"context"
 	"fmt"
-	"net"
 	"os"
 	"strconv"
 	"strings"
@@ -17,11 +16,12 @@ import (
 
 // Largest ICMP payload that fits the overlay: underlay MTU 1500 − 50 (VXLAN)
 // = 1450 for the pod's IP packet, − 20 (IP) − 8 (ICMP).
-const maxPing = 1450 - 28
+const maxPing = vxlanMTU - 28
 
 // checkMTU (check 8): the pods' MTU is the overlay's, end to end: an echo
 // of the largest size that fits (DF set) crosses VXLAN, one byte more is
-// refused in the pod already, and 10 MB cross in both directions over HTTP.
+// refused in the pod already, and 10 MB cross in both directions over HTTP,
+// over each family.
 func (k *tier) checkMTU(t *testing.T) {
 	ctx := t.Context()
 	for _, n := range k.c.Nodes() {
@@ -45,12 +45,14 @@ func (k *tier) checkMTU(t *testing.T) {
 		if err == nil || !strings.Contains(out, "message too long") {
 			t.Errorf("%s → %s: ping -s %d (DF) should not fit the pod's MTU: %v: %s", from.Name, to.Name, maxPing+1, err, out)
 		}
-		url := fmt.Sprintf("http://%s", net.JoinHostPort(to.Status.PodIP, strconv.Itoa(webPort)))
-		out, err = k.exec(ctx, "default", from.Name, "testpod", "fetch", "-bytes", strconv.Itoa(10<<20), url)
-		if err != nil {
-			t.Errorf("%s ← %s: 10 MB over HTTP: %v", from.Name, to.Name, err)
-		} else {
-			t.Logf("%s ← %s: %s", from.Name, to.Name, strings.TrimSpace(out))
+		for _, f := range families {
+			url := hostURL(podAddr(&to, f), webPort)
+			out, err = k.exec(ctx, "default", from.Name, "testpod", "fetch", "-bytes", strconv.Itoa(10<<20), url)
+			if err != nil {
+				t.Errorf("%s ← %s: 10 MB over HTTP over %s: %v", from.Name, to.Name, f.name, err)
+			} else {
+				t.Logf("%s ← %s over %s: %s", from.Name, to.Name, f.name, strings.TrimSpace(out))
+			}
 		}
 	}
 }

@@ -201,6 +201,11 @@ func (c *Cluster) buildNetwork() error {
 	if err := c.sw.AddBridge("br0"); err != nil {
 		return err
 	}
+	// No MLD querier on the switch: with snooping off the bridge floods the
+	// IPv6 neighbour solicitations instead of relying on group reports.
+	if _, err := c.sw.Exec(context.Background(), "ip", "link", "set", "br0", "type", "bridge", "mcast_snooping", "0"); err != nil {
+		return err
+	}
 	if c.cp, err = c.newNS("cp"); err != nil {
 		return err
 	}
