@@ -38,7 +38,7 @@
 //	6  weftd kept off node2 (a NoExecute taint the DaemonSet does not
 //	   tolerate): the node stays Ready while subnet.env stays; without
 //	   subnet.env CNI STATUS fails and the node is NotReady within 15 s; weftd
-//	   back, Ready with the same subnet
+//	   back, Ready with the same subnets
 //
 // The test pods run test/kube/testpod (server and clients); the sandbox
 // image is test/kube/pause; both images, and CoreDNS's, are written by

@@ -310,9 +310,6 @@ func subnetEnvTime(n *cluster.Node) (time.Time, error) {
 	return fi.ModTime(), nil
 }
 
-// subnetOf reads FLANNEL_SUBNET from the node's subnet.env.
-func subnetOf(n *cluster.Node) (netip.Prefix, error) { return envPrefix(n, "FLANNEL_SUBNET") }
-
 // subnetOfFamily reads the node's subnet of family f from its subnet.env
 // (FLANNEL_SUBNET or FLANNEL_IPV6_SUBNET).
 func subnetOfFamily(n *cluster.Node, f family) (netip.Prefix, error) {

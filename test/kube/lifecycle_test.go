@@ -255,13 +255,17 @@ func (k *tier) checkRolloutRestart(t *testing.T) {
 // leaves subnet.env and the datapath in place, but no longer holds its lock
 // (subnetenv.AgentLockFile): the runtime's CNI STATUS call fails and the node
 // turns NotReady within 15 s, with weft's reason. With the taint removed
-// weftd returns with the same subnet and the node is Ready again.
+// weftd returns with the same subnets and the node is Ready again.
 func (k *tier) checkWeftdStopped(t *testing.T) {
 	ctx := t.Context()
 	n := k.c.Nodes()[1]
-	subnet, err := subnetOf(n)
-	if err != nil {
-		t.Fatal(err)
+	var subnets []netip.Prefix
+	for _, f := range families {
+		s, err := subnetOfFamily(n, f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		subnets = append(subnets, s)
 	}
 	untaint := k.keepWeftdOff(t, n) // returns once the weft pod is gone
 	defer untaint()
@@ -286,8 +290,10 @@ func (k *tier) checkWeftdStopped(t *testing.T) {
 	back := time.Now()
 	k.waitNodeReady(t, n.Name, true, 60*time.Second)
 	t.Logf("%s Ready %s after weftd was allowed back", n.Name, time.Since(back).Round(100*time.Millisecond))
-	if s, err := subnetOf(n); err != nil || s != subnet {
-		t.Errorf("%s: subnet %s (%v) after weftd came back, %s before", n.Name, s, err, subnet)
+	for i, f := range families {
+		if s, err := subnetOfFamily(n, f); err != nil || s != subnets[i] {
+			t.Errorf("%s: %s subnet %s (%v) after weftd came back, %s before", n.Name, f.name, s, err, subnets[i])
+		}
 	}
 }
 
