@@ -26,8 +26,9 @@
 //	      on the other node too; each pod itself (hairpin, IPv4); NodePort
 //	      and hostPort (portmap) at both node addresses from outside the
 //	      cluster
-//	8  ping -s 1422 with DF across nodes, 1423 refused, 10 MB over HTTP
-//	   over each family
+//	8  over each family: ping with DF of the largest size the pods' MTU
+//	   (FLANNEL_MTU 1430, flannel-v6.1's) allows across nodes, one byte
+//	   more refused, 10 MB over HTTP
 //	9  cluster DNS: CoreDNS behind kube-dns (10.96.0.10, the kubelets'
 //	   clusterDNS) answers a Service name over UDP and TCP, also from the
 //	   CoreDNS pod on the other node (EDNS NSID names the answering pod)
