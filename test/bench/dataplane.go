@@ -12,12 +12,19 @@ import (
 
 // dataPath is one lab the data plane figure measures.
 type dataPath struct {
-	name   string  // "vxlan" or "DirectRouting"
+	name   string  // "vxlan", "vxlan6" or "DirectRouting"
 	direct bool    // net config with "DirectRouting":true
+	ipv6   bool    // IPv6-only underlay and network: flannel-v6.1, the pods' IPv6 addresses
 	target float64 // minimum pod↔pod / node↔node ratio
 }
 
-var dataPaths = []dataPath{{"vxlan", false, 0.6}, {"DirectRouting", true, 0.95}}
+// dataPaths in the order of the table; vxlan6's rows go beside vxlan's (see
+// benchDataPlane).
+var dataPaths = []dataPath{
+	{name: "vxlan", target: 0.6},
+	{name: "vxlan6", ipv6: true, target: 0.6},
+	{name: "DirectRouting", direct: true, target: 0.95},
+}
 
 var dataStreams = []int{1, 4}
 
@@ -36,37 +43,49 @@ type dataLab struct {
 // benchDataPlane compares pod↔pod TCP throughput across two nodes with the
 // underlay node↔node throughput measured in the same lab, right before:
 // iperf3 -t 3 (server in the target netns, client in the source netns, -J),
-// 1 and 4 streams, over VXLAN and with DirectRouting (both nodes on one L2
-// switch, so pod traffic is routed over the underlay unencapsulated).
+// 1 and 4 streams, over VXLAN (flannel.1 over an IPv4 underlay), over VXLAN
+// on IPv6 (vxlan6: flannel-v6.1 over an IPv6 underlay, an IPv6-only
+// network, the pods' and nodes' IPv6 addresses) and with DirectRouting
+// (both nodes on one L2 switch, so pod traffic is routed over the underlay
+// unencapsulated). Each vxlan6 row follows the vxlan row of the same stream
+// count.
 func benchDataPlane(ctx context.Context, env Env) ([]Row, error) {
 	bin, err := iperf3Path()
 	if err != nil {
 		return nil, err
 	}
-	var rows []Row
+	byPath := map[string][]Row{}
 	for _, p := range dataPaths {
 		r, err := measurePath(ctx, env, bin, p)
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", p.name, err)
 		}
-		rows = append(rows, r...)
+		byPath[p.name] = r
 	}
-	return rows, nil
+	var rows []Row
+	for i := range dataStreams {
+		rows = append(rows, byPath["vxlan"][i], byPath["vxlan6"][i])
+	}
+	return append(rows, byPath["DirectRouting"]...), nil
 }
 
 func measurePath(ctx context.Context, env Env, bin string, p dataPath) ([]Row, error) {
-	d, err := newDataLab(ctx, env, p.direct)
+	d, err := newDataLab(ctx, env, p)
 	if err != nil {
 		return nil, err
 	}
 	defer closeLab(d.l)
-	if err := d.checkPath(p.direct); err != nil {
+	if err := d.checkPath(p); err != nil {
 		return nil, err
+	}
+	over := ""
+	if p.ipv6 {
+		over = " (IPv6 addresses, IPv6 underlay)"
 	}
 	var rows []Row
 	for _, streams := range dataStreams {
 		progress("data-plane", "%s, %d stream(s)", p.name, streams)
-		under, pods, err := d.alternate(ctx, bin, streams)
+		under, pods, err := d.alternate(ctx, bin, streams, p.ipv6)
 		if err != nil {
 			return nil, err
 		}
@@ -74,19 +93,24 @@ func measurePath(ctx context.Context, env Env, bin string, p dataPath) ([]Row, e
 		rows = append(rows, Row{
 			Figure: fmt.Sprintf("data plane %s %d stream(s)", p.name, streams), Value: ratio, Unit: "× underlay",
 			Target: fmt.Sprintf(">= %.2f×", p.target), Met: met(ratio >= p.target),
-			How: fmt.Sprintf("iperf3 -t %d -P %d -J, pod↔pod across 2 nodes vs node↔node in the same lab, %d alternated runs each, ratio of medians",
-				iperfSeconds, streams, dataRounds),
+			How: fmt.Sprintf("iperf3 -t %d -P %d -J, pod↔pod across 2 nodes vs node↔node in the same lab%s, %d alternated runs each, ratio of medians",
+				iperfSeconds, streams, over, dataRounds),
 			Note: fmt.Sprintf("pods %s Gbit/s, underlay %s Gbit/s", gbits(pods), gbits(under)),
 		})
 	}
 	return rows, nil
 }
 
-// newDataLab builds the lab; with direct the net config asks for
-// DirectRouting before the nodes start.
-func newDataLab(ctx context.Context, env Env, direct bool) (d *dataLab, err error) {
+// newDataLab builds the lab: IPv6-only (underlay and network) for an ipv6
+// path; for a direct one the net config asks for DirectRouting before the
+// nodes start.
+func newDataLab(ctx context.Context, env Env, p dataPath) (d *dataLab, err error) {
 	d = &dataLab{}
-	if d.l, err = newLab(ctx, env, lab.Options{}); err != nil {
+	var o lab.Options
+	if p.ipv6 {
+		o.Overlay = lab.IPv6
+	}
+	if d.l, err = newLab(ctx, env, o); err != nil {
 		return nil, err
 	}
 	defer func() {
@@ -94,7 +118,7 @@ func newDataLab(ctx context.Context, env Env, direct bool) (d *dataLab, err erro
 			closeLab(d.l)
 		}
 	}()
-	if direct {
+	if p.direct {
 		conf := `{"Network":"10.244.0.0/16","SubnetLen":24,"Backend":{"Type":"vxlan","VNI":1,"DirectRouting":true}}`
 		if err := putConfig(ctx, d.l, conf); err != nil {
 			return nil, err
@@ -115,41 +139,60 @@ func newDataLab(ctx context.Context, env Env, direct bool) (d *dataLab, err erro
 	return d, nil
 }
 
+// addrs are node2's underlay address and pod2's address the path measures
+// (IPv6 ones for an ipv6 path).
+func (d *dataLab) addrs(ipv6 bool) (node2, pod2 netip.Addr) {
+	if ipv6 {
+		return d.n2.IP6, d.pod2.IP6
+	}
+	return d.n2.IP, d.pod2.IP
+}
+
 // checkPath verifies node1 routes pod2 the expected way: via node2's
-// underlay address on eth0 (DirectRouting) or via flannel.1.
-func (d *dataLab) checkPath(direct bool) error {
+// underlay address on eth0 (DirectRouting), via flannel-v6.1 (ipv6) or via
+// flannel.1.
+func (d *dataLab) checkPath(p dataPath) error {
+	node2, pod2 := d.addrs(p.ipv6)
+	if !node2.IsValid() || !pod2.IsValid() {
+		return fmt.Errorf("node2 %s, pod2 %s: want addresses of the path's family", node2, pod2)
+	}
 	h, err := d.n1.NS.Handle()
 	if err != nil {
 		return err
 	}
 	defer h.Close()
-	routes, err := h.RouteGet(d.pod2.IP.AsSlice())
+	routes, err := h.RouteGet(pod2.AsSlice())
 	if err != nil || len(routes) == 0 {
-		return fmt.Errorf("route to %s on %s: %v", d.pod2.IP, d.n1.Name, err)
+		return fmt.Errorf("route to %s on %s: %v", pod2, d.n1.Name, err)
 	}
 	link, err := h.LinkByIndex(routes[0].LinkIndex)
 	if err != nil {
-		return fmt.Errorf("route to %s on %s: link %d: %w", d.pod2.IP, d.n1.Name, routes[0].LinkIndex, err)
+		return fmt.Errorf("route to %s on %s: link %d: %w", pod2, d.n1.Name, routes[0].LinkIndex, err)
 	}
 	gw, _ := netip.AddrFromSlice(routes[0].Gw)
-	dev := link.Attrs().Name
+	dev, want := link.Attrs().Name, "flannel.1"
+	if p.ipv6 {
+		want = "flannel-v6.1"
+	}
 	switch {
-	case direct && (dev != "eth0" || gw.Unmap() != d.n2.IP):
-		return fmt.Errorf("DirectRouting: %s routes %s via %s dev %s, want via %s dev eth0", d.n1.Name, d.pod2.IP, gw, dev, d.n2.IP)
-	case !direct && dev != "flannel.1":
-		return fmt.Errorf("%s routes %s via %s dev %s, want dev flannel.1", d.n1.Name, d.pod2.IP, gw, dev)
+	case p.direct && (dev != "eth0" || gw.Unmap() != node2):
+		return fmt.Errorf("DirectRouting: %s routes %s via %s dev %s, want via %s dev eth0", d.n1.Name, pod2, gw, dev, node2)
+	case !p.direct && dev != want:
+		return fmt.Errorf("%s routes %s via %s dev %s, want dev %s", d.n1.Name, pod2, gw, dev, want)
 	}
 	return nil
 }
 
-// alternate runs underlay and pod tests in turn, dataRounds times.
-func (d *dataLab) alternate(ctx context.Context, bin string, streams int) (under, pods []float64, err error) {
+// alternate runs underlay and pod tests in turn, dataRounds times, to the
+// addresses of the path's family.
+func (d *dataLab) alternate(ctx context.Context, bin string, streams int, ipv6 bool) (under, pods []float64, err error) {
+	node2, pod2 := d.addrs(ipv6)
 	for range dataRounds {
-		u, err := iperf(ctx, bin, d.n1.NS, d.n2.NS, d.n2.IP, streams)
+		u, err := iperf(ctx, bin, d.n1.NS, d.n2.NS, node2, streams)
 		if err != nil {
 			return nil, nil, err
 		}
-		p, err := iperf(ctx, bin, d.pod1.NS, d.pod2.NS, d.pod2.IP, streams)
+		p, err := iperf(ctx, bin, d.pod1.NS, d.pod2.NS, pod2, streams)
 		if err != nil {
 			return nil, nil, err
 		}

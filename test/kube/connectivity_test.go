@@ -2,7 +2,6 @@ package kube
 
 import (
 	"fmt"
-	"net"
 	"slices"
 	"strconv"
 	"strings"
@@ -18,17 +17,27 @@ import (
 // random, the chance that one is never picked is 2^-31.
 const spread = 32
 
-// checkPodToPod (check 2): the web pods, one per node, reach each other
-// across VXLAN and see each other's pod IP as the client; each node reaches
-// both pods.
+// checkPodToPod (check 2): over each family, the web pods, one per node,
+// reach each other across VXLAN (flannel.1, flannel-v6.1) and see each
+// other's pod IP of that family as the client; each node reaches both pods.
 func (k *tier) checkPodToPod(t *testing.T) {
+	for _, f := range families {
+		t.Run(f.name, func(t *testing.T) { k.checkPodToPodFamily(t, f) })
+	}
+}
+
+func (k *tier) checkPodToPodFamily(t *testing.T, f family) {
 	ctx := t.Context()
 	for _, from := range k.web {
 		for _, to := range k.web {
 			if from.Name == to.Name {
 				continue
 			}
-			url := fmt.Sprintf("http://%s/", net.JoinHostPort(to.Status.PodIP, strconv.Itoa(webPort)))
+			src, dst := podAddr(&from, f), podAddr(&to, f)
+			if !src.IsValid() || !dst.IsValid() {
+				t.Fatalf("%s %v, %s %v: want an %s pod IP each", from.Name, podIPs(&from), to.Name, podIPs(&to), f.name)
+			}
+			url := hostURL(dst, webPort)
 			out, err := k.exec(ctx, "default", from.Name, "testpod", "get", url)
 			if err != nil {
 				t.Errorf("%s → %s: %v", from.Name, to.Name, err)
@@ -39,43 +48,47 @@ func (k *tier) checkPodToPod(t *testing.T) {
 				t.Errorf("%s → %s: %v", from.Name, to.Name, err)
 				continue
 			}
-			if as[0].pod != to.Name || as[0].client != podIP(&from) {
-				t.Errorf("%s (%s) → %s: answered %q by %s, want %s seeing %s", from.Name, from.Status.PodIP, url, out, as[0].pod, to.Name, from.Status.PodIP)
+			if as[0].pod != to.Name || as[0].client != src {
+				t.Errorf("%s (%s) → %s: answered %q by %s, want %s seeing %s", from.Name, src, url, out, as[0].pod, to.Name, src)
 			}
-			if out, err := k.exec(ctx, "default", from.Name, "testpod", "ping", "-c", "3", "-i", "100ms", to.Status.PodIP); err != nil {
-				t.Errorf("ping %s → %s: %v (%s)", from.Name, to.Name, err, strings.TrimSpace(out))
+			if out, err := k.exec(ctx, "default", from.Name, "testpod", "ping", "-c", "3", "-i", "100ms", dst.String()); err != nil {
+				t.Errorf("ping %s → %s (%s): %v (%s)", from.Name, to.Name, dst, err, strings.TrimSpace(out))
 			}
 		}
 	}
 	for _, n := range k.c.Nodes() {
-		subnet, err := subnetOf(n)
+		subnet, err := subnetOfFamily(n, f)
 		if err != nil {
 			t.Fatal(err)
 		}
 		for _, p := range k.web {
-			url := fmt.Sprintf("http://%s/", net.JoinHostPort(p.Status.PodIP, strconv.Itoa(webPort)))
+			dst := podAddr(&p, f)
+			url := hostURL(dst, webPort)
 			as, err := httpFrom(ctx, n.NS, url, 1)
 			if err != nil {
 				t.Errorf("%s → %s: %v", n.Name, p.Name, err)
 				continue
 			}
-			// The node's source address is on cni0 or flannel.1: its own subnet.
+			// The node's source address is on cni0 or the VXLAN device:
+			// its own subnet of the family.
 			if as[0].pod != p.Name || !subnet.Contains(as[0].client) {
 				t.Errorf("%s → %s: answered by %s seeing %s, want %s seeing an address of %s", n.Name, url, as[0].pod, as[0].client, p.Name, subnet)
 			}
-			res, err := pingFrom(ctx, n, podIP(&p), 3)
+			res, err := pingFrom(ctx, n, dst, 3)
 			if err != nil || res.Loss() != 0 {
-				t.Errorf("ping %s → %s: %v (%v)", n.Name, p.Name, res, err)
+				t.Errorf("ping %s → %s (%s): %v (%v)", n.Name, p.Name, dst, res, err)
 			}
 		}
 	}
 }
 
-// checkServices (check 3): the ClusterIP of web from both pods reaches both
-// backends (the client IP kept for the other one); each pod reaches itself
-// through its hairpin Service; the NodePort of every node reaches both
-// backends and the hostPort its node's pod, from outside the cluster (the
-// control-plane namespace), which the pod sees as the client.
+// checkServices (check 3): the ClusterIPs of web (dual stack: one per
+// family) from both pods reach both backends, the one across VXLAN with the
+// client's pod IP of that family kept; each pod reaches itself through its
+// hairpin Service (IPv4); the NodePort of every node (each of its
+// addresses) reaches both backends and the hostPort its node's pod, from
+// outside the cluster (the control-plane namespace), which the pod sees as
+// the client.
 func (k *tier) checkServices(t *testing.T) {
 	ctx := t.Context()
 	web, err := k.service(ctx, "default", "web")
@@ -83,36 +96,44 @@ func (k *tier) checkServices(t *testing.T) {
 		t.Fatal(err)
 	}
 	names := podNames(k.web)
-	for _, from := range k.web {
-		out, err := k.exec(ctx, "default", from.Name, "testpod", "get", "-n", strconv.Itoa(spread), "http://"+web.Spec.ClusterIP+"/")
-		if err != nil {
-			t.Errorf("%s → ClusterIP %s: %v", from.Name, web.Spec.ClusterIP, err)
+	for _, f := range families {
+		ip := clusterIP(web, f)
+		if !ip.IsValid() {
+			t.Errorf("Service web: ClusterIPs %v without an %s address", web.Spec.ClusterIPs, f.name)
 			continue
 		}
-		as, err := parseAnswers(out)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if got := answeredBy(as); !slices.Equal(got, names) {
-			t.Errorf("%s → ClusterIP %s: answered by %v, want every backend %v", from.Name, web.Spec.ClusterIP, got, names)
-		}
-		for _, a := range as {
-			if a.pod != from.Name && a.client != podIP(&from) {
-				t.Errorf("%s → ClusterIP → %s: client %s, want the pod IP %s", from.Name, a.pod, a.client, from.Status.PodIP)
-				break
+		for _, from := range k.web {
+			out, err := k.exec(ctx, "default", from.Name, "testpod", "get", "-n", strconv.Itoa(spread), hostURL(ip, 80))
+			if err != nil {
+				t.Errorf("%s → ClusterIP %s: %v", from.Name, ip, err)
+				continue
+			}
+			as, err := parseAnswers(out)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := answeredBy(as); !slices.Equal(got, names) {
+				t.Errorf("%s → ClusterIP %s: answered by %v, want every backend %v", from.Name, ip, got, names)
+			}
+			for _, a := range as {
+				if a.pod != from.Name && a.client != podAddr(&from, f) {
+					t.Errorf("%s → ClusterIP %s → %s: client %s, want the pod IP %s", from.Name, ip, a.pod, a.client, podAddr(&from, f))
+					break
+				}
 			}
 		}
-
+	}
+	for _, from := range k.web {
 		hp, err := k.service(ctx, "default", "hp-"+from.Spec.NodeName)
 		if err != nil {
 			t.Fatal(err)
 		}
-		out, err = k.exec(ctx, "default", from.Name, "testpod", "get", "-n", "3", "http://"+hp.Spec.ClusterIP+"/")
+		out, err := k.exec(ctx, "default", from.Name, "testpod", "get", "-n", "3", "http://"+hp.Spec.ClusterIP+"/")
 		if err != nil {
 			t.Errorf("%s → its own ClusterIP %s (hairpin): %v", from.Name, hp.Spec.ClusterIP, err)
 			continue
 		}
-		as, err = parseAnswers(out)
+		as, err := parseAnswers(out)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -125,31 +146,38 @@ func (k *tier) checkServices(t *testing.T) {
 }
 
 // checkNodePorts: from outside the cluster (the control-plane namespace),
-// the NodePort of every node reaches every backend, and its hostPort the
-// node's own web pod, which sees the client's address.
+// the NodePort at every node address (both families) reaches every
+// backend, and its hostPort the node's own web pod, which sees the client's
+// address.
 func (k *tier) checkNodePorts(t *testing.T, names []string) {
 	ctx := t.Context()
 	outside := k.c.ControlPlane()
-	for i, n := range k.c.Nodes() {
-		url := fmt.Sprintf("http://%s/", net.JoinHostPort(n.IP.String(), strconv.Itoa(nodePort)))
-		as, err := httpFrom(ctx, outside, url, spread)
-		if err != nil {
-			t.Errorf("outside → NodePort %s: %v", url, err)
-		} else if got := answeredBy(as); !slices.Equal(got, names) {
-			t.Errorf("outside → NodePort %s: answered by %v, want every backend %v", url, got, names)
+	for _, f := range families {
+		client := cluster.CPIP
+		if f.is6 {
+			client = cluster.CPIP6
 		}
+		for i, n := range k.c.Nodes() {
+			url := hostURL(nodeAddr(n, f), nodePort)
+			as, err := httpFrom(ctx, outside, url, spread)
+			if err != nil {
+				t.Errorf("outside → NodePort %s: %v", url, err)
+			} else if got := answeredBy(as); !slices.Equal(got, names) {
+				t.Errorf("outside → NodePort %s: answered by %v, want every backend %v", url, got, names)
+			}
 
-		url = fmt.Sprintf("http://%s/", net.JoinHostPort(n.IP.String(), strconv.Itoa(hostPort)))
-		as, err = httpFrom(ctx, outside, url, 3)
-		if err != nil {
-			t.Errorf("outside → hostPort %s: %v", url, err)
-			continue
-		}
-		for _, a := range as {
-			if a.pod != k.web[i].Name || a.client != cluster.CPIP {
-				t.Errorf("outside (%s) → hostPort %s: answered by %s seeing %s, want %s (the pod on %s) seeing %s",
-					cluster.CPIP, url, a.pod, a.client, k.web[i].Name, n.Name, cluster.CPIP)
-				break
+			url = hostURL(nodeAddr(n, f), hostPort)
+			as, err = httpFrom(ctx, outside, url, 3)
+			if err != nil {
+				t.Errorf("outside → hostPort %s: %v", url, err)
+				continue
+			}
+			for _, a := range as {
+				if a.pod != k.web[i].Name || a.client != client {
+					t.Errorf("outside (%s) → hostPort %s: answered by %s seeing %s, want %s (the pod on %s) seeing %s",
+						client, url, a.pod, a.client, k.web[i].Name, n.Name, client)
+					break
+				}
 			}
 		}
 	}
@@ -178,7 +206,8 @@ func answeredBy(as []answer) []string {
 
 // useProxyMode restarts kube-proxy on every node in mode (it removes the
 // other mode's rules as it starts) and waits until every node has the
-// Services in the new mode's rules and none in the old one's.
+// Services (both ClusterIPs of web) in the new mode's rules and none in the
+// old one's.
 func (k *tier) useProxyMode(t *testing.T, mode string) {
 	t.Helper()
 	for _, n := range k.c.Nodes() {
@@ -199,10 +228,15 @@ func (k *tier) useProxyMode(t *testing.T, mode string) {
 			if err != nil {
 				return false, err.Error()
 			}
-			inIPT := strings.Contains(ipt, web.Spec.ClusterIP)
-			inNFT := strings.Contains(nft, web.Spec.ClusterIP)
+			inIPT, inNFT := true, true
+			for _, f := range families {
+				ip := clusterIP(web, f).String()
+				inIPT = inIPT && strings.Contains(ipt, ip)
+				inNFT = inNFT && strings.Contains(nft, ip)
+			}
+			noNFT := !strings.Contains(nft, "table ip kube-proxy") && !strings.Contains(nft, "table ip6 kube-proxy")
 			if mode == "iptables" {
-				return inIPT && !strings.Contains(nft, "table ip kube-proxy"), fmt.Sprintf("iptables %v, nftables %v", inIPT, inNFT)
+				return inIPT && noNFT, fmt.Sprintf("iptables %v, nftables %v", inIPT, inNFT)
 			}
 			return inNFT && !strings.Contains(ipt, "KUBE-SERVICES"), fmt.Sprintf("iptables %v, nftables %v", inIPT, inNFT)
 		})
@@ -212,12 +246,18 @@ func (k *tier) useProxyMode(t *testing.T, mode string) {
 	}
 }
 
-// proxyRules returns the node's iptables nat rules and nftables ruleset.
+// proxyRules returns the node's iptables and ip6tables nat rules and its
+// nftables ruleset.
 func proxyRules(t *testing.T, n *cluster.Node) (string, string, error) {
 	ipt, err := n.Output(t.Context(), "iptables-save", "-t", "nat")
 	if err != nil {
 		return "", "", err
 	}
+	ip6t, err := n.Output(t.Context(), "ip6tables-save", "-t", "nat")
+	if err != nil {
+		return "", "", err
+	}
+	ipt += ip6t
 	nft, err := n.Output(t.Context(), "nft", "list", "ruleset")
 	if err != nil {
 		return "", "", err

@@ -3,7 +3,6 @@ package kube
 import (
 	"context"
 	"fmt"
-	"net"
 	"os"
 	"strconv"
 	"strings"
@@ -15,42 +14,57 @@ import (
 	"github.com/weftnet/weft/test/lab"
 )
 
-// Largest ICMP payload that fits the overlay: underlay MTU 1500 − 50 (VXLAN)
-// = 1450 for the pod's IP packet, − 20 (IP) − 8 (ICMP).
-const maxPing = 1450 - 28
+// podMTU is FLANNEL_MTU, the MTU of the pods' interfaces: in a dual-stack
+// network the smaller of the two VXLAN devices' (flannel-v6.1's: 1500 − 70),
+// so a packet of either family fits both devices.
+const podMTU = vxlan6MTU
 
-// checkMTU (check 8): the pods' MTU is the overlay's, end to end: an echo
-// of the largest size that fits (DF set) crosses VXLAN, one byte more is
-// refused in the pod already, and 10 MB cross in both directions over HTTP.
+// maxPing is the largest ICMP payload that fits the pod's MTU: − 20 (IPv4
+// header) or − 40 (IPv6 header), − 8 (ICMP header).
+func maxPing(f family) int {
+	if f.is6 {
+		return podMTU - 48
+	}
+	return podMTU - 28
+}
+
+// checkMTU (check 8): the pods' MTU is the overlay's, end to end, over each
+// family: an echo of the largest size that fits (DF set) crosses VXLAN, one
+// byte more is refused in the pod already, and 10 MB cross in both
+// directions over HTTP.
 func (k *tier) checkMTU(t *testing.T) {
 	ctx := t.Context()
+	want := "FLANNEL_MTU=" + strconv.Itoa(podMTU) + "\n"
 	for _, n := range k.c.Nodes() {
 		b, err := os.ReadFile(n.SubnetEnv())
 		if err != nil {
 			t.Fatal(err)
 		}
-		if !strings.Contains(string(b), "FLANNEL_MTU=1450\n") {
-			t.Errorf("%s: subnet.env without FLANNEL_MTU=1450:\n%s", n.Name, b)
+		if !strings.Contains(string(b), want) {
+			t.Errorf("%s: subnet.env without %s:\n%s", n.Name, strings.TrimSpace(want), b)
 		}
 	}
 	for i, from := range k.web {
 		to := k.web[1-i]
-		out, err := k.exec(ctx, "default", from.Name, "testpod", "ping", "-c", "3", "-i", "100ms", "-s", strconv.Itoa(maxPing), to.Status.PodIP)
-		if err != nil {
-			t.Errorf("%s → %s: ping -s %d (DF): %v", from.Name, to.Name, maxPing, err)
-		} else {
-			t.Logf("%s → %s: ping -s %d (DF): %s", from.Name, to.Name, maxPing, strings.TrimSpace(out))
-		}
-		out, err = k.exec(ctx, "default", from.Name, "testpod", "ping", "-c", "1", "-s", strconv.Itoa(maxPing+1), to.Status.PodIP)
-		if err == nil || !strings.Contains(out, "message too long") {
-			t.Errorf("%s → %s: ping -s %d (DF) should not fit the pod's MTU: %v: %s", from.Name, to.Name, maxPing+1, err, out)
-		}
-		url := fmt.Sprintf("http://%s", net.JoinHostPort(to.Status.PodIP, strconv.Itoa(webPort)))
-		out, err = k.exec(ctx, "default", from.Name, "testpod", "fetch", "-bytes", strconv.Itoa(10<<20), url)
-		if err != nil {
-			t.Errorf("%s ← %s: 10 MB over HTTP: %v", from.Name, to.Name, err)
-		} else {
-			t.Logf("%s ← %s: %s", from.Name, to.Name, strings.TrimSpace(out))
+		for _, f := range families {
+			dst, size := podAddr(&to, f).String(), maxPing(f)
+			out, err := k.exec(ctx, "default", from.Name, "testpod", "ping", "-c", "3", "-i", "100ms", "-s", strconv.Itoa(size), dst)
+			if err != nil {
+				t.Errorf("%s → %s (%s): ping -s %d (DF): %v", from.Name, to.Name, dst, size, err)
+			} else {
+				t.Logf("%s → %s (%s): ping -s %d (DF): %s", from.Name, to.Name, dst, size, strings.TrimSpace(out))
+			}
+			out, err = k.exec(ctx, "default", from.Name, "testpod", "ping", "-c", "1", "-s", strconv.Itoa(size+1), dst)
+			if err == nil || !strings.Contains(out, "message too long") {
+				t.Errorf("%s → %s (%s): ping -s %d (DF) should not fit the pod's MTU: %v: %s", from.Name, to.Name, dst, size+1, err, out)
+			}
+			url := hostURL(podAddr(&to, f), webPort)
+			out, err = k.exec(ctx, "default", from.Name, "testpod", "fetch", "-bytes", strconv.Itoa(10<<20), url)
+			if err != nil {
+				t.Errorf("%s ← %s: 10 MB over HTTP over %s: %v", from.Name, to.Name, f.name, err)
+			} else {
+				t.Logf("%s ← %s over %s: %s", from.Name, to.Name, f.name, strings.TrimSpace(out))
+			}
 		}
 	}
 }

@@ -188,10 +188,57 @@ func podReady(p *corev1.Pod) bool {
 	return false
 }
 
-// podIP parses the pod's IP.
-func podIP(p *corev1.Pod) netip.Addr {
-	a, _ := netip.ParseAddr(p.Status.PodIP)
-	return a
+// family is one IP family of the dual-stack cluster.
+type family struct {
+	name string // "IPv4", "IPv6"
+	is6  bool
+}
+
+var (
+	ipv4     = family{"IPv4", false}
+	ipv6     = family{"IPv6", true}
+	families = []family{ipv4, ipv6}
+)
+
+// has reports whether a is of family f.
+func (f family) has(a netip.Addr) bool { return a.IsValid() && a.Unmap().Is6() == f.is6 }
+
+// pick returns the first address of family f in addrs (zero if none).
+func (f family) pick(addrs []string) netip.Addr {
+	for _, s := range addrs {
+		if a, err := netip.ParseAddr(s); err == nil && f.has(a) {
+			return a.Unmap()
+		}
+	}
+	return netip.Addr{}
+}
+
+// podIPs returns the pod's IPs as the apiserver lists them (status.podIPs).
+func podIPs(p *corev1.Pod) []string {
+	var ips []string
+	for _, ip := range p.Status.PodIPs {
+		ips = append(ips, ip.IP)
+	}
+	return ips
+}
+
+// podAddr is the pod's IP of family f (zero if it has none).
+func podAddr(p *corev1.Pod, f family) netip.Addr { return f.pick(podIPs(p)) }
+
+// clusterIP is the Service's ClusterIP of family f (zero if it has none).
+func clusterIP(s *corev1.Service, f family) netip.Addr { return f.pick(s.Spec.ClusterIPs) }
+
+// nodeAddr is the node's underlay address of family f.
+func nodeAddr(n *cluster.Node, f family) netip.Addr {
+	if f.is6 {
+		return n.IP6
+	}
+	return n.IP
+}
+
+// hostURL is http://<a>:<port>/ (brackets around an IPv6 address).
+func hostURL(a netip.Addr, port int) string {
+	return "http://" + netip.AddrPortFrom(a, uint16(port)).String() + "/"
 }
 
 // readyPods waits until ns has want Ready pods matching selector and
@@ -263,26 +310,36 @@ func subnetEnvTime(n *cluster.Node) (time.Time, error) {
 	return fi.ModTime(), nil
 }
 
-// subnetOf reads FLANNEL_SUBNET from the node's subnet.env.
-func subnetOf(n *cluster.Node) (netip.Prefix, error) {
+// subnetOfFamily reads the node's subnet of family f from its subnet.env
+// (FLANNEL_SUBNET or FLANNEL_IPV6_SUBNET).
+func subnetOfFamily(n *cluster.Node, f family) (netip.Prefix, error) {
+	if f.is6 {
+		return envPrefix(n, "FLANNEL_IPV6_SUBNET")
+	}
+	return envPrefix(n, "FLANNEL_SUBNET")
+}
+
+// envPrefix reads the prefix key=... from the node's subnet.env (masked).
+func envPrefix(n *cluster.Node, key string) (netip.Prefix, error) {
 	b, err := os.ReadFile(n.SubnetEnv())
 	if err != nil {
 		return netip.Prefix{}, fmt.Errorf("%s: %w", n.Name, err)
 	}
 	for _, l := range strings.Split(string(b), "\n") {
-		if v, ok := strings.CutPrefix(l, "FLANNEL_SUBNET="); ok {
+		if v, ok := strings.CutPrefix(l, key+"="); ok {
 			p, err := netip.ParsePrefix(strings.TrimSpace(v))
 			if err != nil {
-				return netip.Prefix{}, fmt.Errorf("%s: FLANNEL_SUBNET: %w", n.Name, err)
+				return netip.Prefix{}, fmt.Errorf("%s: %s: %w", n.Name, key, err)
 			}
 			return p.Masked(), nil
 		}
 	}
-	return netip.Prefix{}, fmt.Errorf("%s: no FLANNEL_SUBNET in %s", n.Name, n.SubnetEnv())
+	return netip.Prefix{}, fmt.Errorf("%s: no %s in %s", n.Name, key, n.SubnetEnv())
 }
 
-// pingFrom sends count echo requests from the node's network namespace to
-// ip, 100 ms apart, and returns the result once the replies are in.
+// pingFrom sends count echo requests (ICMPv6 to an IPv6 address) from the
+// node's network namespace to ip, 100 ms apart, and returns the result once
+// the replies are in.
 func pingFrom(ctx context.Context, n *cluster.Node, ip netip.Addr, count int) (lab.PingResult, error) {
 	p, err := lab.StartPing(ctx, n.NS, ip, count, 100*time.Millisecond)
 	if err != nil {

@@ -5,11 +5,12 @@ import (
 	"time"
 )
 
-// TestKube runs weft in a real Kubernetes cluster and asserts the nine
-// checks listed in doc.go as subtests, in an order that lets them share one
-// cluster: install (1), connectivity and Services under kube-proxy in
-// iptables mode, then nftables mode (4 with 2 and 3), MTU (8), DNS (9),
-// pod IP release (7), rollout restart (5) and weftd stopped on a node (6).
+// TestKube runs weft in a real, dual-stack Kubernetes cluster and asserts
+// the ten checks listed in doc.go as subtests, in an order that lets them
+// share one cluster: install (1), dual stack (10), connectivity and
+// Services under kube-proxy in iptables mode, then nftables mode (4 with 2
+// and 3), MTU (8), DNS (9), pod IP release (7), rollout restart (5) and
+// weftd stopped on a node (6).
 func TestKube(t *testing.T) {
 	if env.skip != "" {
 		t.Skip(env.skip)
@@ -22,6 +23,7 @@ func TestKube(t *testing.T) {
 		t.FailNow()
 	}
 	k.deployWorkloads(t)
+	t.Run("10-dual-stack", k.checkDualStack)
 	for _, mode := range []string{"iptables", "nftables"} {
 		t.Run("4-kube-proxy-"+mode, func(t *testing.T) {
 			k.useProxyMode(t, mode)

@@ -62,18 +62,33 @@ func reservations(n *cluster.Node) ([]netip.Addr, error) {
 	return ips, nil
 }
 
-// podIPsOn lists the IPs of the pod-network pods on node that are not
-// being deleted.
-func (k *tier) podIPsOn(t *testing.T, node string) []netip.Addr {
+// podNetworkPods lists the pod-network pods on node that are not being
+// deleted.
+func (k *tier) podNetworkPods(t *testing.T, node string) []corev1.Pod {
 	t.Helper()
 	var l corev1.PodList
 	if err := k.c.Get(t.Context(), "/api/v1/pods?fieldSelector=spec.nodeName="+node, &l); err != nil {
 		t.Fatal(err)
 	}
-	var ips []netip.Addr
+	var ps []corev1.Pod
 	for _, p := range l.Items {
-		if !p.Spec.HostNetwork && p.DeletionTimestamp == nil && p.Status.PodIP != "" {
-			ips = append(ips, podIP(&p))
+		if !p.Spec.HostNetwork && p.DeletionTimestamp == nil && len(p.Status.PodIPs) > 0 {
+			ps = append(ps, p)
+		}
+	}
+	return ps
+}
+
+// podIPsOn lists the IPs (both families) of the pod-network pods on node
+// that are not being deleted.
+func (k *tier) podIPsOn(t *testing.T, node string) []netip.Addr {
+	t.Helper()
+	var ips []netip.Addr
+	for _, p := range k.podNetworkPods(t, node) {
+		for _, ip := range podIPs(&p) {
+			if a, err := netip.ParseAddr(ip); err == nil {
+				ips = append(ips, a)
+			}
 		}
 	}
 	slices.SortFunc(ips, netip.Addr.Compare)
@@ -102,17 +117,19 @@ func veths(n *cluster.Node) (int, error) {
 }
 
 // checkIPsFreed (check 7): 50 pods created on node1 and deleted again leave
-// no reservation file and no veth behind; the IPAM directory then holds
-// exactly the IPs of the pods still running there.
+// no reservation file (of either family) and no veth behind; the IPAM
+// directory then holds exactly the IPs of the pods still running there.
 func (k *tier) checkIPsFreed(t *testing.T) {
 	n := k.c.Nodes()[0]
 	start := time.Now()
 	k.kubectl(t, scaleYAML(n.Name), "apply", "-f", "-")
 	pods := k.readyPods(t, "default", "batch=scale", scalePods, 3*time.Minute)
 	created := time.Since(start)
-	var ips []netip.Addr
+	var ips []netip.Addr // both families: one reservation file each
 	for i := range pods {
-		ips = append(ips, podIP(&pods[i]))
+		for _, f := range families {
+			ips = append(ips, podAddr(&pods[i], f))
+		}
 	}
 	res, err := reservations(n)
 	if err != nil {
@@ -155,23 +172,25 @@ func (k *tier) checkIPsFreed(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if want := len(k.podIPsOn(t, n.Name)); v != want {
+	if want := len(k.podNetworkPods(t, n.Name)); v != want {
 		t.Errorf("%s: %d veths, want %d (one per running pod)", n.Name, v, want)
 	}
 }
 
 // checkRolloutRestart (check 5): `kubectl rollout restart ds/weft` while a
-// pod pings the pod on the other node every 20 ms: no echo is lost, every
-// weftd pod is replaced and every node keeps its subnet.
+// pod pings the pod on the other node every 20 ms over each family: no echo
+// is lost, every weftd pod is replaced and every node keeps its subnets.
 func (k *tier) checkRolloutRestart(t *testing.T) {
 	ctx := t.Context()
-	before := map[string]netip.Prefix{}
+	before := map[string][]netip.Prefix{}
 	for _, n := range k.c.Nodes() {
-		s, err := subnetOf(n)
-		if err != nil {
-			t.Fatal(err)
+		for _, f := range families {
+			s, err := subnetOfFamily(n, f)
+			if err != nil {
+				t.Fatal(err)
+			}
+			before[n.Name] = append(before[n.Name], s)
 		}
-		before[n.Name] = s
 	}
 	old, err := k.pods(ctx, "kube-weft", "app.kubernetes.io/name=weft")
 	if err != nil {
@@ -183,22 +202,29 @@ func (k *tier) checkRolloutRestart(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer pns.Close()
-	p, err := lab.StartPing(ctx, pns, podIP(&to), 0, 20*time.Millisecond)
-	if err != nil {
-		t.Fatal(err)
+	pingers := map[family]*lab.Pinger{}
+	for _, f := range families {
+		p, err := lab.StartPing(ctx, pns, podAddr(&to, f), 0, 20*time.Millisecond)
+		if err != nil {
+			t.Fatal(err)
+		}
+		pingers[f] = p
 	}
 	start := time.Now()
 	k.kubectl(t, "", "-n", "kube-weft", "rollout", "restart", "ds/weft")
 	k.kubectl(t, "", "-n", "kube-weft", "rollout", "status", "ds/weft", "--timeout=120s")
 	took := time.Since(start)
 	time.Sleep(time.Second)
-	res, err := p.Stop()
-	if err != nil {
-		t.Fatalf("ping %s → %s: %v", from.Name, to.Name, err)
-	}
-	t.Logf("rollout restart took %s; ping %s → %s: %s", took.Round(100*time.Millisecond), from.Name, to.Name, res)
-	if res.Loss() != 0 || res.Sent < 50 {
-		t.Errorf("ping %s → %s during the rollout: %s, want no loss", from.Name, to.Name, res)
+	t.Logf("rollout restart took %s", took.Round(100*time.Millisecond))
+	for _, f := range families {
+		res, err := pingers[f].Stop()
+		if err != nil {
+			t.Fatalf("ping %s → %s over %s: %v", from.Name, to.Name, f.name, err)
+		}
+		t.Logf("ping %s → %s over %s: %s", from.Name, to.Name, f.name, res)
+		if res.Loss() != 0 || res.Sent < 50 {
+			t.Errorf("ping %s → %s over %s during the rollout: %s, want no loss", from.Name, to.Name, f.name, res)
+		}
 	}
 	cur, err := k.pods(ctx, "kube-weft", "app.kubernetes.io/name=weft")
 	if err != nil {
@@ -210,12 +236,14 @@ func (k *tier) checkRolloutRestart(t *testing.T) {
 		}
 	}
 	for _, n := range k.c.Nodes() {
-		s, err := subnetOf(n)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if s != before[n.Name] {
-			t.Errorf("%s: subnet %s after the rollout, %s before", n.Name, s, before[n.Name])
+		for i, f := range families {
+			s, err := subnetOfFamily(n, f)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if s != before[n.Name][i] {
+				t.Errorf("%s: %s subnet %s after the rollout, %s before", n.Name, f.name, s, before[n.Name][i])
+			}
 		}
 	}
 }
@@ -227,13 +255,17 @@ func (k *tier) checkRolloutRestart(t *testing.T) {
 // leaves subnet.env and the datapath in place, but no longer holds its lock
 // (subnetenv.AgentLockFile): the runtime's CNI STATUS call fails and the node
 // turns NotReady within 15 s, with weft's reason. With the taint removed
-// weftd returns with the same subnet and the node is Ready again.
+// weftd returns with the same subnets and the node is Ready again.
 func (k *tier) checkWeftdStopped(t *testing.T) {
 	ctx := t.Context()
 	n := k.c.Nodes()[1]
-	subnet, err := subnetOf(n)
-	if err != nil {
-		t.Fatal(err)
+	var subnets []netip.Prefix
+	for _, f := range families {
+		s, err := subnetOfFamily(n, f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		subnets = append(subnets, s)
 	}
 	untaint := k.keepWeftdOff(t, n) // returns once the weft pod is gone
 	defer untaint()
@@ -258,8 +290,10 @@ func (k *tier) checkWeftdStopped(t *testing.T) {
 	back := time.Now()
 	k.waitNodeReady(t, n.Name, true, 60*time.Second)
 	t.Logf("%s Ready %s after weftd was allowed back", n.Name, time.Since(back).Round(100*time.Millisecond))
-	if s, err := subnetOf(n); err != nil || s != subnet {
-		t.Errorf("%s: subnet %s (%v) after weftd came back, %s before", n.Name, s, err, subnet)
+	for i, f := range families {
+		if s, err := subnetOfFamily(n, f); err != nil || s != subnets[i] {
+			t.Errorf("%s: %s subnet %s (%v) after weftd came back, %s before", n.Name, f.name, s, err, subnets[i])
+		}
 	}
 }
 

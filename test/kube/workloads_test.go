@@ -29,7 +29,8 @@ const (
 )
 
 // webYAML is the Deployment the checks talk to: one testpod server per node
-// (required anti-affinity), the Service web (ClusterIP and NodePort) and one
+// (required anti-affinity), the dual-stack Service web (ClusterIPs and
+// NodePort) and one
 // Service per node selecting only that node's pod (hairpin: the pod reaches
 // itself through its ClusterIP). hp-<node> selects the label the tier puts
 // on the pods once it knows where they run.
@@ -82,6 +83,9 @@ metadata:
   namespace: default
 spec:
   type: NodePort
+  # A ClusterIP of each family (IPv4 first, the cluster's primary); the
+  # NodePort on every node address of both.
+  ipFamilyPolicy: RequireDualStack
   selector:
     app: web
   ports:

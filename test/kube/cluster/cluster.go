@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/netip"
 	"os"
@@ -14,19 +15,48 @@ import (
 	"sync"
 	"time"
 
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+
 	"github.com/weftnet/weft/test/lab"
 )
 
 // Addresses of the cluster. Every one of them exists only inside the
-// cluster's namespaces.
+// cluster's namespaces. The cluster is dual stack: the underlay, the pods
+// and the Services have an address of each family, IPv4 the primary one.
 var (
-	Underlay            = netip.MustParsePrefix("198.18.0.0/24") // the switch; node N is .N
-	CPIP                = netip.MustParseAddr("198.18.0.254")    // control plane: etcd, apiserver
-	PodCIDR             = netip.MustParsePrefix("10.244.0.0/16") // net-conf.json of manifests/weft.yaml
-	ServiceCIDR         = netip.MustParsePrefix("10.96.0.0/16")
+	Underlay            = netip.MustParsePrefix("198.18.0.0/24")    // the switch; node N is .N
+	Underlay6           = netip.MustParsePrefix("fd00:198:18::/64") // the switch; node N is ::N
+	CPIP                = netip.MustParseAddr("198.18.0.254")       // control plane: etcd, apiserver
+	CPIP6               = netip.MustParseAddr("fd00:198:18::254")   // the nodes' IPv6 default route
+	PodCIDR             = netip.MustParsePrefix("10.244.0.0/16")    // net-conf.json of manifests/weft.yaml
+	PodCIDR6            = netip.MustParsePrefix("fc00::/48")        // IPv6Network of NetConf
+	ServiceCIDR         = netip.MustParsePrefix("10.96.0.0/16")     // primary: single-stack Services
+	ServiceCIDR6        = netip.MustParsePrefix("fd00:10:96::/112") // dual-stack Services' second address
 	KubernetesServiceIP = netip.MustParseAddr("10.96.0.1")
 	ClusterDNSIP        = netip.MustParseAddr("10.96.0.10") // kube-dns Service, kubelet's clusterDNS
 )
+
+// NetConf is weft's network config in the cluster (written by `weftd
+// init-network` from the ConfigMap, see NetConfPatch): dual stack, the IPv4
+// part as manifests/weft.yaml ships it.
+const NetConf = `{
+  "Network": "10.244.0.0/16",
+  "SubnetLen": 24,
+  "EnableIPv6": true,
+  "IPv6Network": "fc00::/48",
+  "IPv6SubnetLen": 64,
+  "Backend": {
+    "Type": "vxlan",
+    "VNI": 1,
+    "Port": 8472
+  }
+}`
+
+// dualList is "<v4>,<v6>", the form of every dual-stack flag and field.
+func dualList[T interface{ String() string }](v4, v6 T) string {
+	return v4.String() + "," + v6.String()
+}
 
 // Commands the cluster needs in Options.KubeBin.
 var KubeCommands = []string{"kubelet", "kube-apiserver", "kube-controller-manager", "kube-scheduler",
@@ -171,17 +201,25 @@ func (c *Cluster) buildNetwork() error {
 	if err := c.sw.AddBridge("br0"); err != nil {
 		return err
 	}
+	// No MLD querier on the switch: with snooping off the bridge floods the
+	// IPv6 neighbour solicitations instead of relying on group reports.
+	if _, err := c.sw.Exec(context.Background(), "ip", "link", "set", "br0", "type", "bridge", "mcast_snooping", "0"); err != nil {
+		return err
+	}
 	if c.cp, err = c.newNS("cp"); err != nil {
 		return err
 	}
 	if err := lab.Plug(c.sw, "br0", "p-cp", c.cp, netip.PrefixFrom(CPIP, Underlay.Bits()), netip.Addr{}); err != nil {
 		return err
 	}
+	if err := addIPv6(c.cp, netip.PrefixFrom(CPIP6, Underlay6.Bits()), netip.Addr{}); err != nil {
+		return err
+	}
 	for i := 1; i <= c.opts.Nodes; i++ {
 		name := "node" + strconv.Itoa(i)
 		ip := Underlay.Addr().As4()
 		ip[3] = byte(i)
-		n := &Node{Name: name, IP: netip.AddrFrom4(ip), Dir: filepath.Join(c.dir, name), Cgroup: c.prefix + "-" + name, c: c}
+		n := &Node{Name: name, IP: netip.AddrFrom4(ip), IP6: nodeIP6(i), Dir: filepath.Join(c.dir, name), Cgroup: c.prefix + "-" + name, c: c}
 		if err := os.MkdirAll(n.Dir, 0o755); err != nil {
 			return fmt.Errorf("node dir: %w", err)
 		}
@@ -193,9 +231,48 @@ func (c *Cluster) buildNetwork() error {
 		if err := lab.Plug(c.sw, "br0", "p-"+name, n.NS, netip.PrefixFrom(n.IP, Underlay.Bits()), CPIP); err != nil {
 			return err
 		}
+		if err := addIPv6(n.NS, netip.PrefixFrom(n.IP6, Underlay6.Bits()), CPIP6); err != nil {
+			return err
+		}
 		c.mu.Lock()
 		c.nodes = append(c.nodes, n)
 		c.mu.Unlock()
+	}
+	return nil
+}
+
+// nodeIP6 is node i's IPv6 underlay address, fd00:198:18::<i> (the decimal
+// digits of i, read as hex: node 12 is ::12 as node 12 is .12 in IPv4).
+func nodeIP6(i int) netip.Addr {
+	a, err := netip.ParseAddr(Underlay6.Addr().String() + strconv.Itoa(i))
+	if err != nil {
+		panic(err) // i ≤ 200 (Options.defaults)
+	}
+	return a
+}
+
+// addIPv6 adds addr to eth0 in ns without duplicate address detection (a
+// tentative address is no source: weftd would skip it and the daemons fail
+// to bind), plus a default route via gw when valid.
+func addIPv6(ns *lab.NetNS, addr netip.Prefix, gw netip.Addr) error {
+	h, err := ns.Handle()
+	if err != nil {
+		return err
+	}
+	defer h.Close()
+	l, err := h.LinkByName("eth0")
+	if err != nil {
+		return fmt.Errorf("find eth0 in %s: %w", ns.Name, err)
+	}
+	a := &netlink.Addr{IPNet: &net.IPNet{IP: addr.Addr().AsSlice(), Mask: net.CIDRMask(addr.Bits(), 128)}, Flags: unix.IFA_F_NODAD}
+	if err := h.AddrAdd(l, a); err != nil {
+		return fmt.Errorf("add %s to eth0 in %s: %w", addr, ns.Name, err)
+	}
+	if !gw.IsValid() {
+		return nil
+	}
+	if err := h.RouteAdd(&netlink.Route{LinkIndex: l.Attrs().Index, Gw: gw.AsSlice()}); err != nil {
+		return fmt.Errorf("IPv6 default route via %s in %s: %w", gw, ns.Name, err)
 	}
 	return nil
 }

@@ -92,7 +92,9 @@ imageGCLowThresholdPercent: 98
 `, n.Cgroup, containerdSock, containerdSock, n.IP, ClusterDNSIP)
 }
 
-// proxyConfig is kube-proxy's configuration in mode. Every conntrack field
+// proxyConfig is kube-proxy's configuration in mode, dual stack (the node
+// has an InternalIP of each family and clusterCIDR lists both pod
+// networks, so it programs the Services of both). Every conntrack field
 // is 0 so that it leaves the machine-wide conntrack settings alone; health
 // and metrics listen on the node's loopback.
 func (n *Node) proxyConfig(mode string) string {
@@ -112,5 +114,5 @@ conntrack:
   min: 0
   tcpEstablishedTimeout: 0s
   tcpCloseWaitTimeout: 0s
-`, n.c.Kubeconfig(), n.Name, mode, PodCIDR)
+`, n.c.Kubeconfig(), n.Name, mode, dualList(PodCIDR, PodCIDR6))
 }

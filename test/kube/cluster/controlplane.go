@@ -51,7 +51,7 @@ func (c *Cluster) startControlPlane(ctx context.Context) error {
 		"--bind-address="+CPIP.String(), "--advertise-address="+CPIP.String(), "--secure-port=6443",
 		"--cert-dir="+filepath.Join(c.dir, "pki", "apiserver"),
 		"--tls-cert-file="+p("apiserver.crt"), "--tls-private-key-file="+p("apiserver.key"),
-		"--service-cluster-ip-range="+ServiceCIDR.String(),
+		"--service-cluster-ip-range="+dualList(ServiceCIDR, ServiceCIDR6),
 		"--service-account-issuer=https://kubernetes.default.svc.cluster.local",
 		"--service-account-key-file="+p("sa.pub"), "--service-account-signing-key-file="+p("sa.key"),
 		"--token-auth-file="+p("tokens.csv"),
@@ -69,7 +69,8 @@ func (c *Cluster) startControlPlane(ctx context.Context) error {
 		"--kubeconfig="+c.Kubeconfig(), "--leader-elect=false",
 		// No cloud, and weft (not the controller manager) hands out pod subnets.
 		"--controllers=*,-nodeipam,-cloud-node-lifecycle,-service-lb-controller,-route",
-		"--allocate-node-cidrs=false",
+		"--allocate-node-cidrs=false", "--cluster-cidr="+dualList(PodCIDR, PodCIDR6),
+		"--service-cluster-ip-range="+dualList(ServiceCIDR, ServiceCIDR6),
 		"--service-account-private-key-file="+p("sa.key"), "--root-ca-file="+p("ca.crt"),
 		"--use-service-account-credentials=false", "--bind-address=127.0.0.1", "--profiling=false",
 	); err != nil {

@@ -2,18 +2,27 @@
 // of network and mount namespaces, for the kube test tier (test/kube): the
 // control plane and two nodes with containerd, kubelet and kube-proxy built
 // by `make kube-bins`. It does not install a network: the tier installs weft
-// into it the way a user does (Kustomization, ApplyArgs, InitNetworkArgs).
+// into it the way a user does (Kustomization, ApplyArgs, InitNetworkArgs),
+// with the network config NetConf (NetConfPatch).
 //
-//	              <p>-sw: bridge br0 (the underlay switch, 198.18.0.0/24)
+// The cluster is dual stack, IPv4 the primary family: every namespace on
+// the switch has an address of each family (the IPv6 one without duplicate
+// address detection), the kubelets run with --node-ip <v4>,<v6>, the
+// apiserver hands out ClusterIPs from ServiceCIDR and ServiceCIDR6, and the
+// controller manager and kube-proxy get both pod networks as cluster CIDR.
+//
+//	              <p>-sw: bridge br0 (the underlay switch, 198.18.0.0/24
+//	                                   and fd00:198:18::/64)
 //	    ┌──────────────────────┬──────────────────────┐
 //	<p>-cp                 <p>-node1              <p>-node2
 //	198.18.0.254           198.18.0.1             198.18.0.2
-//	weft-etcd :2379        default route via .254 (kube-proxy and weftd
-//	kube-apiserver :6443   take the node IP from it)
+//	fd00:198:18::254       fd00:198:18::1         fd00:198:18::2
+//	weft-etcd :2379        default routes via .254 and ::254 (kube-proxy
+//	kube-apiserver :6443   and weftd take the node's interface from them)
 //	controller-manager,    a mount namespace of its own (held by a
 //	scheduler (loopback)   holder process): containerd, kubelet,
-//	                       kube-proxy; weftd, cni0, flannel.1 and the
-//	                       pods once weft is installed
+//	                       kube-proxy; weftd, cni0, flannel.1,
+//	                       flannel-v6.1 and the pods once weft is installed
 //
 // <p> is a random "wk<4 hex>" per cluster, also in the nodes' cgroup roots
 // (/<p>-nodeN in every hierarchy) and the cluster directory

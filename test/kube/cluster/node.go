@@ -22,7 +22,8 @@ import (
 // kube-proxy.
 type Node struct {
 	Name   string     // node1, node2: the Kubernetes node name
-	IP     netip.Addr // eth0 on the switch; the node's InternalIP
+	IP     netip.Addr // eth0 on the switch; the node's first InternalIP
+	IP6    netip.Addr // eth0's IPv6 address; the node's second InternalIP
 	NS     *lab.NetNS // <prefix>-<Name>
 	Dir    string     // configs, logs and the directories mounted into the node
 	Cgroup string     // the kubelet's cgroupRoot, /<prefix>-<Name> in every hierarchy
@@ -263,7 +264,7 @@ func (n *Node) startKubelet() error {
 		return fmt.Errorf("%s: write kubelet config: %w", n.Name, err)
 	}
 	p, err := n.startDaemon("kubelet", n.c.bin("kubelet"), "--config", conf, "--kubeconfig", n.c.Kubeconfig(),
-		"--hostname-override", n.Name, "--node-ip", n.IP.String())
+		"--hostname-override", n.Name, "--node-ip", dualList(n.IP, n.IP6))
 	if err != nil {
 		return err
 	}

@@ -63,6 +63,28 @@ patches:
 `, ShippedImage, imageName, imageTag, etcdEndpoints)
 }
 
+// NetConfPatch is one more item for Kustomization's patches list: it
+// replaces net-conf.json in the ConfigMap weft-cfg (what `weftd
+// init-network --file /etc/weft/net-conf.json` writes to etcd) with conf,
+// e.g. NetConf to make the network dual stack.
+func NetConfPatch(conf string) string {
+	var b strings.Builder
+	b.WriteString(`  # The network config init-network writes (here: dual stack).
+  - patch: |-
+      apiVersion: v1
+      kind: ConfigMap
+      metadata:
+        name: weft-cfg
+        namespace: kube-weft
+      data:
+        net-conf.json: |
+`)
+	for l := range strings.Lines(strings.TrimSpace(conf) + "\n") {
+		b.WriteString("          " + l)
+	}
+	return b.String()
+}
+
 // Install commands, as the README gives them (with the kustomization in the
 // directory weft):
 //
@@ -120,7 +142,8 @@ func ImageRef(tarball string) (name, tag string, err error) {
 }
 
 // WriteKustomization writes weft.yaml (a byte-for-byte copy of manifest)
-// and kustomization.yaml into a new directory under the cluster's and
+// and kustomization.yaml (the README's, plus NetConfPatch(NetConf): the
+// cluster is dual stack) into a new directory under the cluster's and
 // returns it.
 func (c *Cluster) WriteKustomization(manifest, imageName, imageTag string) (string, error) {
 	dir := filepath.Join(c.dir, "weft-kustomize")
@@ -134,7 +157,7 @@ func (c *Cluster) WriteKustomization(manifest, imageName, imageTag string) (stri
 	if err := os.WriteFile(filepath.Join(dir, "weft.yaml"), b, 0o644); err != nil {
 		return "", fmt.Errorf("copy manifest: %w", err)
 	}
-	k := Kustomization(imageName, imageTag, c.EtcdEndpoint())
+	k := Kustomization(imageName, imageTag, c.EtcdEndpoint()) + NetConfPatch(NetConf)
 	if err := os.WriteFile(filepath.Join(dir, "kustomization.yaml"), []byte(k), 0o644); err != nil {
 		return "", fmt.Errorf("write kustomization: %w", err)
 	}

@@ -8,7 +8,8 @@
 //	testpod get [-n N] [-timeout D] URL      N requests, one connection each, one line per answer
 //	testpod fetch -bytes N URL               GET URL/bytes?n=N and check length and pattern
 //	testpod ping [-c N] [-s SIZE] [-i D] [-W D] IP
-//	                                         ICMP echo with DF set (no fragmentation); prints
+//	                                         ICMP (ICMPv6 to an IPv6 address) echo with DF
+//	                                         set (no fragmentation); prints
 //	                                         "sent N received M"; "message too long" when SIZE
 //	                                         does not fit the route's MTU
 //	testpod dns [-tcp] [-n N] NAME           A query for NAME (plus the first search domain of
