@@ -191,6 +191,6 @@ kube-images: $(KUBE_CACHE)/coredns deps-busybox
 
 # The kube test tier (test/kube) alone, verbose: a two-node Kubernetes cluster
 # in namespaces with weft installed from manifests/weft.yaml by kubectl
-# apply -k, the nine checks of test/kube/doc.go. `make test` runs it too.
+# apply -k, the ten checks of test/kube/doc.go. `make test` runs it too.
 test-kube: deps kube-bins image
 	WEFT_IMAGE=$(abspath $(IMAGE_TAR)) $(GO) test -count=1 -v -timeout 15m ./test/kube
