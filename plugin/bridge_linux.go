@@ -28,7 +28,6 @@ func ensureBridge(h *host.NS, name string, p plan, log *slog.Logger) (*netlink.B
 		la := netlink.NewLinkAttrs()
 		la.Name = name
 		la.MTU = mtu
-		la.Flags = net.FlagUp
 		// A fixed MAC keeps the bridge's address from following its lowest
 		// port's MAC as pods come and go (pods would hold a stale ARP entry
 		// for the gateway).
@@ -40,6 +39,14 @@ func ensureBridge(h *host.NS, name string, p plan, log *slog.Logger) (*netlink.B
 			return nil, err
 		}
 		log.Info("created bridge", "bridge", name, "mtu", mtu)
+		// Before the link goes up: a link-local address still in duplicate
+		// address detection is no source for neighbour solicitations, and
+		// the kernel sends none for packets it forwards to a pod until DAD
+		// is over (the first cross-node IPv6 packets to a new node's pods
+		// wait a second or more). The bridge's addresses are ours alone.
+		if err := disableDAD(h, name); err != nil {
+			log.Debug("cannot turn off DAD on the bridge", "bridge", name, "err", err)
+		}
 	}
 	if br.Attrs().MTU != mtu {
 		if err := h.LinkSetMTU(br, mtu); err != nil {

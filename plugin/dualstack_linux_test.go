@@ -184,6 +184,20 @@ func verifyFamilies(t *testing.T, n *node, pod *nettest.NS, rt *libcni.RuntimeCo
 		if !ok || flags&(unix.IFA_F_TENTATIVE|unix.IFA_F_DADFAILED) != 0 {
 			t.Fatalf("cni0 gateway %s: present %t, flags %#x", f.gateway, ok, flags)
 		}
+		if f.is6() {
+			// Its link-local address too: the node solicits pods' neighbours
+			// from it for forwarded packets, and sends nothing while it is
+			// tentative.
+			lls, err := n.h.AddrList(br, unix.AF_INET6)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, a := range lls {
+				if a.IP.IsLinkLocalUnicast() && a.Flags&unix.IFA_F_TENTATIVE != 0 {
+					t.Fatalf("cni0 link-local %s is tentative right after ADD (flags %#x)", a.IP, a.Flags)
+				}
+			}
+		}
 		key := "/proc/sys/net/ipv4/ip_forward"
 		if f.is6() {
 			key = "/proc/sys/net/ipv6/conf/all/forwarding"
