@@ -404,3 +404,42 @@ func TestFindIPv6Flags(t *testing.T) {
 	}
 	t.Logf("error: %v", err)
 }
+
+// TestFindSettledWaitsForDAD: an interface whose IPv6 address is still in
+// duplicate address detection (as right after boot) gets it once DAD ends,
+// within the wait, where Find alone runs without it; with no DAD under way
+// FindSettled answers at once.
+func TestFindSettledWaitsForDAD(t *testing.T) {
+	nettest.Privileged(t)
+	node := nettest.NewNS(t, "ul-dad")
+	peer := nettest.NewNS(t, "ul-dadpeer")
+	nettest.Veth(t, node, "eth0", "198.18.0.2/24", peer, "p0", "198.18.0.1/24")
+	nettest.Veth(t, node, "eth1", "", peer, "p1", "")
+	h := openHost(t, node)
+	// No carrier on eth1 (its peer is down): DAD cannot run, the address stays tentative.
+	ip(t, peer, "link", "set", "p1", "down")
+	ip(t, node, "-6", "addr", "add", "fd00:31::2/64", "dev", "eth1")
+
+	u, err := Find(h, Options{Ifaces: []string{"eth1"}})
+	if err == nil && u.IPv6.IsValid() {
+		t.Fatalf("Find took the tentative address: %+v", u)
+	}
+	// Carrier in 300 ms: DAD runs (one solicitation, 1 s) and the address is usable.
+	go func() {
+		time.Sleep(300 * time.Millisecond)
+		_, _ = peer.Exec(t, "ip", "link", "set", "p1", "up")
+	}()
+	start := time.Now()
+	u, err = FindSettled(t.Context(), h, Options{Ifaces: []string{"eth1"}}, 15*time.Second, nil)
+	if err != nil || u.IPv6 != netip.MustParseAddr("fd00:31::2") {
+		t.Fatalf("FindSettled = %+v, %v; want fd00:31::2 once DAD is over", u, err)
+	}
+	t.Logf("settled after %s", time.Since(start).Round(10*time.Millisecond))
+
+	// Nothing tentative: no wait, even when IPv6 is missing.
+	start = time.Now()
+	u, err = FindSettled(t.Context(), h, Options{Ifaces: []string{"eth0"}}, 15*time.Second, nil)
+	if err != nil || u.IPv6.IsValid() || time.Since(start) > 2*time.Second {
+		t.Fatalf("FindSettled(eth0) = %+v, %v after %s; want IPv4 only at once", u, err, time.Since(start))
+	}
+}

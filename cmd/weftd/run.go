@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -67,7 +68,7 @@ Without --etcd-endpoints an embedded single-node etcd is started in --data-dir.`
 				node = "(none: the public IP identifies this node)"
 			}
 			log.Info("weftd starting", "version", agent.Version, "node", node, "neigh_mode", cfg.NeighMode)
-			ag, err := newAgent(cfg, conn.store, nl, metrics, log)
+			ag, err := newAgent(ctx, cfg, conn.store, nl, metrics, log)
 			if err == nil {
 				err = ag.Run(ctx)
 			}
@@ -106,8 +107,15 @@ Without --etcd-endpoints an embedded single-node etcd is started in --data-dir.`
 // newAgent resolves the underlay and gives the agent its production
 // dependencies: the etcd store, the VXLAN datapath over nl and nftables in
 // the current network namespace.
-func newAgent(cfg agent.Config, store agent.Leases, nl *host.NS, metrics *agent.Metrics, log *slog.Logger) (*agent.Agent, error) {
-	ul, err := underlay.Find(nl, cfg.UnderlayOptions())
+// underlaySettle bounds the wait for duplicate address detection on the
+// underlay's IPv6 addresses (one solicitation and a random delay: about 2 s
+// with the kernel's defaults).
+const underlaySettle = 5 * time.Second
+
+func newAgent(ctx context.Context, cfg agent.Config, store agent.Leases, nl *host.NS, metrics *agent.Metrics, log *slog.Logger) (*agent.Agent, error) {
+	// Started at boot, the agent may come before duplicate address detection
+	// has finished on the underlay's IPv6 address: wait a little for it.
+	ul, err := underlay.FindSettled(ctx, nl, cfg.UnderlayOptions(), underlaySettle, log)
 	if err != nil {
 		return nil, fmt.Errorf("choose underlay interface: %w", err)
 	}
