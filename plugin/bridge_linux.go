@@ -4,11 +4,13 @@ import (
 	"errors"
 	"log/slog"
 	"net"
+	"net/netip"
 	"strings"
 	"syscall"
 
 	"github.com/containernetworking/cni/pkg/types"
 	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netlink/nl"
 	"golang.org/x/sys/unix"
 
 	"github.com/weftnet/weft/host"
@@ -20,6 +22,7 @@ import (
 // done it first.
 func ensureBridge(h *host.NS, name string, p plan, log *slog.Logger) (*netlink.Bridge, error) {
 	mtu := p.mtu
+	created := false // a bridge made here with addrgen mode none
 	br, err := bridgeByName(h, name)
 	if err != nil && !isLinkNotFound(err) {
 		return nil, err
@@ -39,13 +42,11 @@ func ensureBridge(h *host.NS, name string, p plan, log *slog.Logger) (*netlink.B
 			return nil, err
 		}
 		log.Info("created bridge", "bridge", name, "mtu", mtu)
-		// Before the link goes up: a link-local address still in duplicate
-		// address detection is no source for neighbour solicitations, and
-		// the kernel sends none for packets it forwards to a pod until DAD
-		// is over (the first cross-node IPv6 packets to a new node's pods
-		// wait a second or more). The bridge's addresses are ours alone.
-		if err := disableDAD(h, name); err != nil {
-			log.Debug("cannot turn off DAD on the bridge", "bridge", name, "err", err)
+		// Before the link goes up: see setLinkLocal.
+		if err := h.LinkSetIP6AddrGenMode(br, nl.IN6_ADDR_GEN_MODE_NONE); err != nil {
+			log.Debug("cannot set the bridge's IPv6 addrgen mode (no IPv6?)", "bridge", name, "err", err)
+		} else {
+			created = true
 		}
 	}
 	if br.Attrs().MTU != mtu {
@@ -57,6 +58,9 @@ func ensureBridge(h *host.NS, name string, p plan, log *slog.Logger) (*netlink.B
 		if err := h.LinkSetUp(br); err != nil {
 			return nil, internal(err, "set bridge %s up", name)
 		}
+	}
+	if created {
+		setLinkLocal(h, br, log)
 	}
 	for _, f := range p.fams {
 		if err := ensureBridgeAddr(h, br, f, log); err != nil {
@@ -186,4 +190,32 @@ func ignoreNotFound(err error) error {
 		return nil
 	}
 	return err
+}
+
+// setLinkLocal gives a bridge created with addrgen mode none its link-local
+// address: the one the kernel would derive from its (fixed) MAC, but with
+// IFA_F_NODAD. The kernel's own would first go through duplicate address
+// detection (a second or more), and while it is tentative the node sends no
+// neighbour solicitation for packets it forwards to a pod: the first IPv6
+// packets from other nodes to a new node's pods would wait. accept_dad=0
+// would do too, but needs a writable /proc/sys; netlink does not. Best
+// effort: a kernel without IPv6 refuses it, and IPv4 does not need it.
+func setLinkLocal(h *host.NS, br *netlink.Bridge, log *slog.Logger) {
+	ll := &netlink.Addr{IPNet: host.PrefixIPNet(linkLocal(br.Attrs().HardwareAddr)), Flags: unix.IFA_F_NODAD}
+	if err := h.AddrAdd(br, ll); err != nil && !errors.Is(err, syscall.EEXIST) {
+		log.Debug("cannot add the bridge's link-local address", "bridge", br.Name, "addr", ll.IPNet.String(), "err", err)
+	}
+}
+
+// linkLocal is fe80::/64 with the modified EUI-64 interface identifier of
+// mac (RFC 4291 appendix A), as the kernel derives it.
+func linkLocal(mac net.HardwareAddr) netip.Prefix {
+	var b [16]byte
+	b[0], b[1] = 0xfe, 0x80
+	if len(mac) == 6 {
+		b[8], b[9], b[10] = mac[0]^0x02, mac[1], mac[2]
+		b[11], b[12] = 0xff, 0xfe
+		b[13], b[14], b[15] = mac[3], mac[4], mac[5]
+	}
+	return netip.PrefixFrom(netip.AddrFrom16(b), 64)
 }

@@ -17,7 +17,10 @@
 // fine then, and otherwise the error (999) names the sysctl. IPv6 addresses
 // are never tentative: the bridge's and the pod's carry IFA_F_NODAD, and
 // the pod interface's accept_dad is 0 (best effort: a read-only /proc/sys is
-// tolerated). Both ends of the veth and the bridge get FLANNEL_MTU, which
+// tolerated). A bridge weft creates gets addrgen mode none and its EUI-64
+// link-local address from weft, with IFA_F_NODAD: the node solicits pods'
+// neighbours from it for forwarded packets, and sends nothing while it is
+// tentative. Both ends of the veth and the bridge get FLANNEL_MTU, which
 // must be at least 1280 when pods get IPv6.
 //
 // The result (every supported version) lists one IP per family, IPv4

@@ -192,10 +192,18 @@ func verifyFamilies(t *testing.T, n *node, pod *nettest.NS, rt *libcni.RuntimeCo
 			if err != nil {
 				t.Fatal(err)
 			}
+			nll := 0
 			for _, a := range lls {
-				if a.IP.IsLinkLocalUnicast() && a.Flags&unix.IFA_F_TENTATIVE != 0 {
+				if !a.IP.IsLinkLocalUnicast() {
+					continue
+				}
+				nll++
+				if a.Flags&unix.IFA_F_TENTATIVE != 0 {
 					t.Fatalf("cni0 link-local %s is tentative right after ADD (flags %#x)", a.IP, a.Flags)
 				}
+			}
+			if nll != 1 {
+				t.Fatalf("cni0 has %d link-local addresses, want 1: %v", nll, lls)
 			}
 		}
 		key := "/proc/sys/net/ipv4/ip_forward"
