@@ -1,6 +1,7 @@
 // Command demo brings up a small weft cluster in network namespaces (see
-// package lab), shows its nodes, pods, a pod-to-pod ping matrix and the leases
-// in etcd, then removes everything. `make demo` runs it as root after
+// package lab), dual stack by default (-family ipv4, dual or ipv6), shows
+// its nodes, pods, a pod-to-pod ping matrix per address family and the
+// leases in etcd, then removes everything. `make demo` runs it as root after
 // `make build`:
 //
 //	go run ./test/demo -bin-dir bin

@@ -23,6 +23,7 @@ type config struct {
 	nodes   int
 	pods    int
 	etcd    string
+	family  string
 	keep    bool
 	verbose bool
 }
@@ -33,6 +34,7 @@ func main() {
 	flag.IntVar(&c.nodes, "nodes", 3, "number of nodes")
 	flag.IntVar(&c.pods, "pods", 2, "pods per node")
 	flag.StringVar(&c.etcd, "etcd", lab.EtcdEmbedded, "etcd server: embedded (weft-etcd) or debian (/usr/bin/etcd)")
+	flag.StringVar(&c.family, "family", string(lab.Dual), "pod network and underlay family: ipv4, dual or ipv6")
 	flag.BoolVar(&c.verbose, "v", false, "log the lab's steps to stderr")
 	flag.Parse()
 	c.keep = os.Getenv("DEMO_KEEP") == "1"
@@ -57,8 +59,10 @@ func run(ctx context.Context, c config, out io.Writer) (err error) {
 		level = slog.LevelInfo
 	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
-	fmt.Fprintf(out, "weft demo: %d nodes x %d pods, %s etcd\n", c.nodes, c.pods, c.etcd)
-	l, err := lab.New(ctx, lab.Options{Nodes: c.nodes, BinDir: c.binDir, Etcd: c.etcd, IPMasq: true, Keep: c.keep, Log: log})
+	fam := lab.Family(c.family)
+	fmt.Fprintf(out, "weft demo: %d nodes x %d pods, %s etcd, %s\n", c.nodes, c.pods, c.etcd, familyName(fam))
+	l, err := lab.New(ctx, lab.Options{Nodes: c.nodes, BinDir: c.binDir, Etcd: c.etcd, IPMasq: true, Keep: c.keep, Log: log,
+		Overlay: fam, Underlay: fam})
 	if err != nil {
 		return fmt.Errorf("bring up the lab: %w", err)
 	}
@@ -76,18 +80,22 @@ func run(ctx context.Context, c config, out io.Writer) (err error) {
 	if err != nil {
 		return err
 	}
-	if err := printNodes(ctx, out, l); err != nil {
+	if err := printNodes(ctx, out, l, fam); err != nil {
 		return err
 	}
-	printPods(out, pods)
-	failed := pingMatrix(ctx, out, l, pods)
+	printPods(out, pods, fam)
+	failed, pairs := 0, 0
+	for _, f := range fam.Singles() {
+		failed += pingMatrix(ctx, out, l, pods, f)
+		pairs += len(pods) * (len(pods) - 1)
+	}
 	if err := printLeases(ctx, out, l); err != nil {
 		return err
 	}
 	if failed > 0 {
 		return fmt.Errorf("%d pod pairs did not answer every ping", failed)
 	}
-	fmt.Fprintf(out, "\nall %d pod pairs answered every ping\n", len(pods)*(len(pods)-1))
+	fmt.Fprintf(out, "\nall %d pod pairs answered every ping\n", pairs)
 	return nil
 }
 
@@ -104,4 +112,14 @@ func addPods(ctx context.Context, l *lab.Lab, perNode int) ([]*lab.Pod, error) {
 		}
 	}
 	return pods, nil
+}
+
+func familyName(f lab.Family) string {
+	switch f {
+	case lab.Dual:
+		return "dual stack (IPv4 over flannel.1, IPv6 over flannel-v6.1)"
+	case lab.IPv6:
+		return "IPv6-only (flannel-v6.1 over an IPv6 underlay)"
+	}
+	return "IPv4"
 }

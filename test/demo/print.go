@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -12,41 +13,65 @@ import (
 	"github.com/weftnet/weft/test/lab"
 )
 
-// printNodes prints name, public IP, subnet (subnet.env) and VtepMAC (lease).
-func printNodes(ctx context.Context, out io.Writer, l *lab.Lab) error {
+// printNodes prints name, public addresses, subnets (subnet.env) and
+// VtepMACs (lease) of the families of f.
+func printNodes(ctx context.Context, out io.Writer, l *lab.Lab, f lab.Family) error {
 	fmt.Fprintln(out, "\nNODES")
 	tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "NAME\tNETNS\tPUBLIC IP\tSUBNET\tVTEP MAC")
+	head := "NAME\tNETNS"
+	if f.Has4() {
+		head += "\tPUBLIC IP\tSUBNET\tVTEP MAC"
+	}
+	if f.Has6() {
+		head += "\tPUBLIC IPV6\tIPV6 SUBNET\tVTEP MAC V6"
+	}
+	fmt.Fprintln(tw, head)
 	for _, n := range l.Nodes() {
-		subnet, err := n.Subnet()
-		if err != nil {
-			return err
-		}
 		lk, err := n.Lease(ctx)
 		if err != nil {
 			return err
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", n.Name, n.NS.Name, lk.PublicIP, subnet, lk.VtepMAC)
+		row := n.Name + "\t" + n.NS.Name
+		if f.Has4() {
+			subnet, err := n.Subnet()
+			if err != nil {
+				return err
+			}
+			row += fmt.Sprintf("\t%s\t%s\t%s", lk.PublicIP, subnet, lk.VtepMAC)
+		}
+		if f.Has6() {
+			subnet6, err := n.Subnet6()
+			if err != nil {
+				return err
+			}
+			row += fmt.Sprintf("\t%s\t%s\t%s", lk.PublicIPv6, subnet6, lk.VtepMAC6)
+		}
+		fmt.Fprintln(tw, row)
 	}
 	return tw.Flush()
 }
 
-func printPods(out io.Writer, pods []*lab.Pod) {
+func printPods(out io.Writer, pods []*lab.Pod, f lab.Family) {
 	fmt.Fprintln(out, "\nPODS")
 	tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "POD\tNODE\tIP\tNETNS")
 	for _, p := range pods {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", podName(p), p.Node.Name, p.IP, p.NS.Name)
+		var ips []string
+		for _, s := range f.Singles() {
+			ips = append(ips, p.Addr(s).String())
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", podName(p), p.Node.Name, strings.Join(ips, ","), p.NS.Name)
 	}
 	_ = tw.Flush()
 }
 
 func podName(p *lab.Pod) string { return p.Node.Name + "/" + p.Name }
 
-// pingMatrix pings every pod from every other pod (3 echoes each) and prints
-// the mean RTT per pair; it returns the number of pairs with a lost echo.
-func pingMatrix(ctx context.Context, out io.Writer, l *lab.Lab, pods []*lab.Pod) int {
-	fmt.Fprintln(out, "\nPING MATRIX (3 echoes per pair, mean RTT; row = from, column = to)")
+// pingMatrix pings every pod from every other pod over family f (3 echoes
+// each) and prints the mean RTT per pair; it returns the number of pairs
+// with a lost echo.
+func pingMatrix(ctx context.Context, out io.Writer, l *lab.Lab, pods []*lab.Pod, f lab.Family) int {
+	fmt.Fprintf(out, "\nPING MATRIX, %s (3 echoes per pair, mean RTT; row = from, column = to)\n", f)
 	tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprint(tw, "\t")
 	for _, to := range pods {
@@ -61,7 +86,7 @@ func pingMatrix(ctx context.Context, out io.Writer, l *lab.Lab, pods []*lab.Pod)
 				fmt.Fprint(tw, "-\t")
 				continue
 			}
-			r, err := l.Ping(ctx, from.NS, to.IP, 3, 20*time.Millisecond)
+			r, err := l.Ping(ctx, from.NS, to.Addr(f), 3, 20*time.Millisecond)
 			switch {
 			case err != nil:
 				failed++
