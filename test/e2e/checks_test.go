@@ -54,7 +54,7 @@ func serve(t *testing.T, p *lab.Pod) {
 func ask(ctx context.Context, from *lab.NetNS, addr string) (id string, client netip.Addr, err error) {
 	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
 	defer cancel()
-	c, err := from.DialContext(ctx, "tcp4", addr)
+	c, err := from.DialContext(ctx, "tcp", addr)
 	if err != nil {
 		return "", netip.Addr{}, err
 	}

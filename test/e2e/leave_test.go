@@ -29,32 +29,42 @@ func (s peerState) String() string {
 // stateFor lists n's routes to subnet, ARP entries for the peer's .0 or
 // VtepMAC, and FDB entries for the VtepMAC or the peer's public IP.
 func stateFor(n *lab.Node, peer lab.LeaseKV) (peerState, error) {
+	return stateForFamily(n, peer, lab.IPv4)
+}
+
+// stateForFamily is stateFor on the device of family f (lab.IPv4: flannel.1
+// and the lease's IPv4 part; lab.IPv6: flannel-v6.1 and its IPv6 part).
+func stateForFamily(n *lab.Node, peer lab.LeaseKV, f lab.Family) (peerState, error) {
 	h, err := n.NS.Handle()
 	if err != nil {
 		return peerState{}, err
 	}
 	defer h.Close()
+	dev, fam, subnet, mac, pub := "flannel.1", netlink.FAMILY_V4, peer.Subnet, peer.VtepMAC, peer.PublicIP
+	if f == lab.IPv6 {
+		dev, fam, subnet, mac, pub = "flannel-v6.1", netlink.FAMILY_V6, peer.Subnet6, peer.VtepMAC6, peer.PublicIPv6
+	}
 	var s peerState
-	routes, err := h.RouteList(nil, netlink.FAMILY_V4)
+	routes, err := h.RouteList(nil, fam)
 	if err != nil {
 		return s, fmt.Errorf("%s: list routes: %w", n.Name, err)
 	}
 	for _, r := range routes {
-		if r.Dst != nil && r.Dst.String() == peer.Subnet.String() {
+		if r.Dst != nil && r.Dst.String() == subnet.String() {
 			s.routes = append(s.routes, r.String())
 		}
 	}
-	link, err := h.LinkByName("flannel.1")
+	link, err := h.LinkByName(dev)
 	if err != nil {
-		return s, fmt.Errorf("%s: flannel.1: %w", n.Name, err)
+		return s, fmt.Errorf("%s: %s: %w", n.Name, dev, err)
 	}
-	gw := peer.Subnet.Addr()
-	neighs, err := h.NeighList(link.Attrs().Index, netlink.FAMILY_V4)
+	gw := subnet.Addr()
+	neighs, err := h.NeighList(link.Attrs().Index, fam)
 	if err != nil {
 		return s, fmt.Errorf("%s: list neighbours: %w", n.Name, err)
 	}
 	for _, e := range neighs {
-		if ip, ok := netip.AddrFromSlice(e.IP); (ok && ip.Unmap() == gw) || bytes.Equal(e.HardwareAddr, peer.VtepMAC) {
+		if ip, ok := netip.AddrFromSlice(e.IP); (ok && ip.Unmap() == gw) || bytes.Equal(e.HardwareAddr, mac) {
 			s.neighs = append(s.neighs, e.String())
 		}
 	}
@@ -63,7 +73,7 @@ func stateFor(n *lab.Node, peer lab.LeaseKV) (peerState, error) {
 		return s, fmt.Errorf("%s: list fdb: %w", n.Name, err)
 	}
 	for _, e := range fdbs {
-		if bytes.Equal(e.HardwareAddr, peer.VtepMAC) || e.IP.Equal(net.IP(peer.PublicIP.AsSlice())) {
+		if bytes.Equal(e.HardwareAddr, mac) || e.IP.Equal(net.IP(pub.AsSlice())) {
 			s.fdbs = append(s.fdbs, e.String())
 		}
 	}

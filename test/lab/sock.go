@@ -11,10 +11,11 @@ import (
 const connDeadline = 5 * time.Second
 
 // ServeTCP listens on addr inside n (the socket stays in n) and runs handle
-// for each connection, which it closes afterwards. It serves until ctx ends;
+// for each connection, which it closes afterwards. An addr without a host
+// (":8080") listens on both families. It serves until ctx ends;
 // the returned wait blocks until the accept loop and every handler are done.
 func ServeTCP(ctx context.Context, n *NetNS, addr string, handle func(net.Conn)) (net.Addr, func(), error) {
-	ln, err := n.Listen("tcp4", addr)
+	ln, err := n.Listen("tcp", addr)
 	if err != nil {
 		return nil, nil, err
 	}
