@@ -198,3 +198,36 @@ func run(t *testing.T, n *lab.NetNS, cmds ...string) {
 		}
 	}
 }
+
+// TestDirectRoutingDualStack: with DirectRouting on a dual-stack network,
+// nodes on one L2 segment route each other's pods straight over the
+// underlay of the pods' family (IPv4 subnets via the peer's PublicIP, IPv6
+// ones via its PublicIPv6, both on eth0), not through the VXLAN devices, and
+// pods reach each other over both families.
+func TestDirectRoutingDualStack(t *testing.T) {
+	l := newLab(t, lab.Options{IPMasq: true, Overlay: lab.Dual, Underlay: lab.Dual})
+	ctx := t.Context()
+	conf := `{"Network":"10.244.0.0/16","EnableIPv6":true,"IPv6Network":"fc00::/48","Backend":{"Type":"vxlan","DirectRouting":true}}`
+	if _, err := l.Etcd().Put(ctx, l.Prefix()+"/config", conf); err != nil {
+		t.Fatal(err)
+	}
+	var nodes []*lab.Node
+	for range 2 {
+		n, err := l.AddNode(ctx, l.NodeDefaults())
+		if err != nil {
+			t.Fatalf("add node: %v", err)
+		}
+		nodes = append(nodes, n)
+	}
+	pods := addPods(t, l, nodes, 1)
+	for _, f := range []lab.Family{lab.IPv4, lab.IPv6} {
+		out, err := nodes[0].NS.Exec(ctx, "ip", "route", "get", pods[1].Addr(f).String())
+		want := fmt.Sprintf("via %s dev eth0", nodes[1].Addr(f))
+		if err != nil || !strings.Contains(out, want) {
+			t.Errorf("%s: route to %s's pod %s: %q (%v), want %q", f, nodes[1].Name, pods[1].Addr(f), out, err, want)
+		}
+		pingAddrOK(t, l, pods[0].NS, podID(pods[0]), podID(pods[1]), pods[1].Addr(f))
+		pingAddrOK(t, l, pods[1].NS, podID(pods[1]), podID(pods[0]), pods[0].Addr(f))
+	}
+	agentsHealthy(t, nodes)
+}
