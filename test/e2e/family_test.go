@@ -80,13 +80,7 @@ func checkFamily(t *testing.T, overlay, underlay lab.Family) {
 	})
 	t.Run("connectivity", func(t *testing.T) {
 		for _, f := range fams {
-			for _, from := range pods {
-				for _, to := range pods {
-					if from != to {
-						pingAddrOK(t, l, from.NS, podID(from), podID(to), to.Addr(f))
-					}
-				}
-			}
+			pingPods(t, l, pods, f)
 			for _, n := range nodes {
 				for _, to := range pods {
 					pingAddrOK(t, l, n.NS, n.Name, podID(to), to.Addr(f))
@@ -145,6 +139,19 @@ func pingAddrOK(t *testing.T, l *lab.Lab, from *lab.NetNS, fromName, toName stri
 	r, err := l.Ping(t.Context(), from, addr, 3, 20*time.Millisecond)
 	if err != nil || r.Loss() > 0 {
 		t.Errorf("ping %s → %s (%s): %v (err %v)", fromName, toName, addr, r, err)
+	}
+}
+
+// pingPods pings every pod from every other pod over family f, with no
+// loss.
+func pingPods(t *testing.T, l *lab.Lab, pods []*lab.Pod, f lab.Family) {
+	t.Helper()
+	for _, from := range pods {
+		for _, to := range pods {
+			if from != to {
+				pingAddrOK(t, l, from.NS, podID(from), podID(to), to.Addr(f))
+			}
+		}
 	}
 }
 

@@ -55,13 +55,7 @@ func TestOnDemandDualStack(t *testing.T) {
 		})
 	}
 	for _, f := range fams {
-		for _, from := range pods {
-			for _, to := range pods {
-				if from != to {
-					pingAddrOK(t, l, from.NS, podID(from), podID(to), to.Addr(f))
-				}
-			}
-		}
+		pingPods(t, l, pods, f)
 	}
 	for _, from := range pods {
 		for _, to := range pods {
