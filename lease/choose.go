@@ -57,10 +57,12 @@ func Owns(l, a Attrs) bool {
 }
 
 // sameAddr reports whether lease value l was published from a's address: the
-// same PublicIP when a has one (IPv4 is on), else the same PublicIPv6 (an
-// IPv6-only node, whose PublicIP is unset). An unset address matches nothing.
+// same PublicIP when both have one, else the same PublicIPv6 (an IPv6-only
+// node has no PublicIP; so has its old lease when the network became dual
+// stack, which is then still found as ours). An unset address matches
+// nothing.
 func sameAddr(l, a Attrs) bool {
-	if a.PublicIP.IsValid() {
+	if a.PublicIP.IsValid() && l.PublicIP.IsValid() {
 		return l.PublicIP == a.PublicIP
 	}
 	return a.PublicIPv6.IsValid() && l.PublicIPv6 == a.PublicIPv6

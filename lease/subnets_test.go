@@ -249,6 +249,16 @@ func TestChooseIPv6Only(t *testing.T) {
 	if c, err = Choose(n, append(peers, old), r); err != nil || len(c.Stale) != 1 || c.IPv6Subnet != r.PrevIPv6 {
 		t.Errorf("stale dual: %+v %v", c, err)
 	}
+	// The network became dual stack: our IPv6-only lease (no PublicIP) is
+	// still found by its PublicIPv6, stale, and its IPv6 block is ours again.
+	dual := mustNetwork(t, `{"Network":"10.244.0.0/16","EnableIPv6":true,"IPv6Network":"fc00::/48"}`)
+	rd := Request{Attrs: testAttrsDual(), PrevIPv6: netip.MustParsePrefix("fc00:0:0:7::/64")}
+	rd.Attrs.PublicIPv6 = netip.MustParseAddr("fd00::9")
+	mine := lease6("fc00:0:0:7::/64", rd.Attrs.PublicIPv6.String(), "")
+	if c, err = Choose(dual, append(peers, mine), rd); err != nil || len(c.Stale) != 1 || c.Stale[0].Key() != mine.Key() ||
+		c.IPv6Subnet != rd.PrevIPv6 || !c.Subnet.IsValid() {
+		t.Errorf("IPv6-only lease after the switch to dual stack: %+v %v", c, err)
+	}
 	// A value that does not match the config is refused.
 	bad := req("fd00::9", "")
 	bad.Attrs.PublicIP = netip.MustParseAddr("198.18.0.9")

@@ -93,10 +93,18 @@ func TestAcquireDualAndIPv6OnlyThreeNodes(t *testing.T) {
 						t.Errorf("node %d restart: %s %v, want %s", i+1, again.Key(), err, l.Key())
 					}
 				}
-				// The previous subnets are preferred per family when free.
-				r := lease.Request{Attrs: attrsFor(9, tc.v4), TTL: time.Hour, PrevIPv6: mustPrefix("fc00:0:0:77::/64")}
+				// The previous subnets are preferred per family when free
+				// (blocks none of the three nodes drew at random).
+				free := func(format string, seen map[netip.Prefix]bool) netip.Prefix {
+					for i := 77; ; i++ {
+						if p := mustPrefix(fmt.Sprintf(format, i)); !seen[p] {
+							return p
+						}
+					}
+				}
+				r := lease.Request{Attrs: attrsFor(9, tc.v4), TTL: time.Hour, PrevIPv6: free("fc00:0:0:%x::/64", seen6)}
 				if tc.v4 {
-					r.Prev = mustPrefix("10.244.77.0/24")
+					r.Prev = free("10.244.%d.0/24", seen4)
 				}
 				l, err := s.Acquire(tctx(t), cfg, r)
 				if err != nil || l.Subnet != r.Prev || l.IPv6Subnet != r.PrevIPv6 {
