@@ -236,6 +236,13 @@ func (n *NetNS) addrUp(link string, addrs ...netip.Prefix) error {
 			return fmt.Errorf("add %s to %s in %s: %w", addr, link, n.Name, err)
 		}
 	}
+	// Its link-local address too: while it is tentative the node sends no
+	// neighbour solicitation for packets it forwards (DirectRouting's pod
+	// traffic over eth0), and a lab node is used the moment it is made,
+	// where a real node's interface has been up for long.
+	if err := n.Sysctl(context.Background(), "net.ipv6.conf."+link+".accept_dad", "0"); err != nil {
+		return err
+	}
 	if err := h.LinkSetUp(l); err != nil {
 		return fmt.Errorf("set %s up in %s: %w", link, n.Name, err)
 	}
